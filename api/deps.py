@@ -1,0 +1,30 @@
+"""Shared resources for request handlers, built once in create_app."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from celery import Celery
+from fastapi import Depends, Request
+from sqlalchemy import Engine
+
+from embedq_core.settings import Settings
+
+
+@dataclass
+class ApiResources:
+    """What handlers need: settings, the database engine and the queue client."""
+
+    settings: Settings
+    engine: Engine
+    celery: Celery
+
+
+def get_resources(request: Request) -> ApiResources:
+    """The resources stored on the app at startup."""
+    resources: ApiResources = request.app.state.resources
+    return resources
+
+
+Resources = Annotated[ApiResources, Depends(get_resources)]

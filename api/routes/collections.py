@@ -1,0 +1,50 @@
+"""Creating and reading collections."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, HTTPException, status
+
+from api.deps import Resources
+from api.errors import field_error
+from api.schemas import CollectionIn, CollectionOut
+from embedq_core.catalog import (
+    Collection,
+    CollectionConflict,
+    UnknownManifest,
+    create_collection,
+    get_collection,
+)
+
+router = APIRouter(prefix="/v1/collections", tags=["collections"])
+
+
+def _out(collection: Collection) -> CollectionOut:
+    return CollectionOut(
+        name=collection.name,
+        manifest_id=collection.manifest_id,
+        dimension=collection.dimension,
+        vector_table=collection.vector_table,
+    )
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+def create(body: CollectionIn, resources: Resources) -> CollectionOut:
+    """Create a collection bound to a registered model manifest (idempotent)."""
+    try:
+        return _out(create_collection(resources.engine, body.name, body.manifest_id))
+    except UnknownManifest as exc:
+        raise field_error(
+            422, ["manifest_id"], f"unknown manifest {exc}: start a worker with it", "unknown"
+        ) from exc
+    except CollectionConflict as exc:
+        raise field_error(409, ["name"], str(exc), "conflict") from exc
+
+
+@router.get("/{name}")
+def read(name: str, resources: Resources) -> CollectionOut:
+    """A collection's model and vectors table."""
+    with resources.engine.connect() as conn:
+        collection = get_collection(conn, name)
+    if collection is None:
+        raise HTTPException(status_code=404, detail=f"unknown collection {name!r}")
+    return _out(collection)

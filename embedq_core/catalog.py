@@ -1,0 +1,87 @@
+"""Registering model manifests and creating collections (each with its own vectors table)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, Engine, select
+from sqlalchemy.dialects.postgresql import insert
+
+from embedq_core.manifest import ModelManifest
+from embedq_core.tables import collections, model_manifests, vector_table, vector_table_name
+
+
+@dataclass(frozen=True)
+class Collection:
+    """A collection as the API and workers see it."""
+
+    name: str
+    manifest_id: str
+    dimension: int
+    vector_table: str
+
+
+class CollectionConflict(Exception):
+    """The collection exists and is bound to a different model."""
+
+
+class UnknownManifest(Exception):
+    """No worker or operator has registered this manifest id."""
+
+
+def register_manifest(conn: Connection, manifest: ModelManifest) -> str:
+    """Record a manifest (idempotent) and return its id."""
+    conn.execute(
+        insert(model_manifests)
+        .values(
+            id=manifest.manifest_id,
+            dimension=manifest.dimension,
+            pooling=manifest.pooling,
+            manifest=manifest.model_dump(mode="json"),
+        )
+        .on_conflict_do_nothing(index_elements=["id"])
+    )
+    return manifest.manifest_id
+
+
+def get_collection(conn: Connection, name: str) -> Collection | None:
+    """The named collection, or None."""
+    row = conn.execute(select(collections).where(collections.c.name == name)).mappings().first()
+    if row is None:
+        return None
+    return Collection(
+        name=row["name"],
+        manifest_id=row["manifest_id"],
+        dimension=row["dimension"],
+        vector_table=row["vector_table"],
+    )
+
+
+def create_collection(engine: Engine, name: str, manifest_id: str) -> Collection:
+    """Create a collection bound to a registered manifest, with its vectors table and HNSW index.
+
+    Creating it again with the same manifest is a no-op; with another manifest it is a conflict,
+    because one table cannot hold vectors of two models.
+    """
+    table_name = vector_table_name(name)
+    with engine.begin() as conn:
+        manifest_row = conn.execute(
+            select(model_manifests.c.dimension).where(model_manifests.c.id == manifest_id)
+        ).first()
+        if manifest_row is None:
+            raise UnknownManifest(manifest_id)
+        existing = get_collection(conn, name)
+        if existing is not None:
+            if existing.manifest_id != manifest_id:
+                raise CollectionConflict(
+                    f"collection {name!r} is bound to {existing.manifest_id}, not {manifest_id}"
+                )
+            return existing
+        dimension = int(manifest_row.dimension)
+        conn.execute(
+            insert(collections).values(
+                name=name, manifest_id=manifest_id, dimension=dimension, vector_table=table_name
+            )
+        )
+        vector_table(name, dimension).create(conn, checkfirst=True)
+    return Collection(name, manifest_id, dimension, table_name)

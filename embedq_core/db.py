@@ -1,0 +1,23 @@
+"""Database URLs and engines."""
+
+from __future__ import annotations
+
+from sqlalchemy import Engine, create_engine
+
+
+def sqlalchemy_url(database_url: str) -> str:
+    """Turn a libpq-style URL into one SQLAlchemy drives with psycopg 3."""
+    for prefix in ("postgresql+psycopg://", "postgresql://", "postgres://"):
+        if database_url.startswith(prefix):
+            return "postgresql+psycopg://" + database_url[len(prefix) :]
+    raise ValueError(f"DATABASE_URL must be a postgresql:// URL, got {database_url.split(':')[0]}")
+
+
+def libpq_url(database_url: str) -> str:
+    """Turn a SQLAlchemy-style URL into one psycopg.connect accepts."""
+    return database_url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
+def make_engine(database_url: str, pool_size: int = 5) -> Engine:
+    """A pooled engine that checks connections before use, so a restarted Postgres is survived."""
+    return create_engine(sqlalchemy_url(database_url), pool_size=pool_size, pool_pre_ping=True)

@@ -1,0 +1,125 @@
+"""Job records: Postgres is the source of truth for jobs and their items; Redis only carries
+batch numbers to work on."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from celery import Celery
+from sqlalchemy import Connection, Engine, func, insert, select
+
+from embedq_core.catalog import Collection
+from embedq_core.queueing import EMBED_BATCH_TASK, embed_queue
+from embedq_core.tables import job_items, jobs
+
+
+@dataclass(frozen=True)
+class NewItem:
+    """One validated item of a submitted batch."""
+
+    external_id: str
+    text: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ItemError:
+    """Why one item failed."""
+
+    external_id: str
+    error: str
+
+
+@dataclass(frozen=True)
+class JobView:
+    """A job's state as clients see it."""
+
+    job_id: uuid.UUID
+    collection: str
+    manifest_id: str
+    status: str
+    total: int
+    done: int
+    failed: int
+    truncated: int
+    errors: list[ItemError]
+
+
+def content_hash(text: str) -> bytes:
+    """The key for skipping unchanged text: sha256 of its UTF-8 bytes."""
+    return hashlib.sha256(text.encode("utf-8")).digest()
+
+
+def create_job(
+    engine: Engine, collection: Collection, items: list[NewItem], items_per_task: int
+) -> tuple[uuid.UUID, int]:
+    """Record a job and all its items in one transaction; return its id and batch count."""
+    job_id = uuid.uuid4()
+    batches = (len(items) + items_per_task - 1) // items_per_task
+    with engine.begin() as conn:
+        conn.execute(
+            insert(jobs).values(
+                id=job_id,
+                collection=collection.name,
+                manifest_id=collection.manifest_id,
+                total=len(items),
+                batches=batches,
+            )
+        )
+        conn.execute(
+            insert(job_items),
+            [
+                {
+                    "job_id": job_id,
+                    "item_index": index,
+                    "batch_no": index // items_per_task,
+                    "external_id": item.external_id,
+                    "text": item.text,
+                    "metadata": item.metadata,
+                    "content_hash": content_hash(item.text),
+                }
+                for index, item in enumerate(items)
+            ],
+        )
+    return job_id, batches
+
+
+def enqueue_batches(
+    celery: Celery, job_id: uuid.UUID, manifest_id: str, batch_nos: list[int]
+) -> None:
+    """Send one message per batch to the model's queue, by task name (no worker import)."""
+    queue = embed_queue(manifest_id)
+    for batch_no in batch_nos:
+        celery.send_task(EMBED_BATCH_TASK, args=[str(job_id), batch_no], queue=queue)
+
+
+def get_job(conn: Connection, job_id: uuid.UUID, max_errors: int = 100) -> JobView | None:
+    """A job's status, counts and the first max_errors per-item errors."""
+    row = conn.execute(select(jobs).where(jobs.c.id == job_id)).mappings().first()
+    if row is None:
+        return None
+    failed_rows = conn.execute(
+        select(job_items.c.external_id, job_items.c.error)
+        .where(job_items.c.job_id == job_id, job_items.c.status == "failed")
+        .order_by(job_items.c.item_index)
+        .limit(max_errors)
+    ).all()
+    truncated = conn.execute(
+        select(func.count())
+        .select_from(job_items)
+        .where(job_items.c.job_id == job_id, job_items.c.truncated.is_(True))
+    ).scalar_one()
+    return JobView(
+        job_id=row["id"],
+        collection=row["collection"],
+        manifest_id=row["manifest_id"],
+        status=row["status"],
+        total=row["total"],
+        done=row["done"],
+        failed=row["failed"],
+        truncated=int(truncated),
+        errors=[ItemError(r.external_id, r.error or "") for r in failed_rows],
+    )

@@ -1,0 +1,79 @@
+"""The model manifest: what an exported ONNX model computes, written next to it at export time.
+
+Pooling, normalisation, max length, query instruction and dimension are read from here and
+nowhere else; every stored vector records the id of the manifest that produced it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+MANIFEST_FILENAME = "embedq_manifest.json"
+
+
+class ModelManifest(BaseModel):
+    """Everything needed to reproduce and identify an exported embedding model."""
+
+    schema_version: int = 1
+    source: str = Field(description="Hugging Face hub id or local directory the weights came from")
+    source_revision: str | None = None
+    weights_sha256: str
+    dimension: int = Field(gt=0)
+    pooling: Literal["cls", "mean"]
+    normalize: bool
+    max_length: int = Field(gt=0, description="max tokens, special tokens included")
+    query_instruction: str | None = None
+    precision: Literal["fp32", "fp16", "int8"]
+    onnx_file: str = "model.onnx"
+    opset: int
+    output_name: str = "last_hidden_state"
+    versions: dict[str, str] = Field(default_factory=dict, description="exporter/runtime versions")
+    quality: dict[str, float] = Field(
+        default_factory=dict, description="fidelity measured at export (INT8 vs FP32)"
+    )
+
+    @property
+    def manifest_id(self) -> str:
+        """A stable id: a readable slug plus a hash of everything that changes the vectors."""
+        identity = {
+            "source": self.source,
+            "source_revision": self.source_revision,
+            "weights_sha256": self.weights_sha256,
+            "pooling": self.pooling,
+            "normalize": self.normalize,
+            "max_length": self.max_length,
+            "query_instruction": self.query_instruction,
+            "precision": self.precision,
+            "opset": self.opset,
+        }
+        digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
+        slug = re.sub(r"[^a-z0-9]+", "-", Path(self.source).name.lower()).strip("-")[:40]
+        return f"{slug}-{self.precision}-{digest}"
+
+    def write(self, model_dir: Path) -> Path:
+        """Write the manifest (with its id, for people reading the file) into model_dir."""
+        path = model_dir / MANIFEST_FILENAME
+        payload = {"manifest_id": self.manifest_id, **self.model_dump()}
+        path.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        return path
+
+    @classmethod
+    def read(cls, model_dir: Path) -> ModelManifest:
+        """Read the manifest of an exported model directory, with a clear error if it is absent."""
+        path = Path(model_dir) / MANIFEST_FILENAME
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{path} not found: export the model first (embedq export-model SOURCE --out DIR)"
+            )
+        payload = json.loads(path.read_text(encoding="utf-8"))
+        recorded_id = payload.pop("manifest_id", None)
+        manifest = cls.model_validate(payload)
+        if recorded_id is not None and recorded_id != manifest.manifest_id:
+            raise ValueError(f"{path}: manifest_id {recorded_id} does not match its contents")
+        return manifest

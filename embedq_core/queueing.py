@@ -1,0 +1,36 @@
+"""The Celery app configuration and task names, shared by the API (which only sends by name)
+and the workers (which register the tasks)."""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from embedq_core.settings import Settings
+
+EMBED_BATCH_TASK = "embedq.embed_batch"
+
+
+def embed_queue(manifest_id: str) -> str:
+    """Each model has its own queue, so a batch only reaches workers that load that model."""
+    return f"embed.{manifest_id}"
+
+
+def make_celery(settings: Settings) -> Celery:
+    """A Celery app with the reliability settings the design requires."""
+    app = Celery("embedq", broker=settings.require_redis_url(), set_as_current=False)
+    app.conf.update(
+        # Ack only after the batch is written; a killed worker's batch is redelivered.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        # Must exceed the longest batch, or Redis redelivers a batch still being worked on.
+        broker_transport_options={"visibility_timeout": settings.visibility_timeout_s},
+        broker_connection_retry_on_startup=True,
+        task_serializer="json",
+        accept_content=["json"],
+        task_ignore_result=True,
+        result_backend=None,
+        worker_hijack_root_logger=False,
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+    )
+    return app

@@ -1,0 +1,58 @@
+"""One typed settings object, built at each entry point and passed in."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Configuration for every embedq process. Environment variables use the EMBEDQ_ prefix;
+    DATABASE_URL and REDIS_URL are also read without it."""
+
+    model_config = SettingsConfigDict(env_prefix="EMBEDQ_", env_file=None, extra="ignore")
+
+    database_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("EMBEDQ_DATABASE_URL", "DATABASE_URL")
+    )
+    redis_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("EMBEDQ_REDIS_URL", "REDIS_URL")
+    )
+
+    # Worker: which exported model (directory holding embedq_manifest.json) it serves.
+    model_dir: Path | None = None
+    runtime: Literal["auto", "onnxruntime-cpu", "onnxruntime-cuda"] = "auto"
+    intra_op_threads: int = Field(default=0, ge=0, description="0 lets the runtime decide")
+    max_batch_tokens: int = Field(default=8192, ge=16)
+    max_batch_size: int = Field(default=32, ge=1)
+
+    # Jobs
+    items_per_task: int = Field(default=64, ge=1, le=10_000)
+    max_items_per_job: int = Field(default=2048, ge=1)
+    max_id_chars: int = Field(default=256, ge=1)
+    max_task_attempts: int = Field(default=5, ge=1)
+    visibility_timeout_s: int = Field(default=3600, ge=10)
+
+    # API
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+
+    # Embedded dev stack (used when DATABASE_URL / REDIS_URL are not given)
+    data_dir: Path = Path(".embedq")
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    def require_database_url(self) -> str:
+        """The database URL, or a clear error naming the variable to set."""
+        if not self.database_url:
+            raise RuntimeError("DATABASE_URL is not set (embedq demo --keep-running starts an embedded stack)")
+        return self.database_url
+
+    def require_redis_url(self) -> str:
+        """The broker URL, or a clear error naming the variable to set."""
+        if not self.redis_url:
+            raise RuntimeError("REDIS_URL is not set (embedq demo --keep-running starts an embedded stack)")
+        return self.redis_url

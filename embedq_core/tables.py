@@ -1,0 +1,124 @@
+"""Table definitions shared by Alembic, the API and the workers."""
+
+from __future__ import annotations
+
+import re
+
+from pgvector.sqlalchemy import Vector
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    PrimaryKeyConstraint,
+    Table,
+    Text,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+
+metadata = MetaData()
+
+JOB_STATUSES = ("queued", "running", "completed", "completed_with_errors", "failed")
+ITEM_STATUSES = ("pending", "done", "failed")
+COLLECTION_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
+
+model_manifests = Table(
+    "model_manifests",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("dimension", Integer, nullable=False),
+    Column("pooling", Text, nullable=False),
+    Column("manifest", JSONB, nullable=False),
+    Column("registered_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+collections = Table(
+    "collections",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("manifest_id", Text, ForeignKey("model_manifests.id"), nullable=False),
+    Column("dimension", Integer, nullable=False),
+    Column("vector_table", Text, nullable=False, unique=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("name ~ '^[a-z][a-z0-9_]{0,47}$'", name="collection_name_format"),
+)
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("collection", Text, ForeignKey("collections.name"), nullable=False),
+    Column("manifest_id", Text, ForeignKey("model_manifests.id"), nullable=False),
+    Column("status", Text, nullable=False, server_default="queued"),
+    Column("total", Integer, nullable=False),
+    Column("done", Integer, nullable=False, server_default="0"),
+    Column("failed", Integer, nullable=False, server_default="0"),
+    Column("batches", Integer, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("finished_at", DateTime(timezone=True)),
+    CheckConstraint(f"status IN {JOB_STATUSES}", name="job_status_known"),
+)
+Index("jobs_unfinished", jobs.c.updated_at, postgresql_where=jobs.c.finished_at.is_(None))
+
+job_items = Table(
+    "job_items",
+    metadata,
+    Column("job_id", UUID(as_uuid=True), ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    Column("item_index", Integer, nullable=False),
+    Column("batch_no", Integer, nullable=False),
+    Column("external_id", Text, nullable=False),
+    Column("text", Text, nullable=False),
+    Column("metadata", JSONB, nullable=False, server_default="{}"),
+    Column("content_hash", LargeBinary, nullable=False),
+    Column("status", Text, nullable=False, server_default="pending"),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("truncated", Boolean, nullable=False, server_default="false"),
+    Column("error", Text),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("job_id", "item_index"),
+    UniqueConstraint("job_id", "external_id", name="job_items_external_id_unique"),
+    CheckConstraint(f"status IN {ITEM_STATUSES}", name="item_status_known"),
+)
+Index("job_items_batch", job_items.c.job_id, job_items.c.batch_no)
+
+
+def vector_table_name(collection: str) -> str:
+    """The table holding one collection's vectors; the name is validated, never interpolated raw."""
+    if not COLLECTION_NAME_RE.match(collection):
+        raise ValueError(
+            f"collection name {collection!r} must match {COLLECTION_NAME_RE.pattern}"
+        )
+    return f"vectors_{collection}"
+
+
+def vector_table(collection: str, dimension: int) -> Table:
+    """The vectors table of one collection: one row per external id, the model's dimension."""
+    table = Table(
+        vector_table_name(collection),
+        MetaData(),
+        Column("id", Text, primary_key=True),
+        Column("text", Text, nullable=False),
+        Column("metadata", JSONB, nullable=False, server_default="{}"),
+        Column("embedding", Vector(dimension), nullable=False),
+        Column("manifest_id", Text, ForeignKey(model_manifests.c.id), nullable=False),
+        Column("content_hash", LargeBinary, nullable=False),
+        Column("truncated", Boolean, nullable=False, server_default="false"),
+        Column("job_id", UUID(as_uuid=True)),
+        Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    )
+    # Vectors are L2-normalised, so inner product ranks exactly as cosine and is cheaper.
+    Index(
+        f"{table.name}_embedding_hnsw",
+        table.c.embedding,
+        postgresql_using="hnsw",
+        postgresql_ops={"embedding": "vector_ip_ops"},
+    )
+    return table

@@ -1,0 +1,1 @@
+"""Schema migrations (Alembic) and, later, the re-embedding migration."""

@@ -1,0 +1,1 @@
+"""The operator CLI (embedq), the dev stack, model export and benchmarks."""

@@ -1,0 +1,139 @@
+"""The embedq command line: the processes, the demo, model export and operator tasks."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import click
+
+from embedq_core.settings import Settings
+
+
+def _settings() -> Settings:
+    settings = Settings()
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    return settings
+
+
+@click.group()
+def main() -> None:
+    """embedq: asynchronous batch embedding into Postgres/pgvector."""
+
+
+@main.command("export-model")
+@click.argument("source")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True)
+@click.option("--quantize", type=click.Choice(["none", "int8"]), default="none", show_default=True)
+@click.option("--pooling", type=click.Choice(["cls", "mean"]), default=None,
+              help="Override the pooling read from the model's sentence-transformers config.")
+@click.option("--normalize/--no-normalize", default=None, help="Override L2 normalisation.")
+@click.option("--max-length", type=int, default=None, help="Override max tokens.")
+@click.option("--query-instruction", default=None, help="Prefix for queries (not passages).")
+@click.option("--opset", type=int, default=17, show_default=True)
+@click.option("--revision", default=None, help="Hub revision to export (hub ids only).")
+@click.option("--source-id", default=None,
+              help="Hub id a local SOURCE directory is a copy of, recorded in the manifest.")
+def export_model_cmd(
+    source: str,
+    out_dir: Path,
+    quantize: str,
+    pooling: str | None,
+    normalize: bool | None,
+    max_length: int | None,
+    query_instruction: str | None,
+    opset: int,
+    revision: str | None,
+    source_id: str | None,
+) -> None:
+    """Export SOURCE (hub id or local directory) to ONNX with its manifest."""
+    _settings()
+    from ops.export_model import ExportOptions, export_model
+
+    options = ExportOptions(
+        pooling=pooling,  # type: ignore[arg-type]  # click.Choice guarantees the literal
+        normalize=normalize,
+        max_length=max_length,
+        query_instruction=query_instruction,
+        quantize=quantize,  # type: ignore[arg-type]
+        opset=opset,
+        revision=revision,
+        source_id=source_id,
+    )
+    manifest = export_model(source, out_dir, options)
+    click.echo(f"exported {manifest.manifest_id} to {out_dir}")
+    click.echo(manifest.model_dump_json(indent=2))
+
+
+@main.command()
+@click.option("--keep-running", is_flag=True, help="Leave the stack up and print its URLs.")
+def demo(keep_running: bool) -> None:
+    """Run the whole pipeline on the embedded stack and the bundled model, then query it."""
+    from ops.demo import run_demo
+
+    run_demo(_settings(), keep_running=keep_running)
+
+
+@main.command()
+def api() -> None:
+    """Run the HTTP API (uvicorn)."""
+    settings = _settings()
+    import uvicorn
+
+    from api.main import create_app
+
+    uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port,
+                log_level=settings.log_level.lower())
+
+
+@main.command()
+def worker() -> None:
+    """Run one embedding worker for the model in EMBEDQ_MODEL_DIR."""
+    from workers.main import run_worker
+
+    run_worker(_settings())
+
+
+@main.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+def db_upgrade() -> None:
+    """Apply the Alembic migrations (run before starting API and workers)."""
+    settings = _settings()
+    from migrations.schema_upgrade import upgrade_head
+
+    upgrade_head(settings.require_database_url())
+    click.echo("schema is at head")
+
+
+@main.group()
+def collections() -> None:
+    """Collections of vectors."""
+
+
+@collections.command("create")
+@click.argument("name")
+@click.option("--model-dir", type=click.Path(path_type=Path, exists=True), required=True)
+def collections_create(name: str, model_dir: Path) -> None:
+    """Create collection NAME bound to the model exported in MODEL_DIR."""
+    settings = _settings()
+    from embedq_core.catalog import create_collection, register_manifest
+    from embedq_core.db import make_engine
+    from embedq_core.manifest import ModelManifest
+
+    manifest = ModelManifest.read(model_dir)
+    engine = make_engine(settings.require_database_url())
+    with engine.begin() as conn:
+        register_manifest(conn, manifest)
+    collection = create_collection(engine, name, manifest.manifest_id)
+    click.echo(f"collection {collection.name}: {collection.manifest_id}, "
+               f"{collection.dimension}-d, table {collection.vector_table}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""Export a Hugging Face model to ONNX with optimum and write its manifest.
+
+This is the only place torch, transformers and optimum are imported, and only when it runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Literal
+
+from embedq_core.manifest import ModelManifest
+from ops.model_config import Pooling, read_source_semantics
+
+log = logging.getLogger(__name__)
+
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """Choices for one export; None means 'as the source model's config says'."""
+
+    pooling: Pooling | None = None
+    normalize: bool | None = None
+    max_length: int | None = None
+    query_instruction: str | None = None
+    quantize: Literal["none", "int8"] = "none"
+    opset: int = 17
+    revision: str | None = None
+    source_id: str | None = None
+
+
+def resolve_source(source: str, revision: str | None) -> tuple[Path, str | None]:
+    """A local directory as is, or a hub id fetched (or found in the local HF cache)."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return path.resolve(), revision
+    from huggingface_hub import snapshot_download
+
+    local = snapshot_download(repo_id=source, revision=revision)
+    return Path(local), revision or "main"
+
+
+def weights_sha256(model_dir: Path) -> str:
+    """sha256 over the weight files, so a manifest pins the exact weights."""
+    digest = hashlib.sha256()
+    found = False
+    for name in WEIGHT_FILES:
+        path = model_dir / name
+        if path.is_file():
+            found = True
+            with path.open("rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(chunk)
+    if not found:
+        raise FileNotFoundError(f"no weights ({', '.join(WEIGHT_FILES)}) in {model_dir}")
+    return digest.hexdigest()
+
+
+def _versions() -> dict[str, str]:
+    out: dict[str, str] = {}
+    for package in ("optimum", "optimum-onnx", "torch", "transformers", "onnx", "onnxruntime"):
+        try:
+            out[package] = version(package)
+        except PackageNotFoundError:
+            continue
+    return out
+
+
+def export_model(source: str, out_dir: Path, options: ExportOptions) -> ModelManifest:
+    """Export SOURCE to out_dir/model.onnx (+ model_int8.onnx) and write the manifest."""
+    from optimum.exporters.onnx import main_export
+
+    model_dir, revision = resolve_source(source, options.revision)
+    source_id = options.source_id or source
+    semantics = read_source_semantics(model_dir, source_id)
+    pooling = options.pooling or semantics.pooling
+    if pooling is None:
+        raise ValueError(
+            f"{source} has no sentence-transformers pooling config: pass --pooling cls|mean"
+        )
+    normalize = options.normalize if options.normalize is not None else semantics.normalize
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log.info("exporting %s to %s (opset %d)", source, out_dir, options.opset)
+    # library_name=transformers: export the bare encoder (last_hidden_state); pooling and
+    # normalisation are ours, driven by the manifest, for every runtime alike.
+    main_export(
+        str(model_dir),
+        output=str(out_dir),
+        task="feature-extraction",
+        library_name="transformers",
+        opset=options.opset,
+        do_validation=False,
+    )
+    if not (out_dir / "tokenizer.json").is_file():
+        raise FileNotFoundError(f"{source} has no fast tokenizer (tokenizer.json) to ship")
+    fp32 = ModelManifest(
+        source=source_id,
+        source_revision=revision,
+        weights_sha256=weights_sha256(model_dir),
+        dimension=semantics.dimension,
+        pooling=pooling,
+        normalize=True if normalize is None else normalize,
+        max_length=options.max_length or semantics.max_length,
+        query_instruction=options.query_instruction or semantics.query_instruction,
+        precision="fp32",
+        onnx_file="model.onnx",
+        opset=options.opset,
+        versions=_versions(),
+    )
+    manifest = fp32
+    if options.quantize == "int8":
+        from ops.quantize import quantize_int8
+
+        manifest = quantize_int8(out_dir, fp32)
+    manifest.write(out_dir)
+    return manifest
+

@@ -1,0 +1,1 @@
+"""The Celery worker: tasks, the embedding engine and the pgvector writer."""

@@ -1,0 +1,5 @@
+"""Tokenize -> runtime session -> pool -> normalise, driven by the model manifest."""
+
+from workers.engine.embedder import Embedder, EmbedResult
+
+__all__ = ["EmbedResult", "Embedder"]

@@ -1,0 +1,54 @@
+"""Fast tokenization with the exported model's own tokenizer.json."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+from tokenizers import Tokenizer
+
+IntArray = npt.NDArray[np.int64]
+
+
+@dataclass(frozen=True)
+class TokenizedText:
+    """Token ids of one text, already truncated to the model's limit."""
+
+    ids: list[int]
+    type_ids: list[int]
+    truncated: bool
+
+
+class TextTokenizer:
+    """Tokenizes without padding (batches are padded later, after length sorting)."""
+
+    def __init__(self, tokenizer_file: Path, max_length: int) -> None:
+        self._tokenizer = Tokenizer.from_file(str(tokenizer_file))
+        self._tokenizer.no_padding()
+        self._tokenizer.enable_truncation(max_length=max_length)
+        padding = self._tokenizer.padding
+        pad_id = self._tokenizer.token_to_id("[PAD]")
+        self.pad_id: int = padding["pad_id"] if padding else (pad_id if pad_id is not None else 0)
+
+    def tokenize(self, texts: list[str]) -> list[TokenizedText]:
+        """Token ids per text, with whether the text was cut at max_length."""
+        encodings = self._tokenizer.encode_batch(texts)
+        return [
+            TokenizedText(ids=e.ids, type_ids=e.type_ids, truncated=bool(e.overflowing))
+            for e in encodings
+        ]
+
+    def pad(self, batch: list[TokenizedText]) -> tuple[IntArray, IntArray, IntArray]:
+        """input_ids, attention_mask and token_type_ids padded to the batch's longest text."""
+        width = max(len(t.ids) for t in batch)
+        input_ids = np.full((len(batch), width), self.pad_id, dtype=np.int64)
+        attention_mask = np.zeros((len(batch), width), dtype=np.int64)
+        token_type_ids = np.zeros((len(batch), width), dtype=np.int64)
+        for row, text in enumerate(batch):
+            n = len(text.ids)
+            input_ids[row, :n] = text.ids
+            attention_mask[row, :n] = 1
+            token_type_ids[row, :n] = text.type_ids
+        return input_ids, attention_mask, token_type_ids

@@ -1,0 +1,117 @@
+"""Worker-side job transitions: claim a batch, record failures, finish a batch.
+
+Every transition is guarded by the item's status, so a redelivered batch changes nothing twice.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+
+
+@dataclass(frozen=True)
+class ClaimedItem:
+    """A pending item of a batch, with the attempt number this delivery counts as."""
+
+    external_id: str
+    text: str
+    metadata: dict[str, Any]
+    content_hash: bytes
+    attempts: int
+
+
+@dataclass(frozen=True)
+class ClaimedBatch:
+    """The pending items of one batch and where their vectors go."""
+
+    job_id: uuid.UUID
+    batch_no: int
+    collection: str
+    manifest_id: str
+    vector_table: str
+    items: list[ClaimedItem]
+
+
+def claim_batch(conn: psycopg.Connection[Any], job_id: str, batch_no: int) -> ClaimedBatch | None:
+    """Count an attempt on the batch's pending items and return them (committed at once, so a
+    worker killed mid-batch still leaves the attempt recorded). None if the job is unknown."""
+    with conn.transaction():
+        job = conn.execute(
+            """
+            UPDATE jobs j SET status = CASE WHEN j.status = 'queued' THEN 'running'
+                                            ELSE j.status END,
+                              updated_at = now()
+            FROM collections c
+            WHERE j.id = %s AND c.name = j.collection
+            RETURNING j.collection, j.manifest_id, c.vector_table
+            """,
+            (job_id,),
+        ).fetchone()
+        if job is None:
+            return None
+        rows = conn.execute(
+            """
+            UPDATE job_items SET attempts = attempts + 1, updated_at = now()
+            WHERE job_id = %s AND batch_no = %s AND status = 'pending'
+            RETURNING external_id, text, metadata, content_hash, attempts, item_index
+            """,
+            (job_id, batch_no),
+        ).fetchall()
+    rows.sort(key=lambda r: r[5])
+    items = [ClaimedItem(r[0], r[1], r[2], bytes(r[3]), r[4]) for r in rows]
+    return ClaimedBatch(uuid.UUID(job_id), batch_no, job[0], job[1], job[2], items)
+
+
+def finish_batch(
+    conn: psycopg.Connection[Any],
+    batch: ClaimedBatch,
+    done_ids: list[str],
+    truncated_ids: list[str],
+    failures: dict[str, str],
+) -> None:
+    """Mark items done or failed and roll the counts into the job, in the caller's transaction.
+
+    Only items still pending change, and the job counters move by exactly that many, so
+    running this twice for the same batch is harmless.
+    """
+    done = conn.execute(
+        """
+        UPDATE job_items SET status = 'done', truncated = external_id = ANY(%s),
+                             error = NULL, updated_at = now()
+        WHERE job_id = %s AND batch_no = %s AND status = 'pending' AND external_id = ANY(%s)
+        """,
+        (truncated_ids, batch.job_id, batch.batch_no, done_ids),
+    ).rowcount
+    failed = 0
+    if failures:
+        failed = conn.execute(
+            """
+            UPDATE job_items i SET status = 'failed', error = f.error, updated_at = now()
+            FROM unnest(%s::text[], %s::text[]) AS f(external_id, error)
+            WHERE i.job_id = %s AND i.batch_no = %s AND i.status = 'pending'
+              AND i.external_id = f.external_id
+            """,
+            (list(failures), list(failures.values()), batch.job_id, batch.batch_no),
+        ).rowcount
+    # One statement, so concurrent batches of the same job serialise on the row lock and the
+    # last one to finish sees the full counts.
+    conn.execute(
+        """
+        UPDATE jobs SET
+            done = done + %(done)s,
+            failed = failed + %(failed)s,
+            status = CASE
+                WHEN done + %(done)s + failed + %(failed)s < total THEN 'running'
+                WHEN done + %(done)s = 0 THEN 'failed'
+                WHEN failed + %(failed)s > 0 THEN 'completed_with_errors'
+                ELSE 'completed' END,
+            finished_at = CASE WHEN done + %(done)s + failed + %(failed)s >= total
+                               THEN now() END,
+            updated_at = now()
+        WHERE id = %(job_id)s
+        """,
+        {"done": done, "failed": failed, "job_id": batch.job_id},
+    )

@@ -1,0 +1,67 @@
+"""Entry point of a worker process: load the model once, register it, consume its queue."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from sqlalchemy.exc import OperationalError
+from tenacity import (
+    before_sleep_log,
+    retry,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_exponential,
+)
+
+from embedq_core.catalog import register_manifest
+from embedq_core.db import make_engine
+from embedq_core.manifest import ModelManifest
+from embedq_core.queueing import embed_queue
+from embedq_core.settings import Settings
+from workers.celery_app import build_worker_app
+from workers.context import WorkerContext
+
+log = logging.getLogger(__name__)
+
+
+@retry(
+    retry=retry_if_exception_type(OperationalError),
+    wait=wait_exponential(multiplier=0.5, max=10),
+    stop=stop_after_delay(120),
+    before_sleep=before_sleep_log(log, logging.WARNING),
+    reraise=True,
+)
+def _register(settings: Settings, manifest: ModelManifest) -> None:
+    engine = make_engine(settings.require_database_url(), pool_size=1)
+    try:
+        with engine.begin() as conn:
+            register_manifest(conn, manifest)
+    finally:
+        engine.dispose()
+
+
+def run_worker(settings: Settings) -> None:
+    """Load and warm the model, record its manifest, then consume the model's queue (solo pool:
+    one process, one model in memory, one batch at a time; run one process per GPU)."""
+    ctx = WorkerContext.load(settings)
+    manifest = ctx.embedder.manifest
+    _register(settings, manifest)
+    queue = embed_queue(manifest.manifest_id)
+    log.info("worker ready: model %s, queue %s", manifest.manifest_id, queue)
+    app = build_worker_app(ctx)
+    try:
+        app.worker_main(
+            [
+                "worker",
+                "--pool=solo",
+                "--concurrency=1",
+                f"--queues={queue}",
+                f"--loglevel={settings.log_level}",
+                f"--hostname=embedq-{os.getpid()}@%h",
+                "--without-gossip",
+                "--without-mingle",
+            ]
+        )
+    finally:
+        ctx.close()
