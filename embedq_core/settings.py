@@ -48,11 +48,15 @@ class Settings(BaseSettings):
     def require_database_url(self) -> str:
         """The database URL, or a clear error naming the variable to set."""
         if not self.database_url:
-            raise RuntimeError("DATABASE_URL is not set (embedq demo --keep-running starts an embedded stack)")
+            raise RuntimeError(
+                "DATABASE_URL is not set (embedq demo --keep-running starts an embedded stack)"
+            )
         return self.database_url
 
     def require_redis_url(self) -> str:
         """The broker URL, or a clear error naming the variable to set."""
         if not self.redis_url:
-            raise RuntimeError("REDIS_URL is not set (embedq demo --keep-running starts an embedded stack)")
+            raise RuntimeError(
+                "REDIS_URL is not set (embedq demo --keep-running starts an embedded stack)"
+            )
         return self.redis_url

@@ -93,9 +93,7 @@ Index("job_items_batch", job_items.c.job_id, job_items.c.batch_no)
 def vector_table_name(collection: str) -> str:
     """The table holding one collection's vectors; the name is validated, never interpolated raw."""
     if not COLLECTION_NAME_RE.match(collection):
-        raise ValueError(
-            f"collection name {collection!r} must match {COLLECTION_NAME_RE.pattern}"
-        )
+        raise ValueError(f"collection name {collection!r} must match {COLLECTION_NAME_RE.pattern}")
     return f"vectors_{collection}"
 
 

@@ -31,15 +31,22 @@ def main() -> None:
 @click.argument("source")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True)
 @click.option("--quantize", type=click.Choice(["none", "int8"]), default="none", show_default=True)
-@click.option("--pooling", type=click.Choice(["cls", "mean"]), default=None,
-              help="Override the pooling read from the model's sentence-transformers config.")
+@click.option(
+    "--pooling",
+    type=click.Choice(["cls", "mean"]),
+    default=None,
+    help="Override the pooling read from the model's sentence-transformers config.",
+)
 @click.option("--normalize/--no-normalize", default=None, help="Override L2 normalisation.")
 @click.option("--max-length", type=int, default=None, help="Override max tokens.")
 @click.option("--query-instruction", default=None, help="Prefix for queries (not passages).")
 @click.option("--opset", type=int, default=18, show_default=True)
 @click.option("--revision", default=None, help="Hub revision to export (hub ids only).")
-@click.option("--source-id", default=None,
-              help="Hub id a local SOURCE directory is a copy of, recorded in the manifest.")
+@click.option(
+    "--source-id",
+    default=None,
+    help="Hub id a local SOURCE directory is a copy of, recorded in the manifest.",
+)
 def export_model_cmd(
     source: str,
     out_dir: Path,
@@ -88,8 +95,12 @@ def api() -> None:
 
     from api.main import create_app
 
-    uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port,
-                log_level=settings.log_level.lower())
+    uvicorn.run(
+        create_app(settings),
+        host=settings.api_host,
+        port=settings.api_port,
+        log_level=settings.log_level.lower(),
+    )
 
 
 @main.command()
@@ -135,8 +146,10 @@ def collections_create(name: str, model_dir: Path) -> None:
     with engine.begin() as conn:
         register_manifest(conn, manifest)
     collection = create_collection(engine, name, manifest.manifest_id)
-    click.echo(f"collection {collection.name}: {collection.manifest_id}, "
-               f"{collection.dimension}-d, table {collection.vector_table}")
+    click.echo(
+        f"collection {collection.name}: {collection.manifest_id}, "
+        f"{collection.dimension}-d, table {collection.vector_table}"
+    )
 
 
 if __name__ == "__main__":

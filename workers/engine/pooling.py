@@ -20,10 +20,12 @@ def pool(
     summed = (hidden.astype(np.float32) * mask).sum(axis=1)
     # Same floor as sentence-transformers, so an all-padding row cannot divide by zero.
     counts = np.clip(mask.sum(axis=1), 1e-9, None)
-    return (summed / counts).astype(np.float32)
+    pooled: FloatArray = (summed / counts).astype(np.float32)
+    return pooled
 
 
 def l2_normalize(vectors: FloatArray) -> FloatArray:
     """Scale each row to unit length (rows of zeros stay zero)."""
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return (vectors / np.clip(norms, 1e-12, None)).astype(np.float32)
+    unit: FloatArray = (vectors / np.clip(norms, 1e-12, None)).astype(np.float32)
+    return unit

@@ -80,9 +80,7 @@ def upgrade() -> None:
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=now),
         sa.PrimaryKeyConstraint("job_id", "item_index"),
         sa.UniqueConstraint("job_id", "external_id", name="job_items_external_id_unique"),
-        sa.CheckConstraint(
-            "status IN ('pending', 'done', 'failed')", name="item_status_known"
-        ),
+        sa.CheckConstraint("status IN ('pending', 'done', 'failed')", name="item_status_known"),
     )
     op.create_index("job_items_batch", "job_items", ["job_id", "batch_no"])
 

@@ -1,0 +1,120 @@
+"""The ONNX engine against the reference implementations, on real weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from embedq_core.manifest import ModelManifest
+from ops.bundled_model import bundled_model_source
+from ops.corpus import load_demo_corpus
+from ops.export_model import ExportOptions, export_model
+from tests.model_factory import build_tiny_bge
+from workers.engine import Embedder
+
+BGE_INSTRUCTION = "为这个句子生成表示以用于检索相关文章："
+
+
+@pytest.fixture(scope="module")
+def corpus_texts() -> list[str]:
+    return [text for _, text in load_demo_corpus()]
+
+
+@pytest.fixture(scope="module")
+def tiny_bge_dir(tmp_path_factory: pytest.TempPathFactory, corpus_texts: list[str]) -> Path:
+    source = build_tiny_bge(
+        tmp_path_factory.mktemp("src") / "tiny-bge", [*corpus_texts, BGE_INSTRUCTION]
+    )
+    out = tmp_path_factory.mktemp("onnx") / "tiny-bge"
+    export_model(str(source), out, ExportOptions(query_instruction=BGE_INSTRUCTION))
+    return out
+
+
+def _cls_reference(source_dir: Path, texts: list[str]) -> np.ndarray:
+    """transformers AutoModel, CLS token, L2 normalise: bge-large-zh-v1.5's definition."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(source_dir)
+    model = AutoModel.from_pretrained(source_dir).eval()
+    with torch.no_grad():
+        batch = tokenizer(texts, padding=True, truncation=True, max_length=512, return_tensors="pt")
+        cls = model(**batch).last_hidden_state[:, 0]
+        return torch.nn.functional.normalize(cls, dim=-1).numpy()
+
+
+def test_minilm_onnx_matches_sentence_transformers_on_every_text(
+    minilm_dir: Path, corpus_texts: list[str]
+) -> None:
+    from sentence_transformers import SentenceTransformer
+
+    reference = SentenceTransformer(str(bundled_model_source()), device="cpu").encode(
+        corpus_texts, normalize_embeddings=True, batch_size=32
+    )
+    ours = Embedder.from_model_dir(minilm_dir, runtime="onnxruntime-cpu").embed(corpus_texts)
+    cosines = np.sum(ours.vectors * reference, axis=1)
+    assert cosines.min() >= 0.9999, corpus_texts[int(cosines.argmin())]
+    assert ours.vectors.shape == (len(corpus_texts), 384)
+
+
+def test_minilm_manifest_comes_from_the_models_own_config(minilm_manifest: ModelManifest) -> None:
+    assert minilm_manifest.pooling == "mean"
+    assert minilm_manifest.normalize is True
+    assert minilm_manifest.max_length == 256
+    assert minilm_manifest.dimension == 384
+    assert minilm_manifest.query_instruction is None
+    assert minilm_manifest.source == "sentence-transformers/all-MiniLM-L6-v2"
+    assert len(minilm_manifest.weights_sha256) == 64
+    assert minilm_manifest.versions["onnxruntime"]
+
+
+def test_bge_shaped_model_is_cls_pooled_1024d_like_the_reference(
+    tiny_bge_dir: Path, corpus_texts: list[str], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    manifest = ModelManifest.read(tiny_bge_dir)
+    assert (manifest.pooling, manifest.normalize, manifest.dimension, manifest.max_length) == (
+        "cls",
+        True,
+        1024,
+        512,
+    )
+    zh_texts = [t for t in corpus_texts if not t.isascii()][:40]
+    source_dir = Path(manifest.source)
+    ours = Embedder.from_model_dir(tiny_bge_dir).embed(zh_texts).vectors
+    reference = _cls_reference(source_dir, zh_texts)
+    assert np.sum(ours * reference, axis=1).min() >= 0.9999
+
+
+def test_query_instruction_is_applied_to_queries_only(tiny_bge_dir: Path) -> None:
+    manifest = ModelManifest.read(tiny_bge_dir)
+    embedder = Embedder.from_model_dir(tiny_bge_dir)
+    text = "明天会下雨吗？"
+    as_query = embedder.embed([text], input_type="query").vectors
+    as_passage = embedder.embed([text], input_type="passage").vectors
+    reference = _cls_reference(Path(manifest.source), [BGE_INSTRUCTION + text, text])
+    assert float(as_query[0] @ reference[0]) >= 0.9999
+    assert float(as_passage[0] @ reference[1]) >= 0.9999
+    assert float(as_query[0] @ as_passage[0]) < 0.9999
+
+
+def test_long_text_is_truncated_at_the_limit_and_flagged(tiny_bge_dir: Path) -> None:
+    manifest = ModelManifest.read(tiny_bge_dir)
+    embedder = Embedder.from_model_dir(tiny_bge_dir)
+    long_text = "猫在温暖的窗台上睡觉。" * 80
+    result = embedder.embed([long_text, "短句。"])
+    assert result.truncated == [True, False]
+    assert result.token_counts[0] == manifest.max_length
+    reference = _cls_reference(Path(manifest.source), [long_text])
+    assert float(result.vectors[0] @ reference[0]) >= 0.9999
+
+
+def test_fp32_vector_does_not_depend_on_batch_neighbours(
+    minilm_dir: Path, corpus_texts: list[str]
+) -> None:
+    embedder = Embedder.from_model_dir(minilm_dir)
+    target = corpus_texts[5]
+    alone = embedder.embed([target]).vectors[0]
+    with_long = embedder.embed([target, *corpus_texts[100:140], "x " * 200]).vectors[0]
+    assert float(alone @ with_long) >= 0.99999

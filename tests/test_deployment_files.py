@@ -1,0 +1,82 @@
+"""docker-compose.yml and the Dockerfile cannot run here (no Docker engine), so they are checked
+statically against the code: targets, commands, settings names and healthchecks."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from embedq_core.settings import Settings
+from ops.cli import main as cli
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _compose() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    return data
+
+
+def _dockerfile_targets(path: Path) -> set[str]:
+    return set(re.findall(r"^FROM \S+ AS (\S+)$", path.read_text(), flags=re.MULTILINE))
+
+
+def _settings_env_names() -> set[str]:
+    names = {f"EMBEDQ_{name.upper()}" for name in Settings.model_fields}
+    return names | {"DATABASE_URL", "REDIS_URL"}
+
+
+def test_every_built_service_names_an_existing_dockerfile_target() -> None:
+    for name, service in _compose()["services"].items():
+        build = service.get("build")
+        if build is None:
+            continue
+        dockerfile = ROOT / build["dockerfile"]
+        assert dockerfile.is_file(), name
+        assert build["target"] in _dockerfile_targets(dockerfile), name
+
+
+def test_every_embedq_command_exists_in_the_cli() -> None:
+    commands = set(cli.commands)
+    for name, service in _compose()["services"].items():
+        command = service.get("command") or []
+        if command[:1] == ["embedq"]:
+            assert command[1] in commands, f"{name}: {command}"
+    dockerfile = (ROOT / "ops/docker/Dockerfile").read_text()
+    for used in re.findall(r'"embedq", "([a-z-]+)"', dockerfile):
+        assert used in commands, used
+
+
+def test_environment_variables_are_settings_the_code_reads() -> None:
+    known = _settings_env_names()
+    for name, service in _compose()["services"].items():
+        for key in service.get("environment") or {}:
+            if key.startswith("EMBEDQ_") or key in {"DATABASE_URL", "REDIS_URL"}:
+                assert key in known, f"{name}: {key} is not a Settings field"
+
+
+def test_services_are_ordered_by_health_and_migrations() -> None:
+    services = _compose()["services"]
+    for name in ("postgres", "valkey", "api"):
+        assert "healthcheck" in services[name], name
+    for name in ("api", "worker-gpu", "worker-cpu"):
+        depends = services[name]["depends_on"]
+        assert depends["migrate"]["condition"] == "service_completed_successfully", name
+    for name in ("worker-gpu", "worker-cpu"):
+        assert services[name]["environment"]["EMBEDQ_MODEL_DIR"].startswith("/models/")
+        assert services[name]["depends_on"]["export-model"]["condition"] == (
+            "service_completed_successfully"
+        )
+    assert services["migrate"]["command"] == ["embedq", "db", "upgrade"]
+
+
+def test_database_url_in_compose_matches_postgres_service() -> None:
+    services = _compose()["services"]
+    pg = services["postgres"]["environment"]
+    url = services["api"]["environment"]["DATABASE_URL"]
+    expected = f"postgresql://{pg['POSTGRES_USER']}:{pg['POSTGRES_PASSWORD']}@postgres:5432/"
+    assert url == expected + pg["POSTGRES_DB"]
+    assert services["api"]["environment"]["REDIS_URL"].startswith("redis://valkey:")

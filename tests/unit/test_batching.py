@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from workers.engine.batching import padding_ratio, plan_batches
+
+
+def test_batches_are_length_sorted_and_cut_by_token_budget() -> None:
+    lengths = [10, 200, 12, 11, 190, 9]
+    batches = plan_batches(lengths, max_batch_tokens=400, max_batch_size=8)
+    assert batches == [[5, 0, 3, 2], [4, 1]]
+    assert padding_ratio(lengths, batches) < 0.1
+
+
+def test_count_cap_applies_before_the_token_budget() -> None:
+    assert plan_batches([5] * 5, max_batch_tokens=10_000, max_batch_size=2) == [[0, 1], [2, 3], [4]]
+
+
+def test_a_text_over_the_budget_still_gets_a_batch_of_its_own() -> None:
+    assert plan_batches([1000, 3], max_batch_tokens=100, max_batch_size=8) == [[1], [0]]
+
+
+@given(
+    st.lists(st.integers(min_value=1, max_value=512), max_size=200),
+    st.integers(min_value=16, max_value=4096),
+    st.integers(min_value=1, max_value=64),
+)
+def test_every_index_once_and_budgets_hold(lengths: list[int], budget: int, size: int) -> None:
+    batches = plan_batches(lengths, budget, size)
+    flat = [i for batch in batches for i in batch]
+    assert sorted(flat) == list(range(len(lengths)))
+    for batch in batches:
+        assert len(batch) <= size
+        if len(batch) > 1:
+            assert len(batch) * max(lengths[i] for i in batch) <= budget
