@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from celery import Celery
 from fastapi import Depends, Request
@@ -14,11 +14,13 @@ from embedq_core.settings import Settings
 
 @dataclass
 class ApiResources:
-    """What handlers need: settings, the database engine and the queue client."""
+    """What handlers need: settings, the database engine, the queue client and a Redis client
+    for queue depths."""
 
     settings: Settings
     engine: Engine
     celery: Celery
+    redis: Any
 
 
 def get_resources(request: Request) -> ApiResources:

@@ -7,19 +7,34 @@ from typing import Any
 
 from pydantic import BaseModel, Field, field_validator
 
+from api.validation import check_storable_json, check_storable_text
+
 
 class ItemIn(BaseModel):
     """One text to embed, keyed by the caller's id within the collection."""
 
-    id: str = Field(min_length=1, max_length=256)
+    id: str = Field(min_length=1, description="unique within the collection; upsert key")
     text: str
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: dict[str, Any] = Field(default_factory=dict, description="any JSON object")
+
+    @field_validator("id")
+    @classmethod
+    def id_storable(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("id is empty or whitespace only")
+        return check_storable_text(value)
 
     @field_validator("text")
     @classmethod
     def text_not_blank(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("text is empty or whitespace only")
+        return check_storable_text(value)
+
+    @field_validator("metadata")
+    @classmethod
+    def metadata_storable(cls, value: dict[str, Any]) -> dict[str, Any]:
+        check_storable_json(value)
         return value
 
 
@@ -27,6 +42,10 @@ class JobIn(BaseModel):
     """A batch of items to embed into one collection."""
 
     items: list[ItemIn] = Field(min_length=1)
+    strict: bool = Field(
+        default=False,
+        description="reject texts longer than the model's token limit instead of truncating",
+    )
 
 
 class JobAccepted(BaseModel):
@@ -56,6 +75,7 @@ class JobOut(BaseModel):
     done: int
     failed: int
     truncated: int
+    unchanged: int
     errors: list[ItemErrorOut]
 
 
@@ -73,3 +93,4 @@ class CollectionOut(BaseModel):
     manifest_id: str
     dimension: int
     vector_table: str
+    max_length: int

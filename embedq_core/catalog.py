@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from sqlalchemy import Connection, Engine, select
 from sqlalchemy.dialects.postgresql import insert
@@ -19,6 +20,7 @@ class Collection:
     manifest_id: str
     dimension: int
     vector_table: str
+    max_length: int
 
 
 class CollectionConflict(Exception):
@@ -29,8 +31,13 @@ class UnknownManifest(Exception):
     """No worker or operator has registered this manifest id."""
 
 
-def register_manifest(conn: Connection, manifest: ModelManifest) -> str:
-    """Record a manifest (idempotent) and return its id."""
+def register_model_dir(conn: Connection, model_dir: Path) -> ModelManifest:
+    """Record the manifest of an exported model, with its tokenizer (idempotent)."""
+    manifest = ModelManifest.read(model_dir)
+    tokenizer_path = model_dir / "tokenizer.json"
+    tokenizer_json = (
+        tokenizer_path.read_text(encoding="utf-8") if tokenizer_path.is_file() else None
+    )
     conn.execute(
         insert(model_manifests)
         .values(
@@ -38,15 +45,24 @@ def register_manifest(conn: Connection, manifest: ModelManifest) -> str:
             dimension=manifest.dimension,
             pooling=manifest.pooling,
             manifest=manifest.model_dump(mode="json"),
+            tokenizer_json=tokenizer_json,
         )
         .on_conflict_do_nothing(index_elements=["id"])
     )
-    return manifest.manifest_id
+    return manifest
 
 
 def get_collection(conn: Connection, name: str) -> Collection | None:
     """The named collection, or None."""
-    row = conn.execute(select(collections).where(collections.c.name == name)).mappings().first()
+    row = (
+        conn.execute(
+            select(collections, model_manifests.c.manifest)
+            .join(model_manifests, model_manifests.c.id == collections.c.manifest_id)
+            .where(collections.c.name == name)
+        )
+        .mappings()
+        .first()
+    )
     if row is None:
         return None
     return Collection(
@@ -54,6 +70,7 @@ def get_collection(conn: Connection, name: str) -> Collection | None:
         manifest_id=row["manifest_id"],
         dimension=row["dimension"],
         vector_table=row["vector_table"],
+        max_length=int(row["manifest"]["max_length"]),
     )
 
 
@@ -66,7 +83,9 @@ def create_collection(engine: Engine, name: str, manifest_id: str) -> Collection
     table_name = vector_table_name(name)
     with engine.begin() as conn:
         manifest_row = conn.execute(
-            select(model_manifests.c.dimension).where(model_manifests.c.id == manifest_id)
+            select(model_manifests.c.dimension, model_manifests.c.manifest).where(
+                model_manifests.c.id == manifest_id
+            )
         ).first()
         if manifest_row is None:
             raise UnknownManifest(manifest_id)
@@ -84,4 +103,6 @@ def create_collection(engine: Engine, name: str, manifest_id: str) -> Collection
             )
         )
         vector_table(name, dimension).create(conn, checkfirst=True)
-    return Collection(name, manifest_id, dimension, table_name)
+    return Collection(
+        name, manifest_id, dimension, table_name, int(manifest_row.manifest["max_length"])
+    )

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from celery import Celery
-from sqlalchemy import Connection, Engine, func, insert, select
+from sqlalchemy import Connection, Engine, func, insert, select, update
 
 from embedq_core.catalog import Collection
 from embedq_core.queueing import EMBED_BATCH_TASK, embed_queue
@@ -45,6 +45,7 @@ class JobView:
     done: int
     failed: int
     truncated: int
+    unchanged: int
     errors: list[ItemError]
 
 
@@ -96,6 +97,12 @@ def enqueue_batches(
         celery.send_task(EMBED_BATCH_TASK, args=[str(job_id), batch_no], queue=queue)
 
 
+def mark_enqueued(engine: Engine, job_id: uuid.UUID) -> None:
+    """Record when a job's batches were last sent, so the reconciler leaves them a grace period."""
+    with engine.begin() as conn:
+        conn.execute(update(jobs).where(jobs.c.id == job_id).values(enqueued_at=func.now()))
+
+
 def get_job(conn: Connection, job_id: uuid.UUID, max_errors: int = 100) -> JobView | None:
     """A job's status, counts and the first max_errors per-item errors."""
     row = conn.execute(select(jobs).where(jobs.c.id == job_id)).mappings().first()
@@ -107,11 +114,12 @@ def get_job(conn: Connection, job_id: uuid.UUID, max_errors: int = 100) -> JobVi
         .order_by(job_items.c.item_index)
         .limit(max_errors)
     ).all()
-    truncated = conn.execute(
-        select(func.count())
-        .select_from(job_items)
-        .where(job_items.c.job_id == job_id, job_items.c.truncated.is_(True))
-    ).scalar_one()
+    flags = conn.execute(
+        select(
+            func.count().filter(job_items.c.truncated),
+            func.count().filter(job_items.c.unchanged),
+        ).where(job_items.c.job_id == job_id)
+    ).one()
     return JobView(
         job_id=row["id"],
         collection=row["collection"],
@@ -120,6 +128,7 @@ def get_job(conn: Connection, job_id: uuid.UUID, max_errors: int = 100) -> JobVi
         total=row["total"],
         done=row["done"],
         failed=row["failed"],
-        truncated=int(truncated),
+        truncated=int(flags[0]),
+        unchanged=int(flags[1]),
         errors=[ItemError(r.external_id, r.error or "") for r in failed_rows],
     )

@@ -3,6 +3,8 @@ and the workers (which register the tasks)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from celery import Celery
 
 from embedq_core.settings import Settings
@@ -13,6 +15,20 @@ EMBED_BATCH_TASK = "embedq.embed_batch"
 def embed_queue(manifest_id: str) -> str:
     """Each model has its own queue, so a batch only reaches workers that load that model."""
     return f"embed.{manifest_id}"
+
+
+# kombu's Redis transport keeps one list per priority step: name, then name + sep + step.
+_PRIORITY_SEP = "\x06\x16"
+_PRIORITY_STEPS = (3, 6, 9)
+
+
+def queue_depth(redis_client: Any, queue: str) -> int:
+    """Messages waiting in a queue (not counting those a worker holds)."""
+    names = [queue, *(f"{queue}{_PRIORITY_SEP}{step}" for step in _PRIORITY_STEPS)]
+    with redis_client.pipeline() as pipe:
+        for name in names:
+            pipe.llen(name)
+        return int(sum(pipe.execute()))
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -26,6 +42,14 @@ def make_celery(settings: Settings) -> Celery:
         # Must exceed the longest batch, or Redis redelivers a batch still being worked on.
         broker_transport_options={"visibility_timeout": settings.visibility_timeout_s},
         broker_connection_retry_on_startup=True,
+        broker_connection_timeout=3,
+        # A publish to a dead broker fails fast; the job is in Postgres and will be re-sent.
+        task_publish_retry_policy={
+            "max_retries": 2,
+            "interval_start": 0,
+            "interval_step": 0.2,
+            "interval_max": 0.5,
+        },
         task_serializer="json",
         accept_content=["json"],
         task_ignore_result=True,

@@ -35,10 +35,19 @@ class Settings(BaseSettings):
     max_id_chars: int = Field(default=256, ge=1)
     max_task_attempts: int = Field(default=5, ge=1)
     visibility_timeout_s: int = Field(default=3600, ge=10)
+    # Reconciler: re-enqueues pending batches whose messages Redis lost.
+    reconcile_interval_s: float = Field(default=15.0, gt=0)
+    requeue_grace_s: float = Field(default=30.0, ge=0)
+    # How long a worker keeps retrying a batch while Postgres is unreachable.
+    db_retry_timeout_s: float = Field(default=300.0, gt=0)
 
     # API
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    auth_required: bool = True
+    max_request_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    max_queue_batches: int = Field(default=10_000, ge=1, description="429 beyond this depth")
+    retry_after_s: int = Field(default=10, ge=1)
 
     # Embedded dev stack (used when DATABASE_URL / REDIS_URL are not given)
     data_dir: Path = Path(".embedq")

@@ -36,6 +36,8 @@ model_manifests = Table(
     Column("dimension", Integer, nullable=False),
     Column("pooling", Text, nullable=False),
     Column("manifest", JSONB, nullable=False),
+    # The model's tokenizer.json, so the API can count tokens (strict mode) without the model.
+    Column("tokenizer_json", Text),
     Column("registered_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 
@@ -61,6 +63,7 @@ jobs = Table(
     Column("done", Integer, nullable=False, server_default="0"),
     Column("failed", Integer, nullable=False, server_default="0"),
     Column("batches", Integer, nullable=False),
+    Column("enqueued_at", DateTime(timezone=True)),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("finished_at", DateTime(timezone=True)),
@@ -81,6 +84,8 @@ job_items = Table(
     Column("status", Text, nullable=False, server_default="pending"),
     Column("attempts", Integer, nullable=False, server_default="0"),
     Column("truncated", Boolean, nullable=False, server_default="false"),
+    # Done without embedding: same text (content hash) and model as the stored vector.
+    Column("unchanged", Boolean, nullable=False, server_default="false"),
     Column("error", Text),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     PrimaryKeyConstraint("job_id", "item_index"),
@@ -88,6 +93,17 @@ job_items = Table(
     CheckConstraint(f"status IN {ITEM_STATUSES}", name="item_status_known"),
 )
 Index("job_items_batch", job_items.c.job_id, job_items.c.batch_no)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", Text, nullable=False),
+    Column("prefix", Text, nullable=False),
+    Column("key_sha256", Text, nullable=False, unique=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("revoked_at", DateTime(timezone=True)),
+)
 
 
 def vector_table_name(collection: str) -> str:

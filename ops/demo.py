@@ -13,7 +13,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from embedq_core.catalog import create_collection, register_manifest
+from embedq_core.api_keys import create_key
+from embedq_core.catalog import create_collection, register_model_dir
 from embedq_core.db import libpq_url, make_engine
 from embedq_core.settings import Settings
 from migrations.schema_upgrade import upgrade_head
@@ -50,10 +51,11 @@ def run_demo(settings: Settings, keep_running: bool = False) -> None:
             with console.status("applying schema migrations"):
                 upgrade_head(database_url)
             with console.status(f"exporting the bundled model to ONNX in {model_dir}"):
-                manifest = ensure_bundled_model(model_dir)
+                ensure_bundled_model(model_dir)
             engine = make_engine(database_url, pool_size=1)
             with engine.begin() as conn:
-                register_manifest(conn, manifest)
+                manifest = register_model_dir(conn, model_dir)
+                _, api_key = create_key(conn, "demo")
             collection = create_collection(engine, COLLECTION, manifest.manifest_id)
             engine.dispose()
             console.print(
@@ -65,22 +67,27 @@ def run_demo(settings: Settings, keep_running: bool = False) -> None:
                 children.append(start_api(settings, data_dir / "logs"))
                 children.append(start_worker(settings, data_dir / "logs"))
             api_url = f"http://{settings.api_host}:{settings.api_port}"
-            _submit_and_follow(console, api_url, children)
+            client = httpx.Client(
+                base_url=api_url, headers={"Authorization": f"Bearer {api_key}"}, timeout=30
+            )
+            _submit_and_follow(console, client, children)
             _show_neighbours(console, settings, collection.vector_table)
             if keep_running:
-                _wait_for_interrupt(console, api_url, settings, children)
+                _wait_for_interrupt(console, api_url, api_key, settings, children)
         finally:
             for child in reversed(children):
                 child.stop()
     console.print("stopped API, worker, Valkey and Postgres")
 
 
-def _submit_and_follow(console: Console, api_url: str, children: list[ChildProcess]) -> None:
+def _submit_and_follow(
+    console: Console, client: httpx.Client, children: list[ChildProcess]
+) -> None:
     corpus = load_demo_corpus()
     items = [
         {"id": doc_id, "text": text, "metadata": {"source": "demo"}} for doc_id, text in corpus
     ]
-    response = httpx.post(f"{api_url}/v1/collections/{COLLECTION}/jobs", json={"items": items})
+    response = client.post(f"/v1/collections/{COLLECTION}/jobs", json={"items": items})
     response.raise_for_status()
     job_id = response.json()["job_id"]
     console.print(f"submitted {len(items)} texts: job {job_id} (HTTP {response.status_code})")
@@ -97,7 +104,7 @@ def _submit_and_follow(console: Console, api_url: str, children: list[ChildProce
             for child in children:
                 if not child.alive():
                     raise RuntimeError(f"{child.name} died:\n{child.log_tail()}")
-            job: dict[str, Any] = httpx.get(f"{api_url}/v1/jobs/{job_id}").json()
+            job: dict[str, Any] = client.get(f"/v1/jobs/{job_id}").json()
             progress.update(task, completed=job["done"] + job["failed"])
             if job["status"] in FINISHED:
                 break
@@ -138,9 +145,10 @@ def _show_neighbours(console: Console, settings: Settings, vector_table: str) ->
 
 
 def _wait_for_interrupt(
-    console: Console, api_url: str, settings: Settings, children: list[ChildProcess]
+    console: Console, api_url: str, api_key: str, settings: Settings, children: list[ChildProcess]
 ) -> None:
     console.print(f"API:        {api_url}  (docs: {api_url}/docs)")
+    console.print(f"API key:    {api_key}  (Authorization: Bearer ...)")
     console.print(f"Postgres:   {settings.database_url}")
     console.print(f"Redis:      {settings.redis_url}")
     console.print(f"model dir:  {settings.model_dir}")

@@ -16,23 +16,11 @@ from embedq_core.settings import Settings
 
 
 def process_env(settings: Settings, extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment a child embedq process reads its settings from."""
+    """The environment a child embedq process reads these exact settings from."""
     env = dict(os.environ)
-    env.update(
-        {
-            "DATABASE_URL": settings.require_database_url(),
-            "REDIS_URL": settings.require_redis_url(),
-            "EMBEDQ_API_HOST": settings.api_host,
-            "EMBEDQ_API_PORT": str(settings.api_port),
-            "EMBEDQ_LOG_LEVEL": settings.log_level,
-            "EMBEDQ_VISIBILITY_TIMEOUT_S": str(settings.visibility_timeout_s),
-            "EMBEDQ_ITEMS_PER_TASK": str(settings.items_per_task),
-            "EMBEDQ_MAX_TASK_ATTEMPTS": str(settings.max_task_attempts),
-            "EMBEDQ_INTRA_OP_THREADS": str(settings.intra_op_threads),
-        }
-    )
-    if settings.model_dir is not None:
-        env["EMBEDQ_MODEL_DIR"] = str(settings.model_dir)
+    for name, value in settings.model_dump().items():
+        if value is not None:
+            env[f"EMBEDQ_{name.upper()}"] = str(value)
     env.update(extra or {})
     return env
 

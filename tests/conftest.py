@@ -12,7 +12,8 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from embedq_core.catalog import create_collection, register_manifest
+from embedq_core.api_keys import create_key  # noqa: E402
+from embedq_core.catalog import create_collection, register_model_dir
 from embedq_core.db import make_engine
 from embedq_core.manifest import ModelManifest
 from embedq_core.settings import Settings
@@ -55,18 +56,25 @@ def services(
 ) -> Iterator[ServiceHandle]:
     """The API and one worker as real processes, with a collection bound to MiniLM."""
     settings = stack.settings().model_copy(
-        update={"model_dir": minilm_dir, "api_port": free_port(), "items_per_task": 16}
+        update={
+            "model_dir": minilm_dir,
+            "api_port": free_port(),
+            "items_per_task": 16,
+            "reconcile_interval_s": 1.0,
+            "requeue_grace_s": 2.0,
+        }
     )
     engine = make_engine(settings.require_database_url(), pool_size=2)
     with engine.begin() as conn:
-        register_manifest(conn, minilm_manifest)
+        register_model_dir(conn, minilm_dir)
+        _, api_key = create_key(conn, "tests")
     create_collection(engine, "docs", minilm_manifest.manifest_id)
     log_dir = tmp_path_factory.mktemp("logs")
     children: list[ChildProcess] = []
     try:
         children.append(start_api(settings, log_dir))
         children.append(start_worker(settings, log_dir))
-        yield ServiceHandle(settings, engine, children, log_dir)
+        yield ServiceHandle(settings, engine, children, log_dir, api_key)
     finally:
         for child in reversed(children):
             child.stop()

@@ -24,23 +24,36 @@ class ServiceHandle:
     engine: Engine
     children: list[ChildProcess]
     log_dir: Path
+    api_key: str
 
     @property
     def api_url(self) -> str:
         return f"http://{self.settings.api_host}:{self.settings.api_port}"
 
-    def submit(self, collection: str, items: list[dict[str, Any]]) -> httpx.Response:
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"}
+
+    def post(self, path: str, body: Any, **kwargs: Any) -> httpx.Response:
         return httpx.post(
-            f"{self.api_url}/v1/collections/{collection}/jobs", json={"items": items}, timeout=30
+            f"{self.api_url}{path}", json=body, headers=self.auth, timeout=30, **kwargs
         )
+
+    def get(self, path: str) -> httpx.Response:
+        return httpx.get(f"{self.api_url}{path}", headers=self.auth, timeout=30)
+
+    def submit(self, collection: str, items: list[dict[str, Any]], **extra: Any) -> httpx.Response:
+        return self.post(f"/v1/collections/{collection}/jobs", {"items": items, **extra})
 
     def wait_job(self, job_id: str, timeout_s: float = 120) -> dict[str, Any]:
         """Poll the job until it finishes; fail with the worker log if it does not."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            job: dict[str, Any] = httpx.get(f"{self.api_url}/v1/jobs/{job_id}", timeout=10).json()
-            if job["status"] in FINISHED:
-                return job
+            response = self.get(f"/v1/jobs/{job_id}")
+            if response.status_code == 200:  # 503 while Postgres is down: keep polling
+                job: dict[str, Any] = response.json()
+                if job["status"] in FINISHED:
+                    return job
             time.sleep(0.1)
         tails = "\n".join(f"--- {c.name}\n{c.log_tail()}" for c in self.children)
         raise AssertionError(f"job {job_id} not finished after {timeout_s}s\n{tails}")

@@ -21,6 +21,7 @@ class ClaimedItem:
     metadata: dict[str, Any]
     content_hash: bytes
     attempts: int
+    last_error: str | None
 
 
 @dataclass(frozen=True)
@@ -56,13 +57,38 @@ def claim_batch(conn: psycopg.Connection[Any], job_id: str, batch_no: int) -> Cl
             """
             UPDATE job_items SET attempts = attempts + 1, updated_at = now()
             WHERE job_id = %s AND batch_no = %s AND status = 'pending'
-            RETURNING external_id, text, metadata, content_hash, attempts, item_index
+            RETURNING external_id, text, metadata, content_hash, attempts, item_index, error
             """,
             (job_id, batch_no),
         ).fetchall()
     rows.sort(key=lambda r: r[5])
-    items = [ClaimedItem(r[0], r[1], r[2], bytes(r[3]), r[4]) for r in rows]
+    items = [ClaimedItem(r[0], r[1], r[2], bytes(r[3]), r[4], r[6]) for r in rows]
     return ClaimedBatch(uuid.UUID(job_id), batch_no, job[0], job[1], job[2], items)
+
+
+# A batch being worked on holds a session-level advisory lock keyed by (job, batch).
+LOCK_BATCH_SQL = "SELECT pg_try_advisory_lock(hashtext(%s), %s)"
+UNLOCK_BATCH_SQL = "SELECT pg_advisory_unlock(hashtext(%s), %s)"
+
+
+def try_lock_batch(conn: psycopg.Connection[Any], job_id: str, batch_no: int) -> bool:
+    """Take the batch's session lock; it dies with the connection, so a killed worker frees it."""
+    row = conn.execute(LOCK_BATCH_SQL, (job_id, batch_no)).fetchone()
+    return bool(row and row[0])
+
+
+def unlock_batch(conn: psycopg.Connection[Any], job_id: str, batch_no: int) -> None:
+    """Release the batch's session lock."""
+    conn.execute(UNLOCK_BATCH_SQL, (job_id, batch_no))
+
+
+def record_batch_error(conn: psycopg.Connection[Any], batch: ClaimedBatch, error: str) -> None:
+    """Note the last error on the batch's pending items; they stay pending for a retry."""
+    conn.execute(
+        "UPDATE job_items SET error = %s, updated_at = now()"
+        " WHERE job_id = %s AND batch_no = %s AND status = 'pending'",
+        (error[:2000], batch.job_id, batch.batch_no),
+    )
 
 
 def finish_batch(
@@ -71,6 +97,7 @@ def finish_batch(
     done_ids: list[str],
     truncated_ids: list[str],
     failures: dict[str, str],
+    unchanged_ids: list[str] | None = None,
 ) -> None:
     """Mark items done or failed and roll the counts into the job, in the caller's transaction.
 
@@ -80,10 +107,10 @@ def finish_batch(
     done = conn.execute(
         """
         UPDATE job_items SET status = 'done', truncated = external_id = ANY(%s),
-                             error = NULL, updated_at = now()
+                             unchanged = external_id = ANY(%s), error = NULL, updated_at = now()
         WHERE job_id = %s AND batch_no = %s AND status = 'pending' AND external_id = ANY(%s)
         """,
-        (truncated_ids, batch.job_id, batch.batch_no, done_ids),
+        (truncated_ids, unchanged_ids or [], batch.job_id, batch.batch_no, done_ids),
     ).rowcount
     failed = 0
     if failures:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
 from sqlalchemy.exc import OperationalError
 from tenacity import (
@@ -14,13 +15,13 @@ from tenacity import (
     wait_exponential,
 )
 
-from embedq_core.catalog import register_manifest
+from embedq_core.catalog import register_model_dir
 from embedq_core.db import make_engine
-from embedq_core.manifest import ModelManifest
 from embedq_core.queueing import embed_queue
 from embedq_core.settings import Settings
 from workers.celery_app import build_worker_app
 from workers.context import WorkerContext
+from workers.reconciler import Reconciler
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +33,11 @@ log = logging.getLogger(__name__)
     before_sleep=before_sleep_log(log, logging.WARNING),
     reraise=True,
 )
-def _register(settings: Settings, manifest: ModelManifest) -> None:
+def _register(settings: Settings, model_dir: Path) -> None:
     engine = make_engine(settings.require_database_url(), pool_size=1)
     try:
         with engine.begin() as conn:
-            register_manifest(conn, manifest)
+            register_model_dir(conn, model_dir)
     finally:
         engine.dispose()
 
@@ -46,10 +47,13 @@ def run_worker(settings: Settings) -> None:
     one process, one model in memory, one batch at a time; run one process per GPU)."""
     ctx = WorkerContext.load(settings)
     manifest = ctx.embedder.manifest
-    _register(settings, manifest)
+    assert settings.model_dir is not None  # WorkerContext.load checked it
+    _register(settings, settings.model_dir)
     queue = embed_queue(manifest.manifest_id)
     log.info("worker ready: model %s, queue %s", manifest.manifest_id, queue)
     app = build_worker_app(ctx)
+    reconciler = Reconciler(settings)
+    reconciler.start()
     try:
         app.worker_main(
             [
@@ -64,4 +68,5 @@ def run_worker(settings: Settings) -> None:
             ]
         )
     finally:
+        reconciler.stop()
         ctx.close()

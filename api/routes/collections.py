@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, status
+from fastapi import APIRouter, status
 
 from api.deps import Resources
 from api.errors import field_error
@@ -24,6 +24,7 @@ def _out(collection: Collection) -> CollectionOut:
         manifest_id=collection.manifest_id,
         dimension=collection.dimension,
         vector_table=collection.vector_table,
+        max_length=collection.max_length,
     )
 
 
@@ -46,5 +47,5 @@ def read(name: str, resources: Resources) -> CollectionOut:
     with resources.engine.connect() as conn:
         collection = get_collection(conn, name)
     if collection is None:
-        raise HTTPException(status_code=404, detail=f"unknown collection {name!r}")
+        raise field_error(404, ["name"], f"unknown collection {name!r}", "not_found", "path")
     return _out(collection)

@@ -7,20 +7,21 @@ import uuid
 
 from fastapi import APIRouter, HTTPException, status
 
+from api.auth import ApiKey
 from api.deps import Resources
 from api.errors import field_error
 from api.schemas import ItemErrorOut, JobAccepted, JobIn, JobOut
-from embedq_core.catalog import get_collection
-from embedq_core.jobs import NewItem, create_job, enqueue_batches, get_job
+from api.token_counter import count_tokens
+from embedq_core.catalog import Collection, get_collection
+from embedq_core.jobs import NewItem, create_job, enqueue_batches, get_job, mark_enqueued
+from embedq_core.queueing import embed_queue, queue_depth
 
 log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
 
 
-@router.post("/collections/{name}/jobs", status_code=status.HTTP_202_ACCEPTED)
-def submit_job(name: str, body: JobIn, resources: Resources) -> JobAccepted:
-    """Record the items in Postgres, then enqueue their batches; answers before any embedding."""
+def _check_items(body: JobIn, resources: Resources) -> None:
     settings = resources.settings
     if len(body.items) > settings.max_items_per_job:
         raise field_error(
@@ -31,23 +32,78 @@ def submit_job(name: str, body: JobIn, resources: Resources) -> JobAccepted:
         )
     seen: set[str] = set()
     for index, item in enumerate(body.items):
+        if len(item.id) > settings.max_id_chars:
+            raise field_error(
+                422,
+                ["items", index, "id"],
+                f"id has {len(item.id)} characters; at most {settings.max_id_chars}",
+                "too_long",
+            )
         if item.id in seen:
             raise field_error(
                 422, ["items", index, "id"], f"duplicate id {item.id!r} in this batch", "duplicate"
             )
         seen.add(item.id)
+
+
+def _check_strict(body: JobIn, collection: Collection, resources: Resources) -> None:
+    counts = count_tokens(resources.engine, collection.manifest_id, [i.text for i in body.items])
+    for index, tokens in enumerate(counts):
+        if tokens > collection.max_length:
+            raise field_error(
+                422,
+                ["items", index, "text"],
+                f"text has {tokens} tokens; the model's limit is {collection.max_length} "
+                "(strict mode rejects instead of truncating)",
+                "too_long",
+            )
+
+
+def _check_backpressure(collection: Collection, resources: Resources) -> None:
+    queue = embed_queue(collection.manifest_id)
+    try:
+        depth = queue_depth(resources.redis, queue)
+    except Exception as exc:  # broker down: Postgres still holds the job; accept it
+        log.warning("could not read depth of %s: %s", queue, exc)
+        return
+    if depth >= resources.settings.max_queue_batches:
+        raise HTTPException(
+            status_code=429,
+            detail=f"queue {queue} holds {depth} batches (limit "
+            f"{resources.settings.max_queue_batches}); retry later",
+            headers={"Retry-After": str(resources.settings.retry_after_s)},
+        )
+
+
+@router.post("/collections/{name}/jobs", status_code=status.HTTP_202_ACCEPTED)
+def submit_job(name: str, body: JobIn, resources: Resources, _key: ApiKey) -> JobAccepted:
+    """Record the items in Postgres, then enqueue their batches; answers before any embedding.
+
+    Once this answers 202 the job is durable: if enqueueing fails or Redis later loses the
+    messages, the workers' reconciler enqueues the pending batches again.
+    """
+    _check_items(body, resources)
     with resources.engine.connect() as conn:
         collection = get_collection(conn, name)
     if collection is None:
-        raise HTTPException(status_code=404, detail=f"unknown collection {name!r}")
+        raise field_error(404, ["name"], f"unknown collection {name!r}", "not_found", "path")
+    if body.strict:
+        _check_strict(body, collection, resources)
+    _check_backpressure(collection, resources)
     items = [NewItem(i.id, i.text, i.metadata) for i in body.items]
-    job_id, batches = create_job(resources.engine, collection, items, settings.items_per_task)
-    enqueue_batches(resources.celery, job_id, collection.manifest_id, list(range(batches)))
+    job_id, batches = create_job(
+        resources.engine, collection, items, resources.settings.items_per_task
+    )
+    try:
+        enqueue_batches(resources.celery, job_id, collection.manifest_id, list(range(batches)))
+        mark_enqueued(resources.engine, job_id)
+    except Exception as exc:  # the reconciler enqueues it; the job is already safe
+        log.warning("job %s recorded but not enqueued (%s); the reconciler will", job_id, exc)
     return JobAccepted(job_id=job_id, status="queued", total=len(items), batches=batches)
 
 
 @router.get("/jobs/{job_id}")
-def read_job(job_id: uuid.UUID, resources: Resources) -> JobOut:
+def read_job(job_id: uuid.UUID, resources: Resources, _key: ApiKey) -> JobOut:
     """Status, counts and per-item errors of a job."""
     with resources.engine.connect() as conn:
         job = get_job(conn, job_id)
@@ -62,5 +118,6 @@ def read_job(job_id: uuid.UUID, resources: Resources) -> JobOut:
         done=job.done,
         failed=job.failed,
         truncated=job.truncated,
+        unchanged=job.unchanged,
         errors=[ItemErrorOut(id=e.external_id, error=e.error) for e in job.errors],
     )
