@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 
 import redis
 from fastapi import Depends, FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 
@@ -51,18 +52,41 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(jobs.router)
 
     @app.middleware("http")
-    async def limit_body_size(
+    async def check_body(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
+        """413 over the byte limit; 422 naming the body when it is not valid UTF-8."""
+        if request.method not in {"POST", "PUT", "PATCH"}:
+            return await call_next(request)
         limit = settings.max_request_bytes
-        declared = request.headers.get("content-length")
-        too_big = declared is not None and declared.isdigit() and int(declared) > limit
-        if not too_big and declared is None and request.method in {"POST", "PUT", "PATCH"}:
-            too_big = len(await request.body()) > limit
-        if too_big:
-            detail = [{"loc": ["body"], "msg": f"body over {limit} bytes", "type": "too_large"}]
-            return JSONResponse(status_code=413, content={"detail": detail})
+        declared = request.headers.get("content-length", "")
+        problem: tuple[int, str, str] | None = None
+        if declared.isdigit() and int(declared) > limit:
+            problem = (413, f"body over {limit} bytes", "too_large")
+        else:
+            body = await request.body()
+            if len(body) > limit:
+                problem = (413, f"body over {limit} bytes", "too_large")
+            else:
+                try:
+                    body.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    problem = (422, f"body is not valid UTF-8 (byte {exc.start})", "utf8_invalid")
+        if problem is not None:
+            status_code, msg, kind = problem
+            detail = [{"loc": ["body"], "msg": msg, "type": kind}]
+            return JSONResponse(status_code=status_code, content={"detail": detail})
         return await call_next(request)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_failed(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI echoes each bad input back; that fails on lone surrogates and would return
+        # megabytes for an oversize text. Name the field and the reason, nothing more.
+        detail = [
+            {"loc": list(err["loc"]), "msg": err["msg"], "type": err["type"]}
+            for err in exc.errors()
+        ]
+        return JSONResponse(status_code=422, content={"detail": detail})
 
     @app.exception_handler(OperationalError)
     async def database_unavailable(request: Request, exc: OperationalError) -> JSONResponse:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +12,7 @@ from typing import Any
 import httpx
 from sqlalchemy import Engine
 
+from embedq_core.manifest import MANIFEST_FILENAME, ModelManifest
 from embedq_core.settings import Settings
 from ops.processes import ChildProcess
 
@@ -34,9 +37,13 @@ class ServiceHandle:
     def auth(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.api_key}"}
 
-    def post(self, path: str, body: Any, **kwargs: Any) -> httpx.Response:
+    def post(self, path: str, body: Any) -> httpx.Response:
+        # json.dumps escapes non-ASCII, so tests can send what a client could: lone surrogates.
         return httpx.post(
-            f"{self.api_url}{path}", json=body, headers=self.auth, timeout=30, **kwargs
+            f"{self.api_url}{path}",
+            content=json.dumps(body),
+            headers={**self.auth, "Content-Type": "application/json"},
+            timeout=30,
         )
 
     def get(self, path: str) -> httpx.Response:
@@ -57,3 +64,15 @@ class ServiceHandle:
             time.sleep(0.1)
         tails = "\n".join(f"--- {c.name}\n{c.log_tail()}" for c in self.children)
         raise AssertionError(f"job {job_id} not finished after {timeout_s}s\n{tails}")
+
+
+def make_manifest_variant(src_dir: Path, dst_dir: Path, **changes: Any) -> ModelManifest:
+    """Same ONNX files (symlinked), a manifest with changes: a distinct model id, so a distinct
+    queue, for tests that need workers of their own or a queue nobody consumes."""
+    dst_dir.mkdir(parents=True, exist_ok=True)
+    for path in src_dir.iterdir():
+        if path.name != MANIFEST_FILENAME and not (dst_dir / path.name).exists():
+            (dst_dir / path.name).symlink_to(path)
+    manifest = ModelManifest.read(src_dir).model_copy(update=changes)
+    manifest.write(dst_dir)
+    return manifest
