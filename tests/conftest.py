@@ -4,7 +4,7 @@ once per session, and real API and Celery worker processes."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -12,7 +12,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from embedq_core.api_keys import create_key  # noqa: E402
+from embedq_core.api_keys import create_key
 from embedq_core.catalog import create_collection, register_model_dir
 from embedq_core.db import make_engine
 from embedq_core.manifest import ModelManifest
@@ -21,7 +21,7 @@ from migrations.schema_upgrade import upgrade_head
 from ops.bundled_model import ensure_bundled_model
 from ops.devstack import EmbeddedStack, free_port
 from ops.processes import ChildProcess, start_api, start_worker
-from tests.support import ServiceHandle
+from tests.support import PrivatePipeline, ServiceHandle, make_manifest_variant
 
 
 @pytest.fixture(scope="session")
@@ -79,3 +79,32 @@ def services(
         for child in reversed(children):
             child.stop()
         engine.dispose()
+
+
+@pytest.fixture
+def private_pipeline(
+    services: ServiceHandle, minilm_dir: Path, tmp_path: Path
+) -> Iterator[Callable[..., PrivatePipeline]]:
+    """An API and a collection on a model variant of their own (own queue), with workers the
+    test starts and kills itself; the session's worker never sees these batches."""
+    pipelines: list[PrivatePipeline] = []
+
+    def make(name: str, **settings_changes: object) -> PrivatePipeline:
+        model_dir = tmp_path / f"model-{name}"
+        make_manifest_variant(minilm_dir, model_dir, max_length=255 - len(pipelines))
+        with services.engine.begin() as conn:
+            manifest = register_model_dir(conn, model_dir)
+        create_collection(services.engine, name, manifest.manifest_id)
+        settings = services.settings.model_copy(
+            update={"api_port": free_port(), "model_dir": model_dir, **settings_changes}
+        )
+        api = start_api(settings, tmp_path / name)
+        handle = ServiceHandle(settings, services.engine, [api], tmp_path / name, services.api_key)
+        pipeline = PrivatePipeline(handle, name)
+        pipelines.append(pipeline)
+        return pipeline
+
+    yield make
+    for pipeline in pipelines:
+        for child in reversed(pipeline.handle.children):
+            child.stop()

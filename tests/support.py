@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,7 +14,7 @@ from sqlalchemy import Engine
 
 from embedq_core.manifest import MANIFEST_FILENAME, ModelManifest
 from embedq_core.settings import Settings
-from ops.processes import ChildProcess
+from ops.processes import ChildProcess, start_worker
 
 FINISHED = {"completed", "completed_with_errors", "failed"}
 
@@ -76,3 +76,35 @@ def make_manifest_variant(src_dir: Path, dst_dir: Path, **changes: Any) -> Model
     manifest = ModelManifest.read(src_dir).model_copy(update=changes)
     manifest.write(dst_dir)
     return manifest
+
+
+@dataclass
+class PrivatePipeline:
+    """A collection with its own API process and its own worker processes."""
+
+    handle: ServiceHandle
+    collection: str
+
+    def start_worker(self) -> ChildProcess:
+        n = sum(1 for c in self.handle.children if c.name.startswith("worker"))
+        worker = start_worker(self.handle.settings, self.handle.log_dir, name=f"worker{n}")
+        self.handle.children.append(worker)
+        return worker
+
+    def items_sql(self, job_id: str, where: str) -> int:
+        """Count the job's items matching a SQL condition."""
+        with self.handle.engine.connect() as conn:
+            count = conn.exec_driver_sql(
+                f"SELECT count(*) FROM job_items WHERE job_id = %(job)s AND {where}",
+                {"job": job_id},
+            ).scalar_one()
+        return int(count)
+
+    def wait_until(self, predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if predicate():
+                return
+            time.sleep(0.02)
+        tails = "\n".join(f"--- {c.name}\n{c.log_tail()}" for c in self.handle.children)
+        raise AssertionError(f"timed out waiting for {what}\n{tails}")

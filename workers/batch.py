@@ -11,6 +11,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from workers.context import WorkerContext
+from workers.engine.pooling import FloatArray
 from workers.job_state import (
     ClaimedBatch,
     ClaimedItem,
@@ -88,28 +89,60 @@ def _embed_and_store(
         (item.external_id, item.text, item.metadata, item.content_hash, truncated)
         for item, truncated in zip(live, result.truncated, strict=True)
     ]
+    # A batch that failed before is written item by item, so one poison item fails alone.
+    isolate = any(item.last_error for item in live)
     with conn.transaction():
-        if rows:
+        if rows and not isolate:
             write_vectors(conn, batch.vector_table, model_id, batch.job_id, rows, result.vectors)
+        elif rows:
+            failures |= _write_isolated(conn, batch, model_id, rows, result.vectors)
         if unchanged:
             _refresh_unchanged(conn, batch, [i for i in candidates if i.external_id in unchanged])
         finish_batch(
             conn,
             batch,
-            done_ids=[item.external_id for item in candidates],
-            truncated_ids=[r[0] for r in rows if r[4]],
+            done_ids=[i.external_id for i in candidates if i.external_id not in failures],
+            truncated_ids=[r[0] for r in rows if r[4] and r[0] not in failures],
             failures=failures,
             unchanged_ids=sorted(unchanged),
         )
+    candidates = [i for i in candidates if i.external_id not in failures]
     log.info(
         "job %s batch %d: %d embedded, %d unchanged, %d failed",
         batch.job_id,
         batch.batch_no,
-        len(live),
+        len(candidates) - len(unchanged),
         len(unchanged),
         len(failures),
     )
     return BatchOutcome(len(candidates), len(failures), len(unchanged))
+
+
+def _write_isolated(
+    conn: psycopg.Connection[Any],
+    batch: ClaimedBatch,
+    model_id: str,
+    rows: list[tuple[str, str, dict[str, Any], bytes, bool]],
+    vectors: FloatArray,
+) -> dict[str, str]:
+    """Write each row under its own savepoint; returns the rows that failed, with why."""
+    failures: dict[str, str] = {}
+    for index, row in enumerate(rows):
+        try:
+            with conn.transaction():
+                write_vectors(
+                    conn,
+                    batch.vector_table,
+                    model_id,
+                    batch.job_id,
+                    [row],
+                    vectors[index : index + 1],
+                )
+        except psycopg.OperationalError:
+            raise
+        except psycopg.Error as exc:
+            failures[row[0]] = f"{type(exc).__name__}: {exc}".strip()[:2000]
+    return failures
 
 
 def _unchanged_ids(

@@ -32,6 +32,8 @@ def write_vectors(
             " embedding vector, content_hash bytea, truncated boolean) ON COMMIT DELETE ROWS"
         ).format(sql.Identifier(STAGE_TABLE))
     )
+    # Rows of an earlier call in the same transaction (item-by-item writes) must not repeat.
+    conn.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier(STAGE_TABLE)))
     with conn.cursor() as cur:
         copy_sql = sql.SQL("COPY {} FROM STDIN (FORMAT BINARY)").format(sql.Identifier(STAGE_TABLE))
         with cur.copy(copy_sql) as copy:
