@@ -24,7 +24,7 @@ class Settings(BaseSettings):
 
     # Worker: which exported model (directory holding embedq_manifest.json) it serves.
     model_dir: Path | None = None
-    runtime: Literal["auto", "onnxruntime-cpu", "onnxruntime-cuda"] = "auto"
+    runtime: Literal["auto", "onnxruntime-cpu", "onnxruntime-cuda", "openvino"] = "auto"
     intra_op_threads: int = Field(default=0, ge=0, description="0 lets the runtime decide")
     max_batch_tokens: int = Field(default=8192, ge=16)
     max_batch_size: int = Field(default=32, ge=1)

@@ -35,6 +35,7 @@ class WorkerContext:
             max_batch_tokens=settings.max_batch_tokens,
             max_batch_size=settings.max_batch_size,
         )
+        embedder.warm_up()
         embedder.embed(["warm-up 预热"])
         return cls(settings, embedder)
 

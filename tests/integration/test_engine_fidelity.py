@@ -13,6 +13,8 @@ from ops.corpus import load_demo_corpus
 from ops.export_model import ExportOptions, export_model
 from tests.model_factory import build_tiny_bge
 from workers.engine import Embedder
+from workers.engine.backend_choice import RuntimeChoice
+from workers.engine.hardware import Hardware, detect_hardware
 
 BGE_INSTRUCTION = "为这个句子生成表示以用于检索相关文章："
 
@@ -45,17 +47,46 @@ def _cls_reference(source_dir: Path, texts: list[str]) -> np.ndarray:
         return torch.nn.functional.normalize(cls, dim=-1).numpy()
 
 
-def test_minilm_onnx_matches_sentence_transformers_on_every_text(
-    minilm_dir: Path, corpus_texts: list[str]
-) -> None:
+@pytest.fixture(scope="module")
+def minilm_reference(corpus_texts: list[str]) -> np.ndarray:
     from sentence_transformers import SentenceTransformer
 
-    reference = SentenceTransformer(str(bundled_model_source()), device="cpu").encode(
+    return SentenceTransformer(str(bundled_model_source()), device="cpu").encode(
         corpus_texts, normalize_embeddings=True, batch_size=32
     )
-    ours = Embedder.from_model_dir(minilm_dir, runtime="onnxruntime-cpu").embed(corpus_texts)
-    cosines = np.sum(ours.vectors * reference, axis=1)
-    assert cosines.min() >= 0.9999, corpus_texts[int(cosines.argmin())]
+
+
+NO_AMX = Hardware(cpu_has_amx_bf16=False, has_cuda_provider=False, has_openvino=True)
+
+
+@pytest.mark.parametrize(
+    ("runtime", "hardware", "backend"),
+    [
+        ("onnxruntime-cpu", None, "onnxruntime-cpu"),
+        (
+            "openvino",
+            None,
+            "openvino-bf16" if detect_hardware().cpu_has_amx_bf16 else "openvino-fp32",
+        ),
+        ("auto", None, None),  # whatever this machine's default is
+        ("auto", NO_AMX, "onnxruntime-cpu"),  # the path of a CPU without AMX
+    ],
+    ids=["ort-cpu", "openvino", "auto-here", "auto-without-amx"],
+)
+def test_minilm_matches_sentence_transformers_on_every_text(
+    minilm_dir: Path,
+    corpus_texts: list[str],
+    minilm_reference: np.ndarray,
+    runtime: RuntimeChoice,
+    hardware: Hardware | None,
+    backend: str | None,
+) -> None:
+    embedder = Embedder.from_model_dir(minilm_dir, runtime=runtime, hardware=hardware)
+    if backend is not None:
+        assert embedder.backend == backend
+    ours = embedder.embed(corpus_texts)
+    cosines = np.sum(ours.vectors * minilm_reference, axis=1)
+    assert cosines.min() >= 0.9999, (embedder.backend, corpus_texts[int(cosines.argmin())])
     assert ours.vectors.shape == (len(corpus_texts), 384)
 
 

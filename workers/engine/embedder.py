@@ -10,9 +10,11 @@ from typing import Literal
 import numpy as np
 
 from embedq_core.manifest import ModelManifest
+from workers.engine.backend_choice import RuntimeChoice, choose_backend
 from workers.engine.batching import plan_batches
+from workers.engine.hardware import Hardware, detect_hardware
 from workers.engine.pooling import FloatArray, l2_normalize, pool
-from workers.engine.runtime import OnnxSession, RuntimeChoice, select_runtime
+from workers.engine.runtime import ModelSession, open_session
 from workers.engine.tokenize import TextTokenizer
 
 log = logging.getLogger(__name__)
@@ -36,7 +38,7 @@ class Embedder:
         self,
         manifest: ModelManifest,
         tokenizer: TextTokenizer,
-        session: OnnxSession,
+        session: ModelSession,
         max_batch_tokens: int,
         max_batch_size: int,
     ) -> None:
@@ -54,23 +56,32 @@ class Embedder:
         intra_op_threads: int = 0,
         max_batch_tokens: int = 8192,
         max_batch_size: int = 32,
+        hardware: Hardware | None = None,
     ) -> Embedder:
-        """Load an exported model directory (ONNX file, tokenizer.json, manifest)."""
+        """Load an exported model directory (ONNX file, tokenizer.json, manifest) on the backend
+        the manifest, the runtime setting and the hardware call for."""
         manifest = ModelManifest.read(model_dir)
-        selection = select_runtime(runtime)
-        session = OnnxSession(
-            model_dir / manifest.onnx_file, selection, intra_op_threads, manifest.output_name
+        backend = choose_backend(runtime, manifest, hardware or detect_hardware())
+        session = open_session(
+            model_dir / manifest.onnx_file, backend, intra_op_threads, manifest.output_name
         )
-        log.info(
-            "model %s on %s (%s)", manifest.manifest_id, session.providers[0], selection.reason
-        )
+        log.info("model %s on %s (%s)", manifest.manifest_id, backend.kind, backend.reason)
         tokenizer = TextTokenizer(model_dir / "tokenizer.json", manifest.max_length)
         return cls(manifest, tokenizer, session, max_batch_tokens, max_batch_size)
 
     @property
-    def providers(self) -> list[str]:
-        """The execution providers the session runs on, in priority order."""
-        return self._session.providers
+    def backend(self) -> str:
+        """The backend running the model, e.g. openvino-bf16."""
+        return self._session.backend
+
+    def warm_up(self) -> None:
+        """Run the largest batch shape once, so arenas and kernels are ready before work."""
+        width = min(
+            self.manifest.max_length, max(8, self._max_batch_tokens // self._max_batch_size)
+        )
+        ids = np.full((self._max_batch_size, width), self._tokenizer.pad_id, dtype=np.int64)
+        mask = np.ones_like(ids)
+        self._session.run(ids, mask, np.zeros_like(ids))
 
     def embed(self, texts: list[str], input_type: InputType = "passage") -> EmbedResult:
         """Embed texts; queries get the manifest's instruction prefix, passages never do."""

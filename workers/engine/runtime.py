@@ -1,74 +1,119 @@
-"""Choosing and opening the inference runtime for an exported ONNX model."""
+"""Inference sessions over one exported ONNX file: ONNX Runtime (CPU or CUDA) or OpenVINO."""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
-import onnxruntime as ort
+
+from workers.engine.backend_choice import BackendChoice
 
 log = logging.getLogger(__name__)
 
-RuntimeChoice = Literal["auto", "onnxruntime-cpu", "onnxruntime-cuda"]
+IntArray = npt.NDArray[np.int64]
+FloatArray = npt.NDArray[np.float32]
 
 
-@dataclass(frozen=True)
-class RuntimeSelection:
-    """Which execution provider runs the model, and why (logged at worker start)."""
+class ModelSession(Protocol):
+    """Token ids in, token states (batch, seq, dim) out as float32."""
 
-    providers: list[str]
-    reason: str
+    backend: str
 
-
-def select_runtime(choice: RuntimeChoice) -> RuntimeSelection:
-    """Pick CUDA when present (or asked for), else the CPU provider."""
-    available = ort.get_available_providers()
-    has_cuda = "CUDAExecutionProvider" in available
-    if choice == "onnxruntime-cuda":
-        if not has_cuda:
-            raise RuntimeError(
-                "runtime onnxruntime-cuda asked for, but this onnxruntime has no CUDA provider "
-                f"(available: {available}); install the worker-gpu extra"
-            )
-        return RuntimeSelection(["CUDAExecutionProvider", "CPUExecutionProvider"], "asked for")
-    if choice == "auto" and has_cuda:
-        return RuntimeSelection(
-            ["CUDAExecutionProvider", "CPUExecutionProvider"], "CUDA provider available"
-        )
-    reason = "asked for" if choice == "onnxruntime-cpu" else "no CUDA provider available"
-    return RuntimeSelection(["CPUExecutionProvider"], reason)
+    def run(
+        self, input_ids: IntArray, attention_mask: IntArray, token_type_ids: IntArray
+    ) -> FloatArray: ...
 
 
-class OnnxSession:
-    """An ONNX Runtime session that maps our padded arrays onto the model's declared inputs."""
+def _feeds(
+    names: set[str], input_ids: IntArray, attention_mask: IntArray, token_type_ids: IntArray
+) -> dict[str, IntArray]:
+    feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
+    if "token_type_ids" in names:
+        feeds["token_type_ids"] = token_type_ids
+    return feeds
+
+
+class OrtSession:
+    """ONNX Runtime on the CPU provider, or on CUDA with IO binding."""
 
     def __init__(
-        self, onnx_path: Path, selection: RuntimeSelection, intra_op_threads: int, output_name: str
+        self, onnx_path: Path, use_cuda: bool, intra_op_threads: int, output_name: str
     ) -> None:
+        import onnxruntime as ort
+
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if intra_op_threads > 0:
             options.intra_op_num_threads = intra_op_threads
-        self._session = ort.InferenceSession(
-            str(onnx_path), sess_options=options, providers=selection.providers
+        providers = (
+            ["CUDAExecutionProvider", "CPUExecutionProvider"]
+            if use_cuda
+            else ["CPUExecutionProvider"]
         )
+        self._session = ort.InferenceSession(str(onnx_path), options, providers=providers)
+        active = self._session.get_providers()
+        if use_cuda and active[0] != "CUDAExecutionProvider":
+            # ORT falls back to CPU silently when CUDA fails to initialise; refuse instead.
+            raise RuntimeError(f"CUDAExecutionProvider failed to initialise (active: {active})")
+        self._use_cuda = use_cuda
         self._input_names = {i.name for i in self._session.get_inputs()}
         self._output_name = output_name
-        self.providers: list[str] = self._session.get_providers()
+        self.backend = "onnxruntime-cuda" if use_cuda else "onnxruntime-cpu"
 
     def run(
-        self,
-        input_ids: npt.NDArray[np.int64],
-        attention_mask: npt.NDArray[np.int64],
-        token_type_ids: npt.NDArray[np.int64],
-    ) -> npt.NDArray[np.float32]:
-        """Token states (batch, seq, dim) as float32."""
-        feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
-        if "token_type_ids" in self._input_names:
-            feeds["token_type_ids"] = token_type_ids
-        (hidden,) = self._session.run([self._output_name], feeds)
+        self, input_ids: IntArray, attention_mask: IntArray, token_type_ids: IntArray
+    ) -> FloatArray:
+        feeds = _feeds(self._input_names, input_ids, attention_mask, token_type_ids)
+        if not self._use_cuda:
+            (hidden,) = self._session.run([self._output_name], feeds)
+            return np.asarray(hidden, dtype=np.float32)
+        # IO binding: inputs copied once to the device, output allocated there and copied back
+        # once, instead of ORT staging every tensor through extra host buffers.
+        binding = self._session.io_binding()
+        for name, array in feeds.items():
+            binding.bind_cpu_input(name, array)
+        binding.bind_output(self._output_name, "cuda")
+        self._session.run_with_iobinding(binding)
+        (hidden,) = binding.copy_outputs_to_cpu()
         return np.asarray(hidden, dtype=np.float32)
+
+
+class OpenVinoSession:
+    """OpenVINO on the CPU reading the same ONNX file; BF16 inference precision on AMX."""
+
+    def __init__(self, onnx_path: Path, bf16: bool, threads: int, output_name: str) -> None:
+        import openvino as ov
+
+        core = ov.Core()
+        config: dict[str, Any] = {
+            "INFERENCE_PRECISION_HINT": "bf16" if bf16 else "f32",
+            "PERFORMANCE_HINT": "LATENCY",
+        }
+        if threads > 0:
+            config["INFERENCE_NUM_THREADS"] = threads
+        compiled = core.compile_model(core.read_model(str(onnx_path)), "CPU", config)
+        self._request = compiled.create_infer_request()
+        self._input_names = {port.get_any_name() for port in compiled.inputs}
+        self._output = compiled.output(output_name)
+        self.backend = "openvino-bf16" if bf16 else "openvino-fp32"
+
+    def run(
+        self, input_ids: IntArray, attention_mask: IntArray, token_type_ids: IntArray
+    ) -> FloatArray:
+        feeds = _feeds(self._input_names, input_ids, attention_mask, token_type_ids)
+        result = self._request.infer(feeds)
+        return np.asarray(result[self._output], dtype=np.float32)
+
+
+def open_session(
+    onnx_path: Path, backend: BackendChoice, intra_op_threads: int, output_name: str
+) -> ModelSession:
+    """Open the chosen backend on onnx_path."""
+    if backend.kind in ("openvino-bf16", "openvino-fp32"):
+        return OpenVinoSession(
+            onnx_path, backend.kind == "openvino-bf16", intra_op_threads, output_name
+        )
+    return OrtSession(onnx_path, backend.kind == "onnxruntime-cuda", intra_op_threads, output_name)

@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from embedq_core.manifest import ModelManifest
+from workers.engine.backend_choice import BackendUnavailable, choose_backend
+from workers.engine.hardware import Hardware, cpu_flags
+
+GPU = Hardware(cpu_has_amx_bf16=True, has_cuda_provider=True, has_openvino=True)
+AMX = Hardware(cpu_has_amx_bf16=True, has_cuda_provider=False, has_openvino=True)
+AMX_NO_OV = Hardware(cpu_has_amx_bf16=True, has_cuda_provider=False, has_openvino=False)
+PLAIN = Hardware(cpu_has_amx_bf16=False, has_cuda_provider=False, has_openvino=True)
+
+
+def _manifest(precision: str) -> ModelManifest:
+    return ModelManifest(
+        source="m",
+        weights_sha256="0" * 64,
+        dimension=8,
+        pooling="cls",
+        normalize=True,
+        max_length=16,
+        precision=precision,  # type: ignore[arg-type]
+        opset=18,
+    )
+
+
+@pytest.mark.parametrize(
+    ("hw", "expected"),
+    [
+        (GPU, "onnxruntime-cuda"),
+        (AMX, "openvino-bf16"),
+        (AMX_NO_OV, "onnxruntime-cpu"),
+        (PLAIN, "onnxruntime-cpu"),
+    ],
+)
+def test_auto_picks_the_fastest_faithful_backend_for_fp32(hw: Hardware, expected: str) -> None:
+    choice = choose_backend("auto", _manifest("fp32"), hw)
+    assert choice.kind == expected
+    assert choice.reason
+
+
+def test_int8_model_runs_on_onnxruntime_cpu_even_with_a_gpu() -> None:
+    assert choose_backend("auto", _manifest("int8"), GPU).kind == "onnxruntime-cpu"
+    with pytest.raises(BackendUnavailable):
+        choose_backend("openvino", _manifest("int8"), AMX)
+
+
+def test_fp16_model_never_falls_back_to_cpu() -> None:
+    assert choose_backend("auto", _manifest("fp16"), GPU).kind == "onnxruntime-cuda"
+    with pytest.raises(BackendUnavailable, match="needs a GPU"):
+        choose_backend("auto", _manifest("fp16"), AMX)
+
+
+def test_explicit_choices_are_honoured_or_refused() -> None:
+    assert choose_backend("onnxruntime-cpu", _manifest("fp32"), GPU).kind == "onnxruntime-cpu"
+    assert choose_backend("openvino", _manifest("fp32"), PLAIN).kind == "openvino-fp32"
+    with pytest.raises(BackendUnavailable):
+        choose_backend("onnxruntime-cuda", _manifest("fp32"), AMX)
+    with pytest.raises(BackendUnavailable):
+        choose_backend("openvino", _manifest("fp32"), AMX_NO_OV)
+
+
+def test_cpu_flags_reads_the_flags_line(tmp_path: Path) -> None:
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx512f amx_bf16 amx_tile\n")
+    assert {"amx_bf16", "avx512f"} <= cpu_flags(info)
+    assert cpu_flags(tmp_path / "missing") == set()
