@@ -43,6 +43,21 @@ def main() -> None:
 @click.option("--opset", type=int, default=18, show_default=True)
 @click.option("--revision", default=None, help="Hub revision to export (hub ids only).")
 @click.option(
+    "--int8-min-mean-cos",
+    type=float,
+    default=0.99,
+    show_default=True,
+    help="Quality gate: mean cosine of INT8 vs FP32 on the held-out corpus.",
+)
+@click.option(
+    "--int8-min-recall",
+    type=float,
+    default=0.90,
+    show_default=True,
+    help="Quality gate: nearest-neighbour recall@10 of INT8 vs FP32.",
+)
+@click.option("--force", is_flag=True, help="Keep an INT8 model that fails the quality gate.")
+@click.option(
     "--source-id",
     default=None,
     help="Hub id a local SOURCE directory is a copy of, recorded in the manifest.",
@@ -57,6 +72,9 @@ def export_model_cmd(
     query_instruction: str | None,
     opset: int,
     revision: str | None,
+    int8_min_mean_cos: float,
+    int8_min_recall: float,
+    force: bool,
     source_id: str | None,
 ) -> None:
     """Export SOURCE (hub id or local directory) to ONNX with its manifest."""
@@ -72,6 +90,9 @@ def export_model_cmd(
         opset=opset,
         revision=revision,
         source_id=source_id,
+        int8_min_mean_cos=int8_min_mean_cos,
+        int8_min_recall_at_10=int8_min_recall,
+        force=force,
     )
     manifest = export_model(source, out_dir, options)
     click.echo(f"exported {manifest.manifest_id} to {out_dir}")

@@ -30,6 +30,9 @@ class ExportOptions:
     max_length: int | None = None
     query_instruction: str | None = None
     quantize: Literal["none", "int8"] = "none"
+    int8_min_mean_cos: float = 0.99
+    int8_min_recall_at_10: float = 0.90
+    force: bool = False
     opset: int = 18
     revision: str | None = None
     source_id: str | None = None
@@ -119,8 +122,9 @@ def export_model(source: str, out_dir: Path, options: ExportOptions) -> ModelMan
     )
     manifest = fp32
     if options.quantize == "int8":
-        from ops.quantize import quantize_int8
+        from ops.quantize import QualityGate, quantize_int8
 
-        manifest = quantize_int8(out_dir, fp32)
+        gate = QualityGate(options.int8_min_mean_cos, options.int8_min_recall_at_10)
+        manifest = quantize_int8(out_dir, fp32, gate, force=options.force)
     manifest.write(out_dir)
     return manifest
