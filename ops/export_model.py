@@ -29,7 +29,7 @@ class ExportOptions:
     normalize: bool | None = None
     max_length: int | None = None
     query_instruction: str | None = None
-    quantize: Literal["none", "int8"] = "none"
+    quantize: Literal["none", "int8", "fp16"] = "none"
     int8_min_mean_cos: float = 0.99
     int8_min_recall_at_10: float = 0.90
     force: bool = False
@@ -121,10 +121,26 @@ def export_model(source: str, out_dir: Path, options: ExportOptions) -> ModelMan
         versions=_versions(),
     )
     manifest = fp32
-    if options.quantize == "int8":
+    if options.quantize == "fp16":
+        manifest = convert_fp16(out_dir, fp32)
+    elif options.quantize == "int8":
         from ops.quantize import QualityGate, quantize_int8
 
         gate = QualityGate(options.int8_min_mean_cos, options.int8_min_recall_at_10)
         manifest = quantize_int8(out_dir, fp32, gate, force=options.force)
     manifest.write(out_dir)
     return manifest
+
+
+FP16_FILE = "model_fp16.onnx"
+
+
+def convert_fp16(out_dir: Path, fp32: ModelManifest) -> ModelManifest:
+    """An FP16 copy of the export for GPU workers; inputs and outputs keep their types, so the
+    engine feeds and reads it like the FP32 model. Runs only on CUDA (see backend_choice)."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = onnx.load(str(out_dir / fp32.onnx_file))
+    onnx.save(convert_float_to_float16(model, keep_io_types=True), str(out_dir / FP16_FILE))
+    return fp32.model_copy(update={"precision": "fp16", "onnx_file": FP16_FILE})

@@ -1,0 +1,1 @@
+"""Benchmarks: commands that compare variants in one run, print a table and write JSON."""

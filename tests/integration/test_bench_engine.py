@@ -1,0 +1,50 @@
+"""`embedq bench engine` runs every local variant, prints its table and writes its JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def test_bench_engine_smoke_run_writes_every_variant(tmp_path: Path, minilm_dir: Path) -> None:
+    model_dir = tmp_path / "minilm"
+    shutil.copytree(minilm_dir, model_dir)
+    out = tmp_path / "engine.json"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ops.cli",
+            "bench",
+            "engine",
+            "--model-dir",
+            str(model_dir),
+            "--limit",
+            "48",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "tokens/s" in result.stdout
+    report = json.loads(out.read_text())
+    labels = [row["label"] for row in report["results"]]
+    assert labels[0].startswith("torch eager") and len(labels) == 6
+    assert report["corpus"]["texts"] == 48 and report["machine"]["cores"] >= 1
+    rows = {row["label"]: row for row in report["results"]}
+    assert rows["ours: ONNX Runtime FP32"]["min_cos"] >= 0.9999
+    assert rows["sentence-transformers encode()"]["min_cos"] >= 0.9999
+    assert all(row["tokens_per_s"] > 0 and row["peak_rss_mb"] > 0 for row in rows.values())
+    assert report["model"]["int8_quality"]["mean_cos_vs_fp32"] >= 0.99
