@@ -10,11 +10,13 @@ import redis
 from fastapi import Depends, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from sqlalchemy.exc import OperationalError
 
 from api.auth import require_api_key
 from api.deps import ApiResources
-from api.routes import collections, health, jobs
+from api.metrics import EmbedqCollector
+from api.routes import collections, health, jobs, reembed
 from embedq_core.db import make_engine
 from embedq_core.queueing import make_celery
 from embedq_core.settings import Settings
@@ -50,6 +52,15 @@ def create_app(settings: Settings) -> FastAPI:
     protected = [Depends(require_api_key)]
     app.include_router(collections.router, dependencies=protected)
     app.include_router(jobs.router)
+    app.include_router(reembed.router, dependencies=protected)
+
+    registry = CollectorRegistry()
+    registry.register(EmbedqCollector(resources))
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics() -> Response:
+        """Prometheus exposition (no key: scrape it from inside the network)."""
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.middleware("http")
     async def check_body(

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Engine, create_engine
+from typing import Any
+
+import psycopg
+from sqlalchemy import Connection, Engine, create_engine
 
 
 def sqlalchemy_url(database_url: str) -> str:
@@ -21,3 +24,11 @@ def libpq_url(database_url: str) -> str:
 def make_engine(database_url: str, pool_size: int = 5) -> Engine:
     """A pooled engine that checks connections before use, so a restarted Postgres is survived."""
     return create_engine(sqlalchemy_url(database_url), pool_size=pool_size, pool_pre_ping=True)
+
+
+def psycopg_connection(conn: Connection) -> psycopg.Connection[Any]:
+    """The psycopg connection under a SQLAlchemy one, for code written against psycopg."""
+    driver = conn.connection.driver_connection
+    if not isinstance(driver, psycopg.Connection):
+        raise TypeError(f"expected a psycopg connection, got {type(driver).__name__}")
+    return driver

@@ -10,11 +10,17 @@ from celery import Celery
 from embedq_core.settings import Settings
 
 EMBED_BATCH_TASK = "embedq.embed_batch"
+REEMBED_STEP_TASK = "embedq.reembed_step"
 
 
 def embed_queue(manifest_id: str) -> str:
     """Each model has its own queue, so a batch only reaches workers that load that model."""
     return f"embed.{manifest_id}"
+
+
+def reembed_queue(manifest_id: str) -> str:
+    """Re-embedding migrations of a model get a queue of their own, which yields to live jobs."""
+    return f"reembed.{manifest_id}"
 
 
 # kombu's Redis transport keeps one list per priority step: name, then name + sep + step.

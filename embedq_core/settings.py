@@ -41,6 +41,11 @@ class Settings(BaseSettings):
     # How long a worker keeps retrying a batch while Postgres is unreachable.
     db_retry_timeout_s: float = Field(default=300.0, gt=0)
 
+    # Re-embedding migrations
+    reembed_chunk_size: int = Field(default=256, ge=1, le=100_000)
+    reembed_follow_interval_s: float = Field(default=5.0, gt=0)
+    reembed_maintenance_work_mem: str = Field(default="512MB", pattern=r"^\d+\s*(kB|MB|GB)$")
+
     # API
     api_host: str = "127.0.0.1"
     api_port: int = 8000

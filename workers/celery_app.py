@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from typing import TypeVar
 
+import numpy as np
+import numpy.typing as npt
 import psycopg
 from celery import Celery
 from tenacity import (
@@ -14,28 +18,39 @@ from tenacity import (
     wait_exponential,
 )
 
-from embedq_core.queueing import EMBED_BATCH_TASK, make_celery
-from workers.batch import BatchOutcome, process_batch
+from embedq_core.queueing import (
+    EMBED_BATCH_TASK,
+    REEMBED_STEP_TASK,
+    embed_queue,
+    make_celery,
+    queue_depth,
+    reembed_queue,
+)
+from migrations.reembed.backfill import run_step
+from workers.batch import process_batch
 from workers.context import WorkerContext
 
 log = logging.getLogger(__name__)
 
-
-def build_worker_app(ctx: WorkerContext) -> Celery:
-    """A Celery app whose tasks use the already-loaded model in ctx."""
-    app = make_celery(ctx.settings)
-
-    @app.task(name=EMBED_BATCH_TASK)  # type: ignore[untyped-decorator]
-    def embed_batch(job_id: str, batch_no: int) -> dict[str, int | str | None]:
-        outcome = process_with_db_retry(ctx, job_id, batch_no)
-        return {"done": outcome.done, "failed": outcome.failed, "skipped": outcome.skipped_reason}
-
-    return app
+T = TypeVar("T")
+# A re-embedding step waits this long when live jobs are queued for the same model.
+YIELD_TO_LIVE_S = 1.0
 
 
-def process_with_db_retry(ctx: WorkerContext, job_id: str, batch_no: int) -> BatchOutcome:
-    """Process a batch, retrying with backoff while Postgres is unreachable (the whole batch is
-    one transaction, so a retry starts clean)."""
+class EmbedderSource:
+    """The worker's embedder as a re-embedding migration sees it."""
+
+    def __init__(self, ctx: WorkerContext) -> None:
+        self.manifest_id = ctx.embedder.manifest.manifest_id
+        self._embedder = ctx.embedder
+
+    def vectors(self, texts: list[str]) -> npt.NDArray[np.float32]:
+        return self._embedder.embed(texts).vectors
+
+
+def with_db_retry(ctx: WorkerContext, fn: Callable[[], T]) -> T:
+    """Run fn, retrying with backoff while Postgres is unreachable (each unit of work is one
+    transaction, so a retry starts clean)."""
     retrying = Retrying(
         retry=retry_if_exception_type(psycopg.OperationalError),
         wait=wait_exponential(multiplier=0.5, max=5),
@@ -43,5 +58,46 @@ def process_with_db_retry(ctx: WorkerContext, job_id: str, batch_no: int) -> Bat
         before_sleep=before_sleep_log(log, logging.WARNING),
         reraise=True,
     )
-    outcome: BatchOutcome = retrying(process_batch, ctx, job_id, batch_no)
-    return outcome
+    return retrying(fn)
+
+
+def build_worker_app(ctx: WorkerContext) -> Celery:
+    """A Celery app whose tasks use the already-loaded model in ctx."""
+    app = make_celery(ctx.settings)
+    manifest_id = ctx.embedder.manifest.manifest_id
+    source = EmbedderSource(ctx)
+
+    @app.task(name=EMBED_BATCH_TASK)  # type: ignore[untyped-decorator]
+    def embed_batch(job_id: str, batch_no: int) -> dict[str, int | str | None]:
+        outcome = with_db_retry(ctx, lambda: process_batch(ctx, job_id, batch_no))
+        return {"done": outcome.done, "failed": outcome.failed, "skipped": outcome.skipped_reason}
+
+    @app.task(name=REEMBED_STEP_TASK)  # type: ignore[untyped-decorator]
+    def reembed_step(name: str, token: str) -> str:
+        def resend(countdown_s: float) -> None:
+            app.send_task(
+                REEMBED_STEP_TASK,
+                args=[name, token],
+                queue=reembed_queue(manifest_id),
+                countdown=countdown_s or None,
+            )
+
+        if queue_depth(ctx.redis(), embed_queue(manifest_id)) > 0:
+            resend(YIELD_TO_LIVE_S)  # live jobs first: this chunk waits its turn
+            return "yielded to live jobs"
+        result = with_db_retry(
+            ctx,
+            lambda: run_step(
+                ctx.connection(),
+                source,
+                name,
+                token,
+                ctx.settings.reembed_follow_interval_s,
+                ctx.settings.reembed_maintenance_work_mem,
+            ),
+        )
+        if result.next_delay_s is not None:
+            resend(result.next_delay_s)
+        return f"{result.outcome} ({result.phase}): {result.rows_written}/{result.rows_read} rows"
+
+    return app

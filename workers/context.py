@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 import psycopg
+import redis
 from pgvector.psycopg import register_vector
 
 from embedq_core.db import libpq_url
@@ -22,6 +23,7 @@ class WorkerContext:
         self.settings = settings
         self.embedder = embedder
         self._conn: psycopg.Connection[Any] | None = None
+        self._redis: redis.Redis | None = None
 
     @classmethod
     def load(cls, settings: Settings) -> WorkerContext:
@@ -50,8 +52,19 @@ class WorkerContext:
             register_vector(self._conn)
         return self._conn
 
+    def redis(self) -> redis.Redis:
+        """A client for reading queue depths."""
+        if self._redis is None:
+            self._redis = redis.Redis.from_url(
+                self.settings.require_redis_url(), socket_timeout=5, socket_connect_timeout=5
+            )
+        return self._redis
+
     def close(self) -> None:
-        """Close the database connection."""
+        """Close the database and Redis connections."""
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+        if self._redis is not None:
+            self._redis.close()
+            self._redis = None

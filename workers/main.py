@@ -17,7 +17,7 @@ from tenacity import (
 
 from embedq_core.catalog import register_model_dir
 from embedq_core.db import make_engine
-from embedq_core.queueing import embed_queue
+from embedq_core.queueing import embed_queue, reembed_queue
 from embedq_core.settings import Settings
 from workers.celery_app import build_worker_app
 from workers.context import WorkerContext
@@ -49,8 +49,9 @@ def run_worker(settings: Settings) -> None:
     manifest = ctx.embedder.manifest
     assert settings.model_dir is not None  # WorkerContext.load checked it
     _register(settings, settings.model_dir)
-    queue = embed_queue(manifest.manifest_id)
-    log.info("worker ready: model %s, queue %s", manifest.manifest_id, queue)
+    # Live jobs and re-embedding migrations each get a queue; migration steps yield to jobs.
+    queues = f"{embed_queue(manifest.manifest_id)},{reembed_queue(manifest.manifest_id)}"
+    log.info("worker ready: model %s, queues %s", manifest.manifest_id, queues)
     app = build_worker_app(ctx)
     reconciler = Reconciler(settings)
     reconciler.start()
@@ -60,7 +61,7 @@ def run_worker(settings: Settings) -> None:
                 "worker",
                 "--pool=solo",
                 "--concurrency=1",
-                f"--queues={queue}",
+                f"--queues={queues}",
                 f"--loglevel={settings.log_level}",
                 f"--hostname=embedq-{os.getpid()}@%h",
                 "--without-gossip",

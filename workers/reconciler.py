@@ -18,8 +18,16 @@ import psycopg
 import redis
 
 from embedq_core.db import libpq_url
-from embedq_core.queueing import EMBED_BATCH_TASK, embed_queue, make_celery, queue_depth
+from embedq_core.queueing import (
+    EMBED_BATCH_TASK,
+    REEMBED_STEP_TASK,
+    embed_queue,
+    make_celery,
+    queue_depth,
+    reembed_queue,
+)
 from embedq_core.settings import Settings
+from migrations.reembed.backfill import STEP_LOCK_SQL, STEP_UNLOCK_SQL, new_step_token
 from workers.job_state import LOCK_BATCH_SQL, UNLOCK_BATCH_SQL
 
 log = logging.getLogger(__name__)
@@ -84,14 +92,38 @@ class Reconciler:
                         EMBED_BATCH_TASK, args=[job_id, batch_no], queue=embed_queue(manifest_id)
                     )
                 conn.execute("UPDATE jobs SET enqueued_at = now() WHERE id = %s", (job_id,))
-        sent = sum(len(b) for b in resend.values())
+            sent_steps = self._resend_migration_steps(conn, broker_wiped)
+        sent = sum(len(b) for b in resend.values()) + sent_steps
         if sent:
             log.warning(
-                "reconciler re-sent %d batches of %d jobs%s",
+                "reconciler re-sent %d messages (batches of %d jobs, migration steps)%s",
                 sent,
                 len(resend),
                 " (broker was wiped)" if broker_wiped else "",
             )
+        return sent
+
+    def _resend_migration_steps(self, conn: psycopg.Connection[Any], broker_wiped: bool) -> int:
+        """A running migration whose step chain stopped (its message lost, its worker killed)
+        gets a new step with a new token, which retires any straggler of the old chain."""
+        grace_s = self._settings.requeue_grace_s + self._settings.reembed_follow_interval_s
+        rows = conn.execute(
+            "SELECT name, manifest_id FROM reembed_migrations WHERE status = 'running'"
+            " AND updated_at < now() - make_interval(secs => %s)",
+            (grace_s,),
+        ).fetchall()
+        sent = 0
+        for name, manifest_id in rows:
+            queue = reembed_queue(manifest_id)
+            if not (broker_wiped or queue_depth(self._redis, queue) == 0):
+                continue
+            locked = conn.execute(STEP_LOCK_SQL, (name,)).fetchone()
+            if not (locked and locked[0]):
+                continue  # a step is running (e.g. building the index)
+            conn.execute(STEP_UNLOCK_SQL, (name,))
+            token = new_step_token(conn, name)
+            self._celery.send_task(REEMBED_STEP_TASK, args=[name, token], queue=queue)
+            sent += 1
         return sent
 
     @staticmethod

@@ -1,0 +1,127 @@
+"""A migration's state row, and the column names it implies before and after cutover."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+
+from migrations.reembed.target import Target
+
+ID_TYPE_RE = re.compile(r"^[a-z][a-z0-9 _(),]*$")
+
+
+class MigrationNotFound(LookupError):
+    """No migration of that name."""
+
+
+@dataclass(frozen=True)
+class Columns:
+    """Where the legacy and new vectors are right now."""
+
+    legacy: str
+    new: str
+    manifest: str
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One re-embedding migration as recorded in reembed_migrations."""
+
+    name: str
+    table_schema: str
+    table_name: str
+    id_column: str
+    id_type: str
+    text_column: str
+    legacy_column: str
+    new_column: str
+    manifest_id: str
+    dimension: int
+    chunk_size: int
+    status: str
+    phase: str
+    checkpoint: Any
+    cut_over: bool
+    rows_total: int
+    rows_embedded: int
+    chunks_done: int
+    step_token: str | None
+    error: str | None
+
+    @property
+    def table(self) -> sql.Identifier:
+        """The user's table, quoted."""
+        return sql.Identifier(self.table_schema, self.table_name)
+
+    @property
+    def columns(self) -> Columns:
+        """Before cutover the new vectors live in new_column; cutover gives them the legacy
+        name, so readers' SQL keeps working, and moves the legacy vectors aside."""
+        if self.cut_over:
+            return Columns(
+                legacy=f"{self.legacy_column}_legacy",
+                new=self.legacy_column,
+                manifest=f"{self.legacy_column}_manifest",
+            )
+        return Columns(
+            legacy=self.legacy_column, new=self.new_column, manifest=f"{self.new_column}_manifest"
+        )
+
+    @property
+    def id_type_sql(self) -> sql.SQL:
+        """The primary key's type (read from the catalog at plan time) for casts."""
+        if not ID_TYPE_RE.match(self.id_type):
+            raise ValueError(f"unsupported primary key type {self.id_type!r}")
+        return sql.SQL(self.id_type)
+
+    @property
+    def object_prefix(self) -> str:
+        """Prefix of the trigger, function and indexes this migration creates."""
+        return f"embedq_{self.name}"
+
+
+def planned_names(target: Target, new_column: str) -> list[str]:
+    """Every column name the migration will use, before and after cutover."""
+    legacy = target.legacy_column
+    return [new_column, f"{new_column}_manifest", f"{legacy}_legacy", f"{legacy}_manifest"]
+
+
+def load(conn: psycopg.Connection[Any], name: str, lock: bool = False) -> Migration:
+    """Read a migration; lock=True takes its row lock (released at the end of the transaction)."""
+    query = "SELECT * FROM reembed_migrations WHERE name = %s" + (" FOR UPDATE" if lock else "")
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(query, (name,)).fetchone()
+    if row is None:
+        raise MigrationNotFound(f"no re-embedding migration named {name!r}")
+    fields = Migration.__dataclass_fields__
+    return Migration(**{k: v for k, v in row.items() if k in fields})
+
+
+def try_lock(conn: psycopg.Connection[Any], name: str) -> Migration | None:
+    """The migration with its row lock, or None if another session holds it (a step is running)."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(
+            "SELECT * FROM reembed_migrations WHERE name = %s FOR UPDATE SKIP LOCKED", (name,)
+        ).fetchone()
+    if row is None:
+        return None
+    fields = Migration.__dataclass_fields__
+    return Migration(**{k: v for k, v in row.items() if k in fields})
+
+
+def set_fields(conn: psycopg.Connection[Any], name: str, **values: Any) -> None:
+    """Update state columns (names are ours, not user input) and touch updated_at."""
+    assignments = sql.SQL(", ").join(
+        sql.SQL("{} = {}").format(sql.Identifier(key), sql.Placeholder(key)) for key in values
+    )
+    conn.execute(
+        sql.SQL(
+            "UPDATE reembed_migrations SET {}, updated_at = now() WHERE name = %(name)s"
+        ).format(assignments),
+        {**values, "name": name},
+    )

@@ -1,0 +1,280 @@
+"""`embedq reembed ...`: drive a re-embedding migration of a live table."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+import psycopg
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from embedq_core.db import libpq_url
+from embedq_core.settings import Settings
+from ops.config import configure
+
+
+def _settings() -> Settings:
+    return configure(quiet=True)
+
+
+@contextmanager
+def _connection(settings: Settings) -> Iterator[psycopg.Connection[Any]]:
+    with psycopg.connect(libpq_url(settings.require_database_url()), autocommit=True) as conn:
+        yield conn
+
+
+def _fail(exc: Exception) -> click.ClickException:
+    return click.ClickException(str(exc))
+
+
+@click.group()
+def reembed() -> None:
+    """Re-embed a live table's legacy vectors into a new model's column, resumably."""
+
+
+def _target_options(fn: Any) -> Any:
+    for option in reversed(
+        [
+            click.option("--table", required=True, help="schema.table or table"),
+            click.option("--id", "id_column", required=True, help="single-column primary key"),
+            click.option("--text", "text_column", required=True, help="text column to embed"),
+            click.option("--vector", "vector_column", required=True, help="legacy vector column"),
+            click.option(
+                "--model",
+                "model_dir",
+                required=True,
+                type=click.Path(path_type=Path, exists=True),
+                help="exported model dir",
+            ),
+            click.option("--name", default=None, help="migration name (default: TABLE_reembed)"),
+            click.option(
+                "--new-column",
+                default=None,
+                help="column for the new vectors (default: VECTOR_<dimension>)",
+            ),
+            click.option("--chunk-size", type=int, default=None, help="rows per step"),
+        ]
+    ):
+        fn = option(fn)
+    return fn
+
+
+def _draft(conn: psycopg.Connection[Any], settings: Settings, **opts: Any) -> Any:
+    from embedq_core.manifest import ModelManifest
+    from migrations.reembed.control import draft_migration
+    from migrations.reembed.target import resolve_target
+
+    target = resolve_target(
+        conn, opts["table"], opts["id_column"], opts["text_column"], opts["vector_column"]
+    )
+    manifest = ModelManifest.read(opts["model_dir"])
+    name = opts["name"] or f"{target.table.lower()}_reembed"
+    new_column = opts["new_column"] or f"{target.legacy_column}_{manifest.dimension}"
+    chunk = opts["chunk_size"] or settings.reembed_chunk_size
+    return target, manifest, draft_migration(target, name, new_column, manifest, chunk)
+
+
+@reembed.command("plan")
+@_target_options
+def plan_cmd(**opts: Any) -> None:
+    """Count rows, time the engine on a sample of them, show the DDL `start` will run."""
+    from migrations.reembed.control import plan
+    from migrations.reembed.target import TargetError
+    from workers.engine import Embedder
+
+    settings = _settings()
+    console = Console()
+    with _connection(settings) as conn:
+        try:
+            target, manifest, draft = _draft(conn, settings, **opts)
+        except (TargetError, FileNotFoundError) as exc:
+            raise _fail(exc) from exc
+        embedder = Embedder.from_model_dir(
+            opts["model_dir"], runtime=settings.runtime, intra_op_threads=settings.intra_op_threads
+        )
+        result = plan(
+            conn,
+            target,
+            draft.name,
+            draft.new_column,
+            manifest,
+            draft.chunk_size,
+            lambda texts: embedder.embed(texts).vectors,
+        )
+    console.print(
+        f"migration [bold]{draft.name}[/]: {target.schema}.{target.table}.{target.legacy_column}"
+        f" ({target.legacy_dimension}-d) → {draft.new_column} ({manifest.dimension}-d,"
+        f" {manifest.manifest_id})"
+    )
+    console.print(
+        f"rows: {result.rows:,}; engine on {result.sample_rows} sampled rows "
+        f"({embedder.backend}): {result.sample_rows_per_s:,.0f} rows/s per worker"
+    )
+    console.print(
+        f"estimated backfill: {result.estimated_s / 60:,.1f} min with one worker "
+        "(divide by the number of workers serving this model)"
+    )
+    console.print("DDL that start runs:")
+    for statement in result.statements:
+        console.print(f"  {statement};", markup=False, highlight=False)
+
+
+@reembed.command("start")
+@_target_options
+def start_cmd(**opts: Any) -> None:
+    """Add the new column and trigger, then backfill in chunks on the model's workers."""
+    from embedq_core.catalog import register_model_dir
+    from embedq_core.db import make_engine
+    from embedq_core.queueing import make_celery
+    from migrations.reembed.control import MigrationStateError, start
+    from migrations.reembed.target import TargetError
+
+    settings = _settings()
+    engine = make_engine(settings.require_database_url(), pool_size=1)
+    with engine.begin() as sa_conn:
+        register_model_dir(sa_conn, opts["model_dir"])
+    engine.dispose()
+    with _connection(settings) as conn:
+        try:
+            _, _, draft = _draft(conn, settings, **opts)
+            m = start(conn, draft, make_celery(settings))
+        except (TargetError, MigrationStateError) as exc:
+            raise _fail(exc) from exc
+    click.echo(f"started {m.name}: {m.rows_total:,} rows")
+    click.echo(f"follow it with: embedq reembed status {m.name} --watch")
+
+
+def _control(action: str, name: str, **kwargs: Any) -> None:
+    from migrations.reembed import control
+    from migrations.reembed.state import MigrationNotFound
+
+    settings = _settings()
+    with _connection(settings) as conn:
+        try:
+            if action in ("resume",):
+                from embedq_core.queueing import make_celery
+
+                control.resume(conn, name, make_celery(settings))
+            else:
+                getattr(control, action)(conn, name, **kwargs)
+        except (control.MigrationStateError, MigrationNotFound) as exc:
+            raise _fail(exc) from exc
+    click.echo(f"{name}: {action} done")
+
+
+@reembed.command("pause")
+@click.argument("name")
+def pause_cmd(name: str) -> None:
+    """Stop after the current chunk."""
+    _control("pause", name)
+
+
+@reembed.command("resume")
+@click.argument("name")
+def resume_cmd(name: str) -> None:
+    """Continue from the checkpoint."""
+    _control("resume", name)
+
+
+@reembed.command("cutover")
+@click.argument("name")
+@click.option("--force", is_flag=True, help="Cut over before the backfill and index are done.")
+def cutover_cmd(name: str, force: bool) -> None:
+    """Atomically give the legacy column name to the new vectors."""
+    _control("cutover", name, force=force)
+
+
+@reembed.command("rollback")
+@click.argument("name")
+def rollback_cmd(name: str) -> None:
+    """Atomically switch readers back to the legacy vectors."""
+    _control("rollback", name)
+
+
+@reembed.command("finalize")
+@click.argument("name")
+@click.confirmation_option(prompt="This drops the legacy vector column. Continue?")
+def finalize_cmd(name: str) -> None:
+    """Drop the legacy column and the migration's trigger (after cutover only)."""
+    _control("finalize", name)
+
+
+@reembed.command("status")
+@click.argument("name")
+@click.option("--watch", is_flag=True, help="Show a live progress bar until the backfill is done.")
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+def status_cmd(name: str, watch: bool, as_json: bool) -> None:
+    """Rows done and pending, rate, ETA, phase and index progress."""
+    from migrations.reembed.progress import progress
+    from migrations.reembed.state import MigrationNotFound
+
+    settings = _settings()
+    console = Console()
+    with _connection(settings) as conn:
+        try:
+            figures = progress(conn, name)
+        except MigrationNotFound as exc:
+            raise _fail(exc) from exc
+        if as_json:
+            click.echo(json.dumps(figures.as_dict(), default=str))
+            return
+        if not watch:
+            _print_status(console, figures)
+            return
+        columns = (
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]:,.0f} rows/s"),
+            TimeRemainingColumn(),
+        )
+        with Progress(*columns, console=console) as bar:
+            task = bar.add_task(name, total=figures.rows_total, rate=0.0)
+            while True:
+                figures = progress(conn, name)
+                bar.update(
+                    task,
+                    total=figures.rows_total,
+                    completed=figures.rows_done,
+                    rate=figures.rate_rows_per_s,
+                    description=f"{name} [{figures.phase}]",
+                )
+                if figures.phase == "following" or figures.status != "running":
+                    break
+                time.sleep(1.0)
+        _print_status(console, figures)
+
+
+def _print_status(console: Console, figures: Any) -> None:
+    table = Table(show_header=False, title=f"re-embedding {figures.name}")
+    for key, value in figures.as_dict().items():
+        if isinstance(value, float):
+            value = f"{value:,.2f}"
+        table.add_row(key, "—" if value is None else str(value))
+    console.print(table)
+
+
+@reembed.command("verify")
+@click.argument("name")
+@click.option("--model", "model_dir", required=True, type=click.Path(path_type=Path, exists=True))
+@click.option("--sample", type=int, default=64, show_default=True)
+@click.option("--min-cos", type=float, default=0.9999, show_default=True)
+def verify_cmd(name: str, model_dir: Path, sample: int, min_cos: float) -> None:
+    """Check every row, and re-embed a random sample against what is stored."""
+    from migrations.reembed.verify import verify
+    from workers.engine import Embedder
+
+    settings = _settings()
+    embedder = Embedder.from_model_dir(model_dir, runtime=settings.runtime)
+    with _connection(settings) as conn:
+        report = verify(conn, name, lambda texts: embedder.embed(texts).vectors, sample, min_cos)
+    click.echo(json.dumps(report.as_dict(), indent=2))
+    if not report.ok:
+        raise click.ClickException("verification failed")
