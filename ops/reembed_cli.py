@@ -121,9 +121,9 @@ def plan_cmd(**opts: Any) -> None:
         f"estimated backfill: {result.estimated_s / 60:,.1f} min with one worker "
         "(divide by the number of workers serving this model)"
     )
-    console.print("DDL that start runs:")
+    click.echo("DDL that start runs (unwrapped, so it can be copied):")
     for statement in result.statements:
-        console.print(f"  {statement};", markup=False, highlight=False)
+        click.echo(f"  {statement};")
 
 
 @reembed.command("start")

@@ -19,8 +19,11 @@ from embedq_core.manifest import ModelManifest
 from embedq_core.settings import Settings
 from migrations.schema_upgrade import upgrade_head
 from ops.bundled_model import ensure_bundled_model
+from ops.corpus import load_demo_corpus
 from ops.devstack import EmbeddedStack, free_port
+from ops.export_model import ExportOptions, export_model
 from ops.processes import ChildProcess, start_api, start_worker
+from tests.model_factory import BGE_INSTRUCTION, EXTRA_CHARACTERS, build_tiny_bge
 from tests.support import PrivatePipeline, ServiceHandle, make_manifest_variant
 
 
@@ -36,6 +39,20 @@ def minilm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def minilm_manifest(minilm_dir: Path) -> ModelManifest:
     """The manifest written by the export."""
     return ModelManifest.read(minilm_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_bge_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A BGE-shaped model (random weights, 1024-d, CLS, Chinese character vocab) exported to
+    ONNX by our exporter; its source directory is the manifest's source."""
+    texts = [text for _, text in load_demo_corpus()]
+    source = build_tiny_bge(
+        tmp_path_factory.mktemp("src") / "tiny-bge",
+        [*texts, BGE_INSTRUCTION, EXTRA_CHARACTERS],
+    )
+    out = tmp_path_factory.mktemp("onnx") / "tiny-bge"
+    export_model(str(source), out, ExportOptions(query_instruction=BGE_INSTRUCTION))
+    return out
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,14 @@ from collections.abc import Iterable
 from pathlib import Path
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+BGE_INSTRUCTION = "为这个句子生成表示以用于检索相关文章："
+# Characters the migration tests add to corpus sentences.
+EXTRA_CHARACTERS = "（第首版）改新旧"
+
+
+def song_texts(sentences: list[str], count: int, start: int = 0) -> list[str]:
+    """Distinct Chinese texts for legacy rows, built from the corpus sentences."""
+    return [f"{sentences[i % len(sentences)]}（第{i}首）" for i in range(start, start + count)]
 
 
 def build_vocab(texts: Iterable[str]) -> list[str]:

@@ -10,28 +10,15 @@ import pytest
 from embedq_core.manifest import ModelManifest
 from ops.bundled_model import bundled_model_source
 from ops.corpus import load_demo_corpus
-from ops.export_model import ExportOptions, export_model
-from tests.model_factory import build_tiny_bge
+from tests.model_factory import BGE_INSTRUCTION
 from workers.engine import Embedder
 from workers.engine.backend_choice import RuntimeChoice
 from workers.engine.hardware import Hardware, detect_hardware
-
-BGE_INSTRUCTION = "为这个句子生成表示以用于检索相关文章："
 
 
 @pytest.fixture(scope="module")
 def corpus_texts() -> list[str]:
     return [text for _, text in load_demo_corpus()]
-
-
-@pytest.fixture(scope="module")
-def tiny_bge_dir(tmp_path_factory: pytest.TempPathFactory, corpus_texts: list[str]) -> Path:
-    source = build_tiny_bge(
-        tmp_path_factory.mktemp("src") / "tiny-bge", [*corpus_texts, BGE_INSTRUCTION]
-    )
-    out = tmp_path_factory.mktemp("onnx") / "tiny-bge"
-    export_model(str(source), out, ExportOptions(query_instruction=BGE_INSTRUCTION))
-    return out
 
 
 def _cls_reference(source_dir: Path, texts: list[str]) -> np.ndarray:
