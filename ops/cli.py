@@ -262,6 +262,36 @@ def bench_engine(
     )
 
 
+@bench.command("migrate")
+@click.option(
+    "--model-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Export to migrate to (default: the bundled MiniLM, exported if needed).",
+)
+@click.option("--rows", type=int, default=5000, show_default=True)
+@click.option("--chunk-size", type=int, default=256, show_default=True)
+@click.option(
+    "--out",
+    "out_json",
+    type=click.Path(path_type=Path),
+    default=Path("bench-results/migrate.json"),
+    show_default=True,
+)
+def bench_migrate(model_dir: Path | None, rows: int, chunk_size: int, out_json: Path) -> None:
+    """Rows/s of a re-embedding migration next to the bare engine's, on the same rows."""
+    from rich.console import Console
+
+    from ops.bench.migrate import run_migrate_bench
+    from ops.bundled_model import ensure_bundled_model
+
+    settings = configure(quiet=True)
+    if model_dir is None:
+        model_dir = settings.data_dir.resolve() / "models" / "all-minilm-l6-v2"
+        ensure_bundled_model(model_dir)
+    run_migrate_bench(settings, model_dir, rows, chunk_size, out_json, Console())
+
+
 @main.group()
 def keys() -> None:
     """API keys (stored hashed; a key is shown once, at creation)."""

@@ -48,3 +48,37 @@ def test_bench_engine_smoke_run_writes_every_variant(tmp_path: Path, minilm_dir:
     assert rows["sentence-transformers encode()"]["min_cos"] >= 0.9999
     assert all(row["tokens_per_s"] > 0 and row["peak_rss_mb"] > 0 for row in rows.values())
     assert report["model"]["int8_quality"]["mean_cos_vs_fp32"] >= 0.99
+
+
+def test_bench_migrate_compares_the_migration_with_the_bare_engine(
+    tmp_path: Path, minilm_dir: Path
+) -> None:
+    out = tmp_path / "migrate.json"
+    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ops.cli",
+            "bench",
+            "migrate",
+            "--model-dir",
+            str(minilm_dir),
+            "--rows",
+            "600",
+            "--chunk-size",
+            "100",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**env, "COLUMNS": "200"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "× bare engine" in result.stdout
+    report = json.loads(out.read_text())
+    variants = [row["variant"] for row in report["results"]]
+    assert variants[0].startswith("bare engine") and len(variants) == 3
+    assert all(row["rows"] == 600 and row["rows_per_s"] > 0 for row in report["results"])
