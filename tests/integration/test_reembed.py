@@ -167,8 +167,13 @@ def make_legacy_table(
 
 
 def install_audit(env: ReembedEnv, table: str) -> None:
-    """After start added the column: log each non-NULL write of it."""
+    """Log each non-NULL write of the new column. Created before start (with the column, which
+    start then finds and keeps), so not even the first chunk escapes it."""
     with env.connect() as conn:
+        conn.execute(
+            f"ALTER TABLE {table} ADD COLUMN embedding_1024 vector(1024),"
+            " ADD COLUMN embedding_1024_manifest text"
+        )
         conn.execute(
             f"CREATE TRIGGER {table}_audit AFTER UPDATE OF embedding_1024 ON {table}"
             f" FOR EACH ROW EXECUTE FUNCTION {table}_audit_fn()"
@@ -240,9 +245,9 @@ def test_kill_mid_migration_resumes_without_skipping_or_repeating_rows(
 ) -> None:
     texts = song_texts(zh_sentences, ROWS)
     make_legacy_table(env, "songs", texts, albert)
+    install_audit(env, "songs")
     worker = env.start_worker()
     env.cli("reembed", "start", *start_args(env, "songs"))
-    install_audit(env, "songs")
     env.wait(lambda: env.state("songs")["chunks_done"] >= 3, "three chunks")
     worker.kill()  # mid-migration: the in-flight chunk's transaction is rolled back
     killed_at = env.state("songs")["chunks_done"]
