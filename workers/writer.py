@@ -12,6 +12,8 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from embedq_core.staging import copy_to_stage
+
 STAGE_TABLE = "embedq_stage"
 
 
@@ -25,23 +27,25 @@ def write_vectors(
 ) -> int:
     """Upsert (external_id, text, metadata, content_hash, truncated) rows with their vectors,
     keyed by external id, in the caller's transaction. Returns rows written."""
-    # Temp table: private to this connection, emptied at commit, so a failed batch leaves nothing.
-    conn.execute(
-        sql.SQL(
-            "CREATE TEMP TABLE IF NOT EXISTS {} (id text, text text, metadata jsonb,"
-            " embedding vector, content_hash bytea, truncated boolean) ON COMMIT DELETE ROWS"
-        ).format(sql.Identifier(STAGE_TABLE))
-    )
-    # Rows of an earlier call in the same transaction (item-by-item writes) must not repeat.
-    conn.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier(STAGE_TABLE)))
-    with conn.cursor() as cur:
-        copy_sql = sql.SQL("COPY {} FROM STDIN (FORMAT BINARY)").format(sql.Identifier(STAGE_TABLE))
-        with cur.copy(copy_sql) as copy:
-            copy.set_types(["text", "text", "jsonb", "vector", "bytea", "bool"])
+    copy_to_stage(
+        conn,
+        STAGE_TABLE,
+        [
+            ("id", "text"),
+            ("text", "text"),
+            ("metadata", "jsonb"),
+            ("embedding", "vector"),
+            ("content_hash", "bytea"),
+            ("truncated", "bool"),
+        ],
+        (
+            (external_id, text, Jsonb(metadata), vector, digest, truncated)
             for (external_id, text, metadata, digest, truncated), vector in zip(
                 rows, vectors, strict=True
-            ):
-                copy.write_row((external_id, text, Jsonb(metadata), vector, digest, truncated))
+            )
+        ),
+    )
+    with conn.cursor() as cur:
         cur.execute(
             sql.SQL(
                 """

@@ -21,6 +21,7 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from embedq_core.staging import copy_to_stage
 from migrations.reembed import ddl
 from migrations.reembed.state import Migration, set_fields, try_lock
 
@@ -89,21 +90,20 @@ def _write(
 ) -> int:
     """Set the new vector where the text is still the one embedded (a text changed meanwhile
     keeps NULL and is caught up later). Returns rows written."""
-    conn.execute(
-        sql.SQL(
-            "CREATE TEMP TABLE IF NOT EXISTS {} (id text, embedding vector, text_md5 text)"
-            " ON COMMIT DELETE ROWS"
-        ).format(sql.Identifier(STAGE))
+    copy_to_stage(
+        conn,
+        STAGE,
+        [("id", "text"), ("embedding", "vector"), ("text_md5", "text")],
+        (
+            (
+                str(row_id),
+                vector,
+                hashlib.md5(text.encode("utf-8"), usedforsecurity=False).hexdigest(),
+            )
+            for (row_id, text), vector in zip(rows, vectors, strict=True)
+        ),
     )
-    conn.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier(STAGE)))
     with conn.cursor() as cur:
-        with cur.copy(
-            sql.SQL("COPY {} FROM STDIN (FORMAT BINARY)").format(sql.Identifier(STAGE))
-        ) as copy:
-            copy.set_types(["text", "vector", "text"])
-            for (row_id, text), vector in zip(rows, vectors, strict=True):
-                digest = hashlib.md5(text.encode("utf-8"), usedforsecurity=False).hexdigest()
-                copy.write_row((str(row_id), vector, digest))
         cols = m.columns
         cur.execute(
             sql.SQL(
