@@ -65,11 +65,16 @@ def test_services_are_ordered_by_health_and_migrations() -> None:
     for name in ("api", "worker-gpu", "worker-cpu"):
         depends = services[name]["depends_on"]
         assert depends["migrate"]["condition"] == "service_completed_successfully", name
-    for name in ("worker-gpu", "worker-cpu"):
-        assert services[name]["environment"]["EMBEDQ_MODEL_DIR"].startswith("/models/")
-        assert services[name]["depends_on"]["export-model"]["condition"] == (
+    # Each worker serves the directory its export step writes.
+    for worker, export in (("worker-gpu", "export-model"), ("worker-cpu", "export-model-cpu")):
+        model_dir = services[worker]["environment"]["EMBEDQ_MODEL_DIR"]
+        command = services[export]["command"]
+        assert command[command.index("--out") + 1] == model_dir
+        assert services[worker]["depends_on"][export]["condition"] == (
             "service_completed_successfully"
         )
+    assert services["export-model"]["command"][-2:] == ["--quantize", "fp16"]
+    assert services["worker-gpu"]["environment"]["EMBEDQ_RUNTIME"] == "onnxruntime-cuda"
     assert services["migrate"]["command"] == ["embedq", "db", "upgrade"]
 
 
