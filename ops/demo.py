@@ -110,8 +110,14 @@ def _submit_and_follow(
                 break
             time.sleep(0.2)
     elapsed_s = time.monotonic() - started
+    unchanged = (
+        f" ({job['unchanged']} unchanged since an earlier run, so not embedded again)"
+        if job["unchanged"]
+        else ""
+    )
     console.print(
-        f"job {job['status']}: {job['done']} embedded, {job['failed']} failed in {elapsed_s:.1f}s"
+        f"job {job['status']}: {job['done']} embedded, {job['failed']} failed "
+        f"in {elapsed_s:.1f}s{unchanged}"
     )
     if job["status"] != "completed":
         raise RuntimeError(f"demo job ended {job['status']}: {job['errors'][:5]}")
