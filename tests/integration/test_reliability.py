@@ -61,13 +61,22 @@ def test_redelivered_batches_change_nothing(services: ServiceHandle) -> None:
         manifest_id = conn.execute(
             text("SELECT manifest_id FROM jobs WHERE id = :j"), {"j": job_id}
         ).scalar_one()
+    worker = next(c for c in services.children if c.name == "worker")
+    already_done = "nothing pending (already done)"
+    seen_before = worker.log_text().count(already_done)
     celery = make_celery(services.settings)
+    sent = 0
     for _ in range(3):
         for batch_no in range(response.json()["batches"]):
             celery.send_task(
                 EMBED_BATCH_TASK, args=[job_id, batch_no], queue=embed_queue(manifest_id)
             )
-    time.sleep(2.0)  # give the worker time to (not) do anything with the duplicates
+            sent += 1
+    # Wait until the worker has really handled every duplicate, then check it changed nothing.
+    deadline = time.monotonic() + 60
+    while worker.log_text().count(already_done) < seen_before + sent:
+        assert time.monotonic() < deadline, worker.log_tail()
+        time.sleep(0.1)
     assert services.get(f"/v1/jobs/{job_id}").json() == job
     with services.engine.connect() as conn:
         assert (
