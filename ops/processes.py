@@ -3,6 +3,7 @@ so that none is left behind."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -100,11 +101,9 @@ def wait_http_ok(url: str, child: ChildProcess, timeout_s: float = 30.0) -> None
     while time.monotonic() < deadline:
         if not child.alive():
             raise RuntimeError(f"{child.name} exited early:\n{child.log_tail()}")
-        try:
+        with contextlib.suppress(httpx.HTTPError):  # not listening yet
             if httpx.get(url, timeout=1.0).status_code == 200:
                 return
-        except httpx.HTTPError:
-            pass
         time.sleep(0.1)
     raise TimeoutError(f"{url} did not answer in {timeout_s}s:\n{child.log_tail()}")
 

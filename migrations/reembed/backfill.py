@@ -37,7 +37,8 @@ class VectorSource(Protocol):
 
     manifest_id: str
 
-    def vectors(self, texts: list[str]) -> npt.NDArray[np.float32]: ...
+    def vectors(self, texts: list[str]) -> npt.NDArray[np.float32]:
+        """Unit-length vectors of texts, in order."""
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,8 @@ class ModelSession(Protocol):
 
     def run(
         self, input_ids: IntArray, attention_mask: IntArray, token_type_ids: IntArray
-    ) -> FloatArray: ...
+    ) -> FloatArray:
+        """Run one padded batch."""
 
 
 def _feeds(
