@@ -13,7 +13,9 @@ class Settings(BaseSettings):
     """Configuration for every embedq process. Environment variables use the EMBEDQ_ prefix;
     DATABASE_URL and REDIS_URL are also read without it."""
 
-    model_config = SettingsConfigDict(env_prefix="EMBEDQ_", env_file=None, extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="EMBEDQ_", env_file=None, extra="ignore", populate_by_name=True
+    )
 
     database_url: str | None = Field(
         default=None, validation_alias=AliasChoices("EMBEDQ_DATABASE_URL", "DATABASE_URL")
