@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from ops.bench.cli import bench
 from ops.config import configure
 from ops.reembed_cli import reembed
 
@@ -166,133 +167,6 @@ def collections_create(name: str, model_dir: Path) -> None:
 
 
 @main.group()
-def bench() -> None:
-    """Benchmarks: compare variants in one run, print a table, write JSON."""
-
-
-@bench.command("engine")
-@click.option(
-    "--model-dir",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="FP32 export to benchmark (default: the bundled MiniLM, exported if needed).",
-)
-@click.option(
-    "--int8-dir",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="INT8 export (default: MODEL_DIR-int8, exported if needed).",
-)
-@click.option(
-    "--source-dir",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="The Hugging Face directory of the model, for the torch/ST references.",
-)
-@click.option(
-    "--threads", type=int, default=None, help="Threads for every variant (default: all cores)."
-)
-@click.option("--batch-size", type=int, default=32, show_default=True)
-@click.option(
-    "--out",
-    "out_json",
-    type=click.Path(path_type=Path),
-    default=Path("bench-results/engine.json"),
-    show_default=True,
-)
-@click.option(
-    "--infinity-python",
-    type=click.Path(path_type=Path, exists=True),
-    default=None,
-    help="Python of a venv with infinity-emb[optimum], to add its engine to the table.",
-)
-@click.option("--limit", type=int, default=None, help="Only the first N corpus texts (smoke runs).")
-def bench_engine(
-    model_dir: Path | None,
-    int8_dir: Path | None,
-    source_dir: Path | None,
-    threads: int | None,
-    batch_size: int,
-    out_json: Path,
-    infinity_python: Path | None,
-    limit: int | None,
-) -> None:
-    """Throughput, padding, memory and fidelity of every engine variant on the bench corpus."""
-    import os
-
-    from rich.console import Console
-
-    from ops.bench.engine import run_engine_bench
-    from ops.bundled_model import BUNDLED_MODEL_ID, bundled_model_source, ensure_bundled_model
-    from ops.export_model import ExportOptions, export_model
-
-    settings = configure(quiet=True)
-    model_dir = model_dir or settings.data_dir.resolve() / "models" / "all-minilm-l6-v2"
-    manifest = (
-        ensure_bundled_model(model_dir)
-        if not (model_dir / "embedq_manifest.json").exists()
-        else None
-    )
-    from embedq_core.manifest import ModelManifest
-
-    manifest = manifest or ModelManifest.read(model_dir)
-    if source_dir is None:
-        if Path(manifest.source).is_dir():
-            source_dir = Path(manifest.source)
-        elif manifest.source == BUNDLED_MODEL_ID:
-            source_dir = bundled_model_source()
-        else:
-            raise click.UsageError("--source-dir is needed: the manifest's source is a hub id")
-    int8_dir = int8_dir or model_dir.with_name(model_dir.name + "-int8")
-    if not (int8_dir / "embedq_manifest.json").exists():
-        export_model(
-            str(source_dir), int8_dir, ExportOptions(quantize="int8", source_id=manifest.source)
-        )
-    run_engine_bench(
-        model_dir,
-        int8_dir,
-        source_dir,
-        threads or os.cpu_count() or 1,
-        batch_size,
-        settings.max_batch_tokens,
-        out_json,
-        infinity_python,
-        Console(),
-        limit,
-    )
-
-
-@bench.command("migrate")
-@click.option(
-    "--model-dir",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Export to migrate to (default: the bundled MiniLM, exported if needed).",
-)
-@click.option("--rows", type=int, default=5000, show_default=True)
-@click.option("--chunk-size", type=int, default=256, show_default=True)
-@click.option(
-    "--out",
-    "out_json",
-    type=click.Path(path_type=Path),
-    default=Path("bench-results/migrate.json"),
-    show_default=True,
-)
-def bench_migrate(model_dir: Path | None, rows: int, chunk_size: int, out_json: Path) -> None:
-    """Rows/s of a re-embedding migration next to the bare engine's, on the same rows."""
-    from rich.console import Console
-
-    from ops.bench.migrate import run_migrate_bench
-    from ops.bundled_model import ensure_bundled_model
-
-    settings = configure(quiet=True)
-    if model_dir is None:
-        model_dir = settings.data_dir.resolve() / "models" / "all-minilm-l6-v2"
-        ensure_bundled_model(model_dir)
-    run_migrate_bench(settings, model_dir, rows, chunk_size, out_json, Console())
-
-
-@main.group()
 def keys() -> None:
     """API keys (stored hashed; a key is shown once, at creation)."""
 
@@ -343,6 +217,7 @@ def keys_list() -> None:
 
 
 main.add_command(reembed)
+main.add_command(bench)
 
 if __name__ == "__main__":
     main()
