@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import psycopg
 from pgvector.psycopg import register_vector
+from psycopg import sql
 from rich.console import Console
 from rich.table import Table
 
@@ -62,13 +63,16 @@ def _texts(rows: int) -> list[str]:
 def _make_table(conn: psycopg.Connection[Any], table: str, texts: list[str]) -> None:
     # Legacy vectors are random: the benchmark measures the migration, not the old model.
     legacy = np.random.default_rng(0).standard_normal((len(texts), LEGACY_DIMENSION))
-    conn.execute(f"DROP TABLE IF EXISTS {table}")
-    conn.execute(f"DELETE FROM reembed_migrations WHERE name = '{table}'")
+    name = sql.Identifier(table)
+    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(name))
+    conn.execute("DELETE FROM reembed_migrations WHERE name = %s", (table,))
     conn.execute(
-        f"CREATE TABLE {table} (id bigint PRIMARY KEY, body text NOT NULL,"
-        f" embedding vector({LEGACY_DIMENSION}))"
+        sql.SQL(
+            "CREATE TABLE {} (id bigint PRIMARY KEY, body text NOT NULL, embedding vector({}))"
+        ).format(name, sql.Literal(LEGACY_DIMENSION))
     )
-    with conn.cursor().copy(f"COPY {table} (id, body, embedding) FROM STDIN") as copy:
+    copy_sql = sql.SQL("COPY {} (id, body, embedding) FROM STDIN").format(name)
+    with conn.cursor().copy(copy_sql) as copy:
         for i, (text, vector) in enumerate(zip(texts, legacy.astype(np.float32), strict=True)):
             copy.write_row((i + 1, text, vector))
 
