@@ -6,7 +6,6 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
-import redis
 from fastapi import Depends, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -18,7 +17,7 @@ from api.deps import ApiResources
 from api.metrics import EmbedqCollector
 from api.routes import collections, health, jobs, reembed
 from embedq_core.db import make_engine
-from embedq_core.queueing import make_celery
+from embedq_core.queueing import make_celery, make_redis
 from embedq_core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -30,9 +29,7 @@ def create_app(settings: Settings) -> FastAPI:
         settings=settings,
         engine=make_engine(settings.require_database_url()),
         celery=make_celery(settings),
-        redis=redis.Redis.from_url(
-            settings.require_redis_url(), socket_timeout=2, socket_connect_timeout=2
-        ),
+        redis=make_redis(settings),
     )
 
     @asynccontextmanager

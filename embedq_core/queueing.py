@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import redis
 from celery import Celery
 
 from embedq_core.settings import Settings
@@ -35,6 +36,14 @@ def queue_depth(redis_client: Any, queue: str) -> int:
         for name in names:
             pipe.llen(name)
         return int(sum(pipe.execute()))
+
+
+def make_redis(settings: Settings) -> redis.Redis:
+    """A Redis client for queue depths and the broker epoch; short timeouts, so an outage is
+    noticed instead of waited on."""
+    return redis.Redis.from_url(
+        settings.require_redis_url(), socket_timeout=5, socket_connect_timeout=2
+    )
 
 
 def make_celery(settings: Settings) -> Celery:

@@ -66,11 +66,6 @@ class EmbeddedStack:
         """The embedded Postgres handle (None when DATABASE_URL was given)."""
         return self._postgres
 
-    @property
-    def valkey_server(self) -> Any:
-        """The embedded Valkey handle (None when REDIS_URL was given)."""
-        return self._valkey
-
     def settings(self) -> Settings:
         """The settings with this stack's URLs filled in."""
         return self._settings.model_copy(

@@ -45,11 +45,6 @@ class ChildProcess:
             start_new_session=True,
         )
 
-    @property
-    def pid(self) -> int:
-        """The child's process id."""
-        return self.popen.pid
-
     def alive(self) -> bool:
         """Whether the child is still running."""
         return self.popen.poll() is None

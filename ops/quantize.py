@@ -123,10 +123,12 @@ def quantize_int8(
     int8 = fp32.model_copy(update={"precision": "int8", "onnx_file": INT8_FILE})
     held_out = [text for _, text in load_bench_corpus()][:500]
     plain_cpu = Hardware(cpu_has_amx_bf16=False, has_cuda_provider=False, has_openvino=False)
-    fp32.write(out_dir)
-    reference = Embedder.from_model_dir(out_dir, "onnxruntime-cpu", hardware=plain_cpu)
-    int8.write(out_dir)
-    quantised = Embedder.from_model_dir(out_dir, "onnxruntime-cpu", hardware=plain_cpu)
+    reference = Embedder.from_model_dir(
+        out_dir, "onnxruntime-cpu", hardware=plain_cpu, manifest=fp32
+    )
+    quantised = Embedder.from_model_dir(
+        out_dir, "onnxruntime-cpu", hardware=plain_cpu, manifest=int8
+    )
     measured = fidelity(reference.embed(held_out).vectors, quantised.embed(held_out).vectors)
     quality = {
         "mean_cos_vs_fp32": round(measured.mean_cos, 5),
@@ -140,7 +142,7 @@ def quantize_int8(
     )
     if not passed and not force:
         (out_dir / INT8_FILE).unlink()
-        fp32.write(out_dir)
+        fp32.write(out_dir)  # the directory stays a usable FP32 export
         raise QualityGateFailed(
             f"INT8 below the gate (mean cos {measured.mean_cos:.4f} < {gate.min_mean_cos} or "
             f"recall@10 {measured.recall_at_10:.3f} < {gate.min_recall_at_10}); kept FP32 only. "

@@ -26,7 +26,7 @@ from embedq_core.queueing import (
     queue_depth,
     reembed_queue,
 )
-from migrations.reembed.backfill import run_step
+from migrations.reembed.backfill import StepOptions, run_step
 from workers.batch import process_batch
 from workers.context import WorkerContext
 
@@ -66,6 +66,9 @@ def build_worker_app(ctx: WorkerContext) -> Celery:
     app = make_celery(ctx.settings)
     manifest_id = ctx.embedder.manifest.manifest_id
     source = EmbedderSource(ctx)
+    step_options = StepOptions(
+        ctx.settings.reembed_follow_interval_s, ctx.settings.reembed_maintenance_work_mem
+    )
 
     @app.task(name=EMBED_BATCH_TASK)  # type: ignore[untyped-decorator]
     def embed_batch(job_id: str, batch_no: int) -> dict[str, int | str | None]:
@@ -87,14 +90,7 @@ def build_worker_app(ctx: WorkerContext) -> Celery:
             return "yielded to live jobs"
         result = with_db_retry(
             ctx,
-            lambda: run_step(
-                ctx.connection(),
-                source,
-                name,
-                token,
-                ctx.settings.reembed_follow_interval_s,
-                ctx.settings.reembed_maintenance_work_mem,
-            ),
+            lambda: run_step(ctx.connection(), source, name, token, step_options),
         )
         if result.next_delay_s is not None:
             resend(result.next_delay_s)

@@ -10,6 +10,7 @@ import redis
 from pgvector.psycopg import register_vector
 
 from embedq_core.db import libpq_url
+from embedq_core.queueing import make_redis
 from embedq_core.settings import Settings
 from workers.engine import Embedder
 
@@ -55,9 +56,7 @@ class WorkerContext:
     def redis(self) -> redis.Redis:
         """A client for reading queue depths."""
         if self._redis is None:
-            self._redis = redis.Redis.from_url(
-                self.settings.require_redis_url(), socket_timeout=5, socket_connect_timeout=5
-            )
+            self._redis = make_redis(self.settings)
         return self._redis
 
     def close(self) -> None:

@@ -15,7 +15,6 @@ from collections import defaultdict
 from typing import Any
 
 import psycopg
-import redis
 
 from embedq_core.db import libpq_url
 from embedq_core.queueing import (
@@ -23,6 +22,7 @@ from embedq_core.queueing import (
     REEMBED_STEP_TASK,
     embed_queue,
     make_celery,
+    make_redis,
     queue_depth,
     reembed_queue,
 )
@@ -51,9 +51,7 @@ class Reconciler:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._celery = make_celery(settings)
-        self._redis = redis.Redis.from_url(
-            settings.require_redis_url(), socket_timeout=5, socket_connect_timeout=5
-        )
+        self._redis = make_redis(settings)
         self._conn: psycopg.Connection[Any] | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None

@@ -23,7 +23,7 @@ from psycopg.types.json import Jsonb
 
 from embedq_core.staging import copy_to_stage
 from migrations.reembed import ddl
-from migrations.reembed.state import Migration, set_fields, try_lock
+from migrations.reembed.state import Migration, load, set_fields
 
 STAGE = "embedq_reembed_stage"
 STEP_LOCK_SQL = "SELECT pg_try_advisory_lock(hashtext('embedq_reembed'), hashtext(%s))"
@@ -131,13 +131,20 @@ def _build_index(conn: psycopg.Connection[Any], m: Migration, maintenance_work_m
     conn.execute(ddl.hnsw_index_statement(m))
 
 
+@dataclass(frozen=True)
+class StepOptions:
+    """Settings a step needs: idle wait in the following phase, and memory for the HNSW build."""
+
+    follow_interval_s: float
+    maintenance_work_mem: str
+
+
 def run_step(
     conn: psycopg.Connection[Any],
     source: VectorSource,
     name: str,
     token: str,
-    follow_interval_s: float,
-    maintenance_work_mem: str,
+    options: StepOptions,
 ) -> StepResult:
     """Advance migration `name` by one chunk or one phase change."""
     # A session lock for the whole step (the index build runs outside any transaction); it
@@ -146,7 +153,7 @@ def run_step(
     if not (locked and locked[0]):
         return StepResult("busy", "", next_delay_s=None)
     try:
-        return _locked_step(conn, source, name, token, follow_interval_s, maintenance_work_mem)
+        return _locked_step(conn, source, name, token, options)
     finally:
         if not conn.closed and not conn.broken:
             conn.execute(STEP_UNLOCK_SQL, (name,))
@@ -157,14 +164,13 @@ def _locked_step(
     source: VectorSource,
     name: str,
     token: str,
-    follow_interval_s: float,
-    maintenance_work_mem: str,
+    options: StepOptions,
 ) -> StepResult:
     build_index: Migration | None = None
     with conn.transaction():
-        m = try_lock(conn, name)
-        if m is None:
-            return StepResult("busy", "", next_delay_s=None)
+        # The row lock waits for an operator action in progress (pause, cutover) and makes
+        # it wait for this chunk; other steps are already kept out by the session lock.
+        m = load(conn, name, lock=True)
         if m.step_token != token:
             return StepResult("stale", m.phase, next_delay_s=None)
         if m.status != "running":
@@ -183,7 +189,7 @@ def _locked_step(
             started = time.perf_counter()
             rows = _next_rows(conn, m)
             if not rows:
-                return _advance_phase(conn, m, follow_interval_s)
+                return _advance_phase(conn, m, options.follow_interval_s)
             vectors = source.vectors([text for _, text in rows])
             written = _write(conn, m, rows, vectors)
             conn.execute(
@@ -209,7 +215,7 @@ def _locked_step(
             )
             return StepResult("chunk", m.phase, len(rows), written)
     assert build_index is not None
-    _build_index(conn, build_index, maintenance_work_mem)
+    _build_index(conn, build_index, options.maintenance_work_mem)
     with conn.transaction():
         set_fields(conn, name, phase="following", checkpoint=None)
     return StepResult("phase", "following")

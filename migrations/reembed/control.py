@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import psycopg
 from celery import Celery
 from psycopg import sql
@@ -75,7 +77,7 @@ def plan(
     new_column: str,
     manifest: ModelManifest,
     chunk_size: int,
-    embed: Any,
+    embed: Callable[[list[str]], npt.NDArray[np.float32]],
 ) -> Plan:
     """Count rows, time the engine on a sample of them, and list the DDL start will run."""
     draft = draft_migration(target, name, new_column, manifest, chunk_size)
@@ -96,7 +98,7 @@ def plan(
     if sample:
         embed(sample[:8])  # warm-up
         started = time.perf_counter()
-        vectors = np.asarray(embed(sample))
+        vectors = embed(sample)
         rate = len(vectors) / (time.perf_counter() - started)
     statements = [s.as_string(conn) for s in ddl.start_statements(draft)]
     statements += [

@@ -102,18 +102,6 @@ def load(conn: psycopg.Connection[Any], name: str, lock: bool = False) -> Migrat
     return Migration(**{k: v for k, v in row.items() if k in fields})
 
 
-def try_lock(conn: psycopg.Connection[Any], name: str) -> Migration | None:
-    """The migration with its row lock, or None if another session holds it (a step is running)."""
-    with conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute(
-            "SELECT * FROM reembed_migrations WHERE name = %s FOR UPDATE SKIP LOCKED", (name,)
-        ).fetchone()
-    if row is None:
-        return None
-    fields = Migration.__dataclass_fields__
-    return Migration(**{k: v for k, v in row.items() if k in fields})
-
-
 def set_fields(conn: psycopg.Connection[Any], name: str, **values: Any) -> None:
     """Update state columns (names are ours, not user input) and touch updated_at."""
     assignments = sql.SQL(", ").join(

@@ -21,7 +21,7 @@ from embedq_core.catalog import register_model_dir
 from embedq_core.db import libpq_url, make_engine
 from embedq_core.manifest import ModelManifest
 from embedq_core.settings import Settings
-from migrations.reembed.backfill import run_step
+from migrations.reembed.backfill import StepOptions, run_step
 from migrations.reembed.control import draft_migration, start
 from migrations.reembed.state import load
 from migrations.reembed.target import resolve_target
@@ -159,7 +159,7 @@ def run_migrate_bench(
             token = load(conn, "bench_inproc").step_token or ""
             source = _Source(embedder)
             while load(conn, "bench_inproc").phase == "keyset":
-                run_step(conn, source, "bench_inproc", token, 1.0, "64MB")
+                run_step(conn, source, "bench_inproc", token, StepOptions(1.0, "64MB"))
             seconds = _backfill_seconds(conn, "bench_inproc")
             results.append(
                 MigrateRow(

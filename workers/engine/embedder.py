@@ -57,10 +57,12 @@ class Embedder:
         max_batch_tokens: int = 8192,
         max_batch_size: int = 32,
         hardware: Hardware | None = None,
+        manifest: ModelManifest | None = None,
     ) -> Embedder:
         """Load an exported model directory (ONNX file, tokenizer.json, manifest) on the backend
-        the manifest, the runtime setting and the hardware call for."""
-        manifest = ModelManifest.read(model_dir)
+        the manifest, the runtime setting and the hardware call for. `manifest` overrides the
+        directory's own, e.g. to load its FP32 and INT8 files side by side."""
+        manifest = manifest or ModelManifest.read(model_dir)
         backend = choose_backend(runtime, manifest, hardware or detect_hardware())
         session = open_session(
             model_dir / manifest.onnx_file, backend, intra_op_threads, manifest.output_name
