@@ -14,8 +14,9 @@ from sqlalchemy.exc import OperationalError
 
 from api.auth import require_api_key
 from api.deps import ApiResources
+from api.fleet import FleetUnavailable, WorkerFailed
 from api.metrics import EmbedqCollector
-from api.routes import collections, health, jobs, reembed
+from api.routes import collections, embeddings, health, jobs, reembed, search
 from embedq_core.db import make_engine
 from embedq_core.queueing import make_celery, make_redis
 from embedq_core.settings import Settings
@@ -48,8 +49,10 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(health.router)
     protected = [Depends(require_api_key)]
     app.include_router(collections.router, dependencies=protected)
-    app.include_router(jobs.router)
+    app.include_router(jobs.router, dependencies=protected)
     app.include_router(reembed.router, dependencies=protected)
+    app.include_router(embeddings.router, dependencies=protected)
+    app.include_router(search.router, dependencies=protected)
 
     registry = CollectorRegistry()
     registry.register(EmbedqCollector(resources))
@@ -105,5 +108,18 @@ def create_app(settings: Settings) -> FastAPI:
             content={"detail": "database unavailable; retry later"},
             headers={"Retry-After": str(settings.retry_after_s)},
         )
+
+    @app.exception_handler(FleetUnavailable)
+    async def fleet_unavailable(request: Request, exc: FleetUnavailable) -> JSONResponse:
+        # No worker of the model answered: say which model, and when to try again.
+        return JSONResponse(
+            status_code=503,
+            content={"detail": str(exc)},
+            headers={"Retry-After": str(settings.retry_after_s)},
+        )
+
+    @app.exception_handler(WorkerFailed)
+    async def worker_failed(request: Request, exc: WorkerFailed) -> JSONResponse:
+        return JSONResponse(status_code=502, content={"detail": str(exc)})
 
     return app

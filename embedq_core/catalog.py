@@ -106,3 +106,24 @@ def create_collection(engine: Engine, name: str, manifest_id: str) -> Collection
     return Collection(
         name, manifest_id, dimension, table_name, int(manifest_row.manifest["max_length"])
     )
+
+
+def resolve_model(conn: Connection, name: str) -> ModelManifest | None:
+    """The manifest a client names by collection, manifest id or source model id (such as
+    BAAI/bge-large-zh-v1.5); for a source exported more than once, the newest registration."""
+    by_collection = select(collections.c.manifest_id).where(collections.c.name == name)
+    row = conn.execute(
+        select(model_manifests.c.manifest)
+        .where(
+            (model_manifests.c.id == name)
+            | model_manifests.c.id.in_(by_collection)
+            | (model_manifests.c.manifest["source"].astext == name)
+        )
+        .order_by(
+            (model_manifests.c.id == name).desc(),
+            model_manifests.c.id.in_(by_collection).desc(),
+            model_manifests.c.registered_at.desc(),
+        )
+        .limit(1)
+    ).first()
+    return None if row is None else ModelManifest.model_validate(row.manifest)

@@ -34,6 +34,10 @@ class ModelManifest(BaseModel):
     opset: int
     output_name: str = "last_hidden_state"
     versions: dict[str, str] = Field(default_factory=dict, description="exporter/runtime versions")
+    supports_dimensions: bool = Field(
+        default=False,
+        description="Matryoshka-trained: a prefix of the vector, renormalised, is an embedding",
+    )
     quality: dict[str, float] = Field(
         default_factory=dict, description="fidelity measured at export (INT8 vs FP32)"
     )

@@ -28,7 +28,8 @@ class Settings(BaseSettings):
     model_dir: Path | None = None
     runtime: Literal["auto", "onnxruntime-cpu", "onnxruntime-cuda", "openvino"] = "auto"
     intra_op_threads: int = Field(default=0, ge=0, description="0 lets the runtime decide")
-    max_batch_tokens: int = Field(default=8192, ge=16)
+    # Also bounds how long a live query waits behind bulk work: one engine batch at most.
+    max_batch_tokens: int = Field(default=2048, ge=16)
     max_batch_size: int = Field(default=32, ge=1)
 
     # Jobs
@@ -55,6 +56,18 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     max_queue_batches: int = Field(default=10_000, ge=1, description="429 beyond this depth")
     retry_after_s: int = Field(default=10, ge=1)
+
+    # Query side: live embeddings (/v1/embeddings, search) answered by the workers.
+    max_inputs_per_request: int = Field(default=2048, ge=1, description="413 beyond this")
+    query_pickup_timeout_s: float = Field(
+        default=5.0, gt=0, description="503 when no worker of the model takes a query by then"
+    )
+    query_timeout_s: float = Field(
+        default=120.0, gt=0, description="503 when a taken query is not answered by then"
+    )
+    search_ef_search: int = Field(
+        default=100, ge=1, le=1000, description="hnsw.ef_search unless a search sets its own"
+    )
 
     # Embedded dev stack (used when DATABASE_URL / REDIS_URL are not given)
     data_dir: Path = Path(".embedq")

@@ -216,6 +216,76 @@ def keys_list() -> None:
             )
 
 
+@main.command("eval")
+@click.option(
+    "--data",
+    "data_file",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    default=None,
+    help='Labelled JSONL, one {"query", "pos": [...], "neg": [...]} per line '
+    "(default: the shipped ops/data/eval_zh.jsonl).",
+)
+@click.option(
+    "--model",
+    "model_dirs",
+    type=click.Path(path_type=Path, exists=True, file_okay=False),
+    multiple=True,
+    required=True,
+    help="Exported model directory (ONNX + tokenizer.json + manifest); repeat to compare.",
+)
+@click.option("--json", "out_json", type=click.Path(path_type=Path), default=None)
+@click.option(
+    "--plot",
+    "out_plot",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="PNG of positive/negative cosine distributions per model (needs the eval extra).",
+)
+def eval_cmd(
+    data_file: Path | None,
+    model_dirs: tuple[Path, ...],
+    out_json: Path | None,
+    out_plot: Path | None,
+) -> None:
+    """Compare exported models on labelled query/passage pairs: recall@k and MRR on the test
+    pool (each query's own pos + neg) and the global pool (every passage of the file)."""
+    settings = configure(quiet=True)
+    from rich.console import Console
+
+    from embedq_core.manifest import ModelManifest
+    from ops.evaluation.dataset import DatasetError, load_eval_set
+    from ops.evaluation.report import (
+        MissingExtraError,
+        build_table,
+        notes,
+        require_matplotlib,
+        write_json,
+        write_plot,
+    )
+    from ops.evaluation.run import run_models
+
+    try:
+        if out_plot is not None:
+            require_matplotlib()
+        eval_set = load_eval_set(data_file)
+        for model_dir in model_dirs:
+            ModelManifest.read(model_dir)  # a missing manifest fails before any embedding
+    except (MissingExtraError, DatasetError, FileNotFoundError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    console = Console()
+    # Progress on stderr: stdout carries only the table, so it can be piped or redirected.
+    runs = run_models(eval_set, model_dirs, settings, Console(stderr=True))
+    console.print(build_table(eval_set, runs))
+    for line in notes(eval_set, runs):
+        console.print(line, highlight=False)
+    if out_json is not None:
+        write_json(out_json, eval_set, runs)
+        console.print(f"wrote {out_json}")
+    if out_plot is not None:
+        write_plot(out_plot, runs)
+        console.print(f"wrote {out_plot}")
+
+
 main.add_command(reembed)
 main.add_command(bench)
 

@@ -1,6 +1,7 @@
 """Export a Hugging Face model to ONNX with optimum and write its manifest.
 
-This is the only place torch, transformers and optimum are imported, and only when it runs.
+Only model export (this module and the helpers it calls) imports torch, transformers and
+optimum, and only when it runs.
 """
 
 from __future__ import annotations
@@ -14,7 +15,12 @@ from pathlib import Path
 from typing import Literal
 
 from embedq_core.manifest import ModelManifest
-from ops.model_config import Pooling, read_source_semantics
+from ops.model_config import (
+    FAST_TOKENIZER_FILE,
+    Pooling,
+    needs_wordpiece_tokenizer,
+    read_source_semantics,
+)
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +94,7 @@ def export_model(source: str, out_dir: Path, options: ExportOptions) -> ModelMan
             f"{source} has no sentence-transformers pooling config: pass --pooling cls|mean"
         )
     normalize = options.normalize if options.normalize is not None else semantics.normalize
+    max_length = options.max_length or semantics.max_length
     out_dir.mkdir(parents=True, exist_ok=True)
     log.info("exporting %s to %s (opset %d)", source, out_dir, options.opset)
     # library_name=transformers: export the bare encoder (last_hidden_state); pooling and
@@ -104,7 +111,14 @@ def export_model(source: str, out_dir: Path, options: ExportOptions) -> ModelMan
             opset=options.opset,
             do_validation=False,
         )
-    if not (out_dir / "tokenizer.json").is_file():
+    if not (out_dir / FAST_TOKENIZER_FILE).is_file() and needs_wordpiece_tokenizer(model_dir):
+        # optimum saves no tokenizer when AutoTokenizer cannot load one (a legacy ALBERT with a
+        # BertTokenizer vocab.txt and no tokenizer config); build the one its model card names.
+        from ops.wordpiece_tokenizer import write_wordpiece_tokenizer
+
+        log.info("%s ships only vocab.txt: building a BERT WordPiece tokenizer.json", source)
+        write_wordpiece_tokenizer(model_dir, out_dir, max_length)
+    if not (out_dir / FAST_TOKENIZER_FILE).is_file():
         raise FileNotFoundError(f"{source} has no fast tokenizer (tokenizer.json) to ship")
     fp32 = ModelManifest(
         source=source_id,
@@ -113,7 +127,7 @@ def export_model(source: str, out_dir: Path, options: ExportOptions) -> ModelMan
         dimension=semantics.dimension,
         pooling=pooling,
         normalize=True if normalize is None else normalize,
-        max_length=options.max_length or semantics.max_length,
+        max_length=max_length,
         query_instruction=options.query_instruction or semantics.query_instruction,
         precision="fp32",
         onnx_file="model.onnx",

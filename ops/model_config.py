@@ -1,4 +1,7 @@
-"""Reading a source model's own sentence-transformers config: pooling, normalisation, limits."""
+"""Reading a source model's own sentence-transformers config: pooling, normalisation, limits.
+
+Legacy checkpoints without one (a Chinese ALBERT with a BERT WordPiece vocab, like
+voidful/albert_chinese_tiny) get the defaults the system that embedded them used."""
 
 from __future__ import annotations
 
@@ -16,6 +19,11 @@ KNOWN_QUERY_INSTRUCTIONS = {
     "BAAI/bge-small-zh-v1.5": "为这个句子生成表示以用于检索相关文章：",
     "BAAI/bge-large-en-v1.5": "Represent this sentence for searching relevant passages: ",
 }
+
+# A fast tokenizer ships as tokenizer.json; SentencePiece models (the usual ALBERT) as spiece.model.
+FAST_TOKENIZER_FILE = "tokenizer.json"
+SENTENCEPIECE_FILE = "spiece.model"
+WORDPIECE_VOCAB_FILE = "vocab.txt"
 
 
 @dataclass(frozen=True)
@@ -55,6 +63,14 @@ def read_source_semantics(model_dir: Path, source_id: str) -> SourceSemantics:
                 if isinstance(pooling_config, dict):
                     pooling = _pooling_from_config(pooling_config)
 
+    if pooling is None and normalize is None and is_wordpiece_albert(model_dir, config):
+        # Legacy Chinese ALBERT (voidful/albert_chinese_tiny and its kin) has no
+        # sentence-transformers config; the old system that wrote the legacy 312-d rows with it
+        # took the CLS token's hidden state, so CLS keeps new vectors comparable. Normalised,
+        # because the product ranks by inner product, and normalising leaves cosine rankings
+        # unchanged. max_length stays max_position_embeddings.
+        pooling, normalize = "cls", True
+
     max_length = max_positions
     st_config = _read_json(model_dir / "sentence_bert_config.json")
     if isinstance(st_config, dict) and st_config.get("max_seq_length"):
@@ -76,3 +92,31 @@ def _pooling_from_config(config: dict[str, Any]) -> Pooling:
         return "mean"
     modes = [k for k, v in config.items() if k.startswith("pooling_mode") and v]
     raise ValueError(f"unsupported pooling {modes}: only CLS and mean pooling are implemented")
+
+
+def needs_wordpiece_tokenizer(model_dir: Path) -> bool:
+    """Only a BERT WordPiece vocab.txt: no fast tokenizer.json and no SentencePiece model."""
+    return (
+        (model_dir / WORDPIECE_VOCAB_FILE).is_file()
+        and not (model_dir / FAST_TOKENIZER_FILE).is_file()
+        and not (model_dir / SENTENCEPIECE_FILE).is_file()
+    )
+
+
+def is_wordpiece_albert(model_dir: Path, config: dict[str, Any]) -> bool:
+    """An ALBERT that tokenizes with BertTokenizer (vocab.txt), not AlbertTokenizer."""
+    architectures = [str(a) for a in config.get("architectures") or []]
+    is_albert = config.get("model_type") == "albert" or any(
+        a.startswith("Albert") for a in architectures
+    )
+    if not is_albert or (model_dir / SENTENCEPIECE_FILE).is_file():
+        return False
+    tokenizer_config = _read_json(model_dir / "tokenizer_config.json")
+    tokenizer_class = (
+        str(tokenizer_config.get("tokenizer_class") or "")
+        if isinstance(tokenizer_config, dict)
+        else ""
+    )
+    return (
+        tokenizer_class.startswith("BertTokenizer") or (model_dir / WORDPIECE_VOCAB_FILE).is_file()
+    )

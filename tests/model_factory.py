@@ -3,7 +3,9 @@ the tests because no model hub is reachable here.
 
 - a BGE-shaped BERT: hidden 1024, CLS pooling, L2 normalisation, 512 tokens, a character-level
   Chinese vocabulary built from the texts the tests use (nothing tokenises to [UNK]);
-- an ALBERT-shaped model: hidden 312, like voidful/albert_chinese_tiny, for legacy rows.
+- an ALBERT-shaped model: hidden 312, like voidful/albert_chinese_tiny, for legacy rows;
+- an ALBERT laid out like the voidful/albert_chinese_tiny checkpoint itself (vocab.txt only, no
+  fast tokenizer, no sentence-transformers files), to test that export-model handles it.
 Figures measured on these say nothing about model quality, only about fidelity and plumbing.
 """
 
@@ -124,4 +126,30 @@ def build_tiny_albert(out_dir: Path, texts: Iterable[str], seed: int = 0) -> Pat
         vocab_file=str(out_dir / "vocab.txt"), do_lower_case=True, model_max_length=512
     ).save_pretrained(out_dir)
     _write_sentence_transformers_config(out_dir, "cls", False, 512, 312)
+    return out_dir
+
+
+def build_tiny_albert_hub_style(out_dir: Path, texts: Iterable[str], seed: int = 0) -> Path:
+    """A directory laid out like voidful/albert_chinese_tiny on the hub: config.json (model_type
+    albert, hidden 312, embedding 128), an AlbertForMaskedLM pytorch_model.bin with random
+    weights, and a BERT WordPiece vocab.txt: no tokenizer.json, no tokenizer config, no
+    spiece.model, no sentence-transformers files."""
+    import torch
+    from transformers import AlbertConfig, AlbertForMaskedLM
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    vocab = build_vocab(texts)
+    (out_dir / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    torch.manual_seed(seed)
+    config = AlbertConfig(
+        vocab_size=len(vocab),
+        embedding_size=128,
+        hidden_size=312,
+        num_hidden_layers=2,
+        num_attention_heads=12,
+        intermediate_size=1248,
+        max_position_embeddings=512,
+        pad_token_id=vocab.index("[PAD]"),
+    )
+    AlbertForMaskedLM(config).eval().save_pretrained(out_dir, safe_serialization=False)
     return out_dir

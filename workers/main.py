@@ -21,6 +21,7 @@ from embedq_core.queueing import embed_queue, reembed_queue
 from embedq_core.settings import Settings
 from workers.celery_app import build_worker_app
 from workers.context import WorkerContext
+from workers.query_server import QueryServer
 from workers.reconciler import Reconciler
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,8 @@ def run_worker(settings: Settings) -> None:
     app = build_worker_app(ctx)
     reconciler = Reconciler(settings)
     reconciler.start()
+    queries = QueryServer(settings, ctx.embedder)
+    queries.start()
     try:
         app.worker_main(
             [
@@ -69,5 +72,6 @@ def run_worker(settings: Settings) -> None:
             ]
         )
     finally:
+        queries.stop()
         reconciler.stop()
         ctx.close()

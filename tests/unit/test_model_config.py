@@ -40,3 +40,27 @@ def test_unsupported_pooling_is_refused(tmp_path: Path) -> None:
     )
     with pytest.raises(ValueError, match="only CLS and mean"):
         read_source_semantics(tmp_path, "x")
+
+
+def _albert_config(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text(
+        json.dumps({"model_type": "albert", "hidden_size": 312, "max_position_embeddings": 512})
+    )
+
+
+def test_legacy_wordpiece_albert_defaults_to_cls_and_normalised(tmp_path: Path) -> None:
+    _albert_config(tmp_path)
+    (tmp_path / "vocab.txt").write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\n")
+    semantics = read_source_semantics(tmp_path, "voidful/albert_chinese_tiny")
+    assert (semantics.pooling, semantics.normalize, semantics.max_length, semantics.dimension) == (
+        "cls",
+        True,
+        512,
+        312,
+    )
+
+
+def test_sentencepiece_albert_still_needs_explicit_pooling(tmp_path: Path) -> None:
+    _albert_config(tmp_path)
+    (tmp_path / "spiece.model").write_bytes(b"")
+    assert read_source_semantics(tmp_path, "albert/albert-base-v2").pooling is None

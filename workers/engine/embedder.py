@@ -12,6 +12,7 @@ import numpy as np
 from embedq_core.manifest import ModelManifest
 from workers.engine.backend_choice import RuntimeChoice, choose_backend
 from workers.engine.batching import plan_batches
+from workers.engine.gate import EngineGate
 from workers.engine.hardware import Hardware, detect_hardware
 from workers.engine.pooling import FloatArray, l2_normalize, pool
 from workers.engine.runtime import ModelSession, open_session
@@ -47,6 +48,7 @@ class Embedder:
         self._session = session
         self._max_batch_tokens = max_batch_tokens
         self._max_batch_size = max_batch_size
+        self._gate = EngineGate()
 
     @classmethod
     def from_model_dir(
@@ -85,8 +87,13 @@ class Embedder:
         mask = np.ones_like(ids)
         self._session.run(ids, mask, np.zeros_like(ids))
 
-    def embed(self, texts: list[str], input_type: InputType = "passage") -> EmbedResult:
-        """Embed texts; queries get the manifest's instruction prefix, passages never do."""
+    def embed(
+        self, texts: list[str], input_type: InputType = "passage", urgent: bool = False
+    ) -> EmbedResult:
+        """Embed texts; queries get the manifest's instruction prefix, passages never do.
+
+        `urgent` (live queries) takes the engine before any waiting bulk batch; the embedder
+        may be called from several threads."""
         if input_type == "query" and self.manifest.query_instruction:
             texts = [self.manifest.query_instruction + t for t in texts]
         tokenized = self._tokenizer.tokenize(texts)
@@ -96,9 +103,10 @@ class Embedder:
             input_ids, attention_mask, token_type_ids = self._tokenizer.pad(
                 [tokenized[i] for i in batch]
             )
-            hidden = self._session.run(input_ids, attention_mask, token_type_ids)
-            pooled = pool(hidden, attention_mask, self.manifest.pooling)
-            vectors[batch] = l2_normalize(pooled) if self.manifest.normalize else pooled
+            with self._gate.turn(urgent):
+                hidden = self._session.run(input_ids, attention_mask, token_type_ids)
+                pooled = pool(hidden, attention_mask, self.manifest.pooling)
+                vectors[batch] = l2_normalize(pooled) if self.manifest.normalize else pooled
         return EmbedResult(
             vectors=vectors, truncated=[t.truncated for t in tokenized], token_counts=lengths
         )

@@ -1,0 +1,67 @@
+"""Embedding live queries on the workers that serve a model (the API loads no model)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from embedq_core.query_protocol import TAKEN, InputType, QueryReply, QueryRequest, query_queue
+from embedq_core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Below the Redis client's socket timeout, so a long wait is several short blocking pops.
+_POP_SLICE_S = 2.0
+
+
+class FleetUnavailable(Exception):
+    """No worker of the model answered in time (503); the message names the model."""
+
+
+class WorkerFailed(Exception):
+    """The worker took the request and reported an error (502)."""
+
+
+def _pop(redis: Any, key: str, deadline: float) -> bytes | None:
+    while (left := deadline - time.monotonic()) > 0:
+        popped = redis.blpop([key], timeout=max(0.01, min(_POP_SLICE_S, left)))
+        if popped is not None:
+            message: bytes = popped[1]
+            return message
+    return None
+
+
+def embed_on_fleet(
+    redis: Any, settings: Settings, manifest_id: str, texts: list[str], input_type: InputType
+) -> QueryReply:
+    """Have a worker of manifest_id embed texts now, ahead of its bulk work.
+
+    Raises FleetUnavailable when no worker takes the request within query_pickup_timeout_s
+    or a worker that took it does not answer within query_timeout_s.
+    """
+    request = QueryRequest.new(texts, input_type, settings.query_pickup_timeout_s)
+    queue = query_queue(manifest_id)
+    message = request.encode()
+    started = time.monotonic()
+    redis.rpush(queue, message)
+    taken = _pop(redis, request.reply_key, started + settings.query_pickup_timeout_s)
+    if taken is None:
+        # Still queued means no worker came; take it back so none embeds it for nobody.
+        redis.lrem(queue, 1, message)
+        raise FleetUnavailable(
+            f"no worker for model {manifest_id} answered within "
+            f"{settings.query_pickup_timeout_s:g}s; start one (EMBEDQ_MODEL_DIR) or retry"
+        )
+    if taken != TAKEN:
+        raise WorkerFailed(f"unexpected message on {request.reply_key}: {taken[:40]!r}")
+    raw = _pop(redis, request.reply_key, started + settings.query_timeout_s)
+    if raw is None:
+        raise FleetUnavailable(
+            f"the worker for model {manifest_id} took the request but did not answer within "
+            f"{settings.query_timeout_s:g}s"
+        )
+    reply = QueryReply.decode(raw)
+    if reply.error is not None:
+        raise WorkerFailed(f"the worker for model {manifest_id} failed: {reply.error}")
+    return reply

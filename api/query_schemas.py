@@ -1,0 +1,133 @@
+"""Bodies of the query side: OpenAI-compatible embeddings and search by text."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, field_validator
+
+from api.validation import check_storable_json, check_storable_text
+
+MAX_K = 1000
+
+
+def _check_input_text(value: str) -> str:
+    if not value.strip():
+        raise ValueError("text is empty or whitespace only")
+    return check_storable_text(value)
+
+
+class EmbeddingsIn(BaseModel):
+    """OpenAI's embeddings request, plus `input_type`."""
+
+    input: str | list[str] = Field(
+        description="a text or a list of texts (token-id arrays are not accepted)"
+    )
+    model: str = Field(
+        min_length=1,
+        max_length=512,
+        description="a collection name, a manifest id, or a source model id such as "
+        "BAAI/bge-large-zh-v1.5",
+    )
+    encoding_format: Literal["float", "base64"] = Field(
+        default="float", description="base64: little-endian float32, as OpenAI sends"
+    )
+    dimensions: int | None = Field(
+        default=None,
+        ge=1,
+        description="only for models whose manifest says they support truncation",
+    )
+    user: str | None = Field(default=None, description="accepted and ignored")
+    input_type: Literal["passage", "query"] = Field(
+        default="passage",
+        description="query: the model's query instruction is prefixed; passage: never",
+    )
+
+    @field_validator("input", mode="before")
+    @classmethod
+    def no_token_ids(cls, value: Any) -> Any:
+        if isinstance(value, list) and any(isinstance(v, int | list) for v in value):
+            raise ValueError("token-id arrays are not accepted; send the text")
+        return value
+
+    @field_validator("input")
+    @classmethod
+    def texts_usable(cls, value: str | list[str]) -> str | list[str]:
+        if isinstance(value, str):
+            return _check_input_text(value)
+        if not value:
+            raise ValueError("input is an empty list")
+        for text in value:
+            _check_input_text(text)
+        return value
+
+    @field_validator("model", "user")
+    @classmethod
+    def storable(cls, value: str | None) -> str | None:
+        return None if value is None else check_storable_text(value)
+
+
+class EmbeddingOut(BaseModel):
+    """One vector, in OpenAI's shape."""
+
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str
+
+
+class UsageOut(BaseModel):
+    """Tokens the model read (its own tokenizer, special tokens and query prefix included)."""
+
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingsOut(BaseModel):
+    """OpenAI's embeddings response."""
+
+    object: Literal["list"] = "list"
+    data: list[EmbeddingOut]
+    model: str
+    usage: UsageOut
+
+
+class SearchIn(BaseModel):
+    """A text query against one collection."""
+
+    query: str = Field(description="embedded with the collection's model as a query")
+    k: int = Field(default=10, ge=1, le=MAX_K, description="hits to return")
+    filter: dict[str, Any] | None = Field(
+        default=None, description="JSON object the row's metadata must contain (@>)"
+    )
+    ef_search: int | None = Field(
+        default=None, ge=1, le=1000, description="HNSW candidate list size (hnsw.ef_search)"
+    )
+    exact: bool = Field(default=False, description="exact scan instead of the HNSW index")
+
+    @field_validator("query")
+    @classmethod
+    def query_usable(cls, value: str) -> str:
+        return _check_input_text(value)
+
+    @field_validator("filter")
+    @classmethod
+    def filter_storable(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            check_storable_json(value, "filter")
+        return value
+
+
+class HitOut(BaseModel):
+    """One row of the collection and its cosine similarity to the query."""
+
+    id: str
+    score: float
+    text: str
+    metadata: dict[str, Any]
+
+
+class SearchOut(BaseModel):
+    """Hits ranked by cosine similarity, best first."""
+
+    hits: list[HitOut]
+    model: str = Field(description="the manifest id the query was embedded with")

@@ -1,0 +1,81 @@
+"""OpenAI-compatible embeddings, computed by the workers that serve the model."""
+
+from __future__ import annotations
+
+import base64
+
+import numpy as np
+from fastapi import APIRouter
+
+from api.deps import Resources
+from api.errors import field_error
+from api.fleet import embed_on_fleet
+from api.query_schemas import EmbeddingOut, EmbeddingsIn, EmbeddingsOut, UsageOut
+from embedq_core.catalog import resolve_model
+
+router = APIRouter(prefix="/v1", tags=["query"])
+
+
+@router.post("/embeddings")
+def create_embeddings(body: EmbeddingsIn, resources: Resources) -> EmbeddingsOut:
+    """Embed texts now (OpenAI's request and response shapes; the `openai` client works).
+
+    `input_type: "query"` applies the model's query instruction; texts over the model's
+    token limit are truncated at it.
+    """
+    texts = [body.input] if isinstance(body.input, str) else body.input
+    settings = resources.settings
+    if len(texts) > settings.max_inputs_per_request:
+        raise field_error(
+            413,
+            ["input"],
+            f"{len(texts)} inputs; at most {settings.max_inputs_per_request} per request",
+            "too_many",
+        )
+    with resources.engine.connect() as conn:
+        manifest = resolve_model(conn, body.model)
+    if manifest is None:
+        raise field_error(
+            404,
+            ["model"],
+            f"unknown model {body.model!r}: name a collection, a manifest id or a source model",
+            "not_found",
+        )
+    if body.dimensions is not None and body.dimensions != manifest.dimension:
+        if not manifest.supports_dimensions:
+            raise field_error(
+                422,
+                ["dimensions"],
+                f"model {manifest.manifest_id} gives {manifest.dimension}-d vectors and does "
+                "not support truncation",
+                "unsupported",
+            )
+        if body.dimensions > manifest.dimension:
+            raise field_error(
+                422,
+                ["dimensions"],
+                f"at most {manifest.dimension} for model {manifest.manifest_id}",
+                "too_large",
+            )
+    reply = embed_on_fleet(resources.redis, settings, manifest.manifest_id, texts, body.input_type)
+    vectors = reply.vectors
+    if body.dimensions is not None and body.dimensions < manifest.dimension:
+        vectors = vectors[:, : body.dimensions]
+        if manifest.normalize:
+            vectors = vectors / np.clip(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12, None)
+    vectors = np.ascontiguousarray(vectors, dtype="<f4")
+    data = [
+        EmbeddingOut(
+            index=i,
+            embedding=(
+                base64.b64encode(row.tobytes()).decode("ascii")
+                if body.encoding_format == "base64"
+                else row.tolist()
+            ),
+        )
+        for i, row in enumerate(vectors)
+    ]
+    tokens = sum(reply.token_counts)
+    return EmbeddingsOut(
+        data=data, model=body.model, usage=UsageOut(prompt_tokens=tokens, total_tokens=tokens)
+    )

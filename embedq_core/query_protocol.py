@@ -1,0 +1,110 @@
+"""Live query embedding over Redis: the API pushes a request onto the model's query list, one
+worker of that model pops it, answers "taken" at once and then the vectors.
+
+Queries are synchronous and short-lived, so nothing about them needs to survive a restart:
+a lost request is a 503 the client retries, never a lost job. Vectors travel as little-endian
+float32 bytes, base64 in JSON.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+InputType = Literal["passage", "query"]
+REPLY_TTL_S = 60
+
+
+def query_queue(manifest_id: str) -> str:
+    """The Redis list a model's workers pop live queries from (not a Celery queue)."""
+    return f"embedq:query:{manifest_id}"
+
+
+@dataclass(frozen=True)
+class QueryRequest:
+    """Texts to embed now, and where to answer."""
+
+    request_id: str
+    texts: list[str]
+    input_type: InputType
+    expires_at: float  # wall clock; a worker drops a request its caller gave up on
+
+    @classmethod
+    def new(cls, texts: list[str], input_type: InputType, timeout_s: float) -> QueryRequest:
+        """A request with a fresh id that expires after timeout_s."""
+        return cls(uuid.uuid4().hex, texts, input_type, time.time() + timeout_s)
+
+    @property
+    def reply_key(self) -> str:
+        """The list the answer is pushed onto."""
+        return f"embedq:reply:{self.request_id}"
+
+    def encode(self) -> bytes:
+        """The message pushed onto the query list."""
+        return json.dumps(
+            {
+                "id": self.request_id,
+                "texts": self.texts,
+                "input_type": self.input_type,
+                "expires_at": self.expires_at,
+            },
+            ensure_ascii=False,
+        ).encode("utf-8")
+
+    @classmethod
+    def decode(cls, raw: bytes | str) -> QueryRequest:
+        """Parse a message popped from the query list."""
+        data = json.loads(raw)
+        return cls(str(data["id"]), list(data["texts"]), data["input_type"], data["expires_at"])
+
+
+@dataclass(frozen=True)
+class QueryReply:
+    """Vectors in request order with the tokens each text used, or the worker's error."""
+
+    manifest_id: str
+    vectors: npt.NDArray[np.float32]
+    token_counts: list[int]
+    truncated: list[bool]
+    error: str | None = None
+
+    def encode(self) -> bytes:
+        """The message pushed onto the reply list."""
+        payload: dict[str, Any] = {
+            "manifest_id": self.manifest_id,
+            "shape": list(self.vectors.shape),
+            "vectors": base64.b64encode(self.vectors.astype("<f4").tobytes()).decode("ascii"),
+            "token_counts": self.token_counts,
+            "truncated": self.truncated,
+            "error": self.error,
+        }
+        return json.dumps(payload).encode("utf-8")
+
+    @classmethod
+    def failure(cls, manifest_id: str, error: str) -> QueryReply:
+        """A reply that carries only the worker's error."""
+        return cls(manifest_id, np.zeros((0, 0), dtype=np.float32), [], [], error)
+
+    @classmethod
+    def decode(cls, raw: bytes) -> QueryReply:
+        """Parse a message popped from the reply list."""
+        data = json.loads(raw)
+        shape = tuple(int(n) for n in data["shape"])
+        vectors = np.frombuffer(base64.b64decode(data["vectors"]), dtype="<f4").reshape(shape)
+        return cls(
+            str(data["manifest_id"]),
+            vectors.astype(np.float32),
+            [int(n) for n in data["token_counts"]],
+            [bool(b) for b in data["truncated"]],
+            data.get("error"),
+        )
+
+
+TAKEN = b"taken"  # first message on a reply list: a worker has the request

@@ -1,0 +1,306 @@
+"""The query side through real processes: /v1/embeddings with the official openai client,
+search against a brute-force ranking, the query instruction, and 503 when no worker answers."""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import psycopg
+import pytest
+from openai import OpenAI
+from pgvector.psycopg import register_vector
+from tokenizers import Tokenizer
+
+from embedq_core.catalog import create_collection, register_model_dir
+from embedq_core.db import libpq_url
+from embedq_core.manifest import ModelManifest
+from embedq_core.query_protocol import query_queue
+from embedq_core.queueing import make_redis
+from ops.corpus import load_bench_corpus, load_demo_corpus
+from ops.processes import start_worker
+from tests.support import PrivatePipeline, ServiceHandle, make_manifest_variant
+
+pytestmark = pytest.mark.integration
+
+COLLECTION = "qdocs"
+INSTRUCTION = "Represent this sentence for searching relevant passages: "
+QUERIES = [
+    "Will it rain tomorrow?",
+    "How can I change my password?",
+    "Which team won the soccer game?",
+    "明天会下雨吗？",
+    "cheap flights to Tokyo",
+    "我想退货",
+    "best pizza in town",
+    "how to learn programming",
+]
+
+
+@pytest.fixture(scope="module")
+def corpus_collection(services: ServiceHandle, minilm_manifest: ModelManifest) -> list[str]:
+    """The demo corpus embedded through the job pipeline; every fifth row tagged rare."""
+    create_collection(services.engine, COLLECTION, minilm_manifest.manifest_id)
+    corpus = load_demo_corpus()
+    items = [
+        {
+            "id": doc_id,
+            "text": text,
+            "metadata": {"lang": "zh" if doc_id.startswith("zh") else "other", "rare": i % 50 == 0},
+        }
+        for i, (doc_id, text) in enumerate(corpus)
+    ]
+    response = services.submit(COLLECTION, items)
+    assert response.status_code == 202, response.text
+    job = services.wait_job(response.json()["job_id"])
+    assert job["status"] == "completed", job
+    return [text for _, text in corpus]
+
+
+def _stored(services: ServiceHandle) -> dict[str, tuple[np.ndarray, str, dict[str, Any]]]:
+    with psycopg.connect(libpq_url(services.settings.require_database_url())) as conn:
+        register_vector(conn)
+        rows = conn.execute(f"SELECT id, embedding, text, metadata FROM vectors_{COLLECTION}")
+        return {r[0]: (r[1].to_numpy().astype(np.float32), r[2], r[3]) for r in rows}
+
+
+def _client(services: ServiceHandle) -> OpenAI:
+    return OpenAI(api_key=services.api_key, base_url=f"{services.api_url}/v1", max_retries=0)
+
+
+def test_openai_client_gets_the_vectors_the_pipeline_stored(
+    services: ServiceHandle, corpus_collection: list[str], minilm_dir: Path
+) -> None:
+    stored = _stored(services)
+    by_text = {text: vector for vector, text, _ in stored.values()}
+    texts = corpus_collection[:100]
+    result = _client(services).embeddings.create(model=COLLECTION, input=texts)
+    assert result.object == "list" and result.model == COLLECTION
+    assert [d.index for d in result.data] == list(range(100))
+    vectors = np.array([d.embedding for d in result.data], dtype=np.float32)
+    expected = np.stack([by_text[t] for t in texts])
+    cosines = (vectors * expected).sum(axis=1) / np.linalg.norm(vectors, axis=1)
+    assert cosines.min() >= 0.9999, cosines.min()
+
+    tokenizer = Tokenizer.from_file(str(minilm_dir / "tokenizer.json"))
+    tokenizer.no_padding()
+    tokenizer.enable_truncation(ModelManifest.read(minilm_dir).max_length)
+    tokens = sum(len(e.ids) for e in tokenizer.encode_batch(texts))
+    assert result.usage.prompt_tokens == result.usage.total_tokens == tokens
+
+    raw = services.post(
+        "/v1/embeddings",
+        {"model": COLLECTION, "input": texts[:5], "encoding_format": "base64"},
+    ).json()
+    floats = services.post("/v1/embeddings", {"model": COLLECTION, "input": texts[:5]}).json()
+    assert set(raw) == {"object", "data", "model", "usage"}
+    for b64_row, float_row in zip(raw["data"], floats["data"], strict=True):
+        decoded = np.frombuffer(base64.b64decode(b64_row["embedding"]), dtype="<f4")
+        np.testing.assert_array_equal(decoded, np.array(float_row["embedding"], dtype=np.float32))
+
+
+def test_model_can_be_named_by_manifest_id_or_source(
+    services: ServiceHandle, corpus_collection: list[str], minilm_manifest: ModelManifest
+) -> None:
+    client = _client(services)
+    by_collection = client.embeddings.create(model=COLLECTION, input="月亮代表我的心")
+    for name in (minilm_manifest.manifest_id, minilm_manifest.source):
+        other = client.embeddings.create(model=name, input="月亮代表我的心")
+        np.testing.assert_allclose(
+            other.data[0].embedding, by_collection.data[0].embedding, atol=1e-6
+        )
+
+
+def test_search_matches_brute_force_and_respects_filters(
+    services: ServiceHandle, corpus_collection: list[str]
+) -> None:
+    stored = _stored(services)
+    ids = list(stored)
+    matrix = np.stack([stored[i][0] for i in ids])
+    recalls = []
+    for query in QUERIES:
+        query_vector = np.array(
+            services.post(
+                "/v1/embeddings", {"model": COLLECTION, "input": query, "input_type": "query"}
+            ).json()["data"][0]["embedding"],
+            dtype=np.float32,
+        )
+        scores = matrix @ query_vector
+        truth = [ids[i] for i in np.argsort(-scores)[:10]]
+        hnsw = services.post(f"/v1/collections/{COLLECTION}/search", {"query": query})
+        assert hnsw.status_code == 200, hnsw.text
+        hnsw_ids = [hit["id"] for hit in hnsw.json()["hits"]]
+        recalls.append(len(set(hnsw_ids) & set(truth)) / 10)
+        exact = services.post(
+            f"/v1/collections/{COLLECTION}/search", {"query": query, "exact": True}
+        ).json()
+        assert [hit["id"] for hit in exact["hits"]] == truth
+        np.testing.assert_allclose(
+            [hit["score"] for hit in exact["hits"]], np.sort(scores)[::-1][:10], atol=1e-5
+        )
+    assert np.mean(recalls) >= 0.95, recalls
+
+    zh = services.post(
+        f"/v1/collections/{COLLECTION}/search",
+        {"query": "weather", "k": 20, "filter": {"lang": "zh"}},
+    ).json()["hits"]
+    assert len(zh) == 20 and all(hit["metadata"]["lang"] == "zh" for hit in zh)
+    # Six rows carry rare=true: the filter keeps the HNSW scan going until all are found.
+    rare_count = sum(1 for _, _, metadata in stored.values() if metadata["rare"])
+    rare = services.post(
+        f"/v1/collections/{COLLECTION}/search",
+        {"query": "weather", "k": 50, "filter": {"rare": True}},
+    ).json()["hits"]
+    assert rare_count > 0 and len(rare) == rare_count
+    scores = [hit["score"] for hit in rare]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_query_instruction_is_applied(
+    services: ServiceHandle, minilm_dir: Path, tmp_path: Path
+) -> None:
+    model_dir = tmp_path / "instructed"
+    make_manifest_variant(minilm_dir, model_dir, query_instruction=INSTRUCTION, max_length=200)
+    with services.engine.begin() as conn:
+        manifest = register_model_dir(conn, model_dir)
+    create_collection(services.engine, "instructed", manifest.manifest_id)
+    settings = services.settings.model_copy(update={"model_dir": model_dir})
+    worker = start_worker(settings, tmp_path / "logs")
+    try:
+        query = "How can I change my password?"
+        items = [
+            {"id": "instructed", "text": INSTRUCTION + query},
+            {"id": "plain", "text": query},
+            {"id": "other", "text": "The weather is sunny today."},
+        ]
+        job = services.wait_job(services.submit("instructed", items).json()["job_id"])
+        assert job["status"] == "completed", job
+        hits = services.post("/v1/collections/instructed/search", {"query": query}).json()
+        assert hits["model"] == manifest.manifest_id
+        assert hits["hits"][0]["id"] == "instructed"
+        assert hits["hits"][0]["score"] >= 0.9999
+        assert next(h["score"] for h in hits["hits"] if h["id"] == "plain") < 0.999
+        passage = services.post("/v1/embeddings", {"model": "instructed", "input": query}).json()
+        as_query = services.post(
+            "/v1/embeddings", {"model": "instructed", "input": query, "input_type": "query"}
+        ).json()
+        assert as_query["usage"]["prompt_tokens"] > passage["usage"]["prompt_tokens"]
+    finally:
+        worker.stop()
+
+
+def test_live_query_is_answered_while_a_bulk_job_runs(
+    services: ServiceHandle, corpus_collection: list[str]
+) -> None:
+    texts = [text for _, text in load_bench_corpus()]
+    items = [{"id": f"bulk-{i}", "text": texts[i]} for i in range(600)]
+    job_id = services.submit(COLLECTION, items).json()["job_id"]
+    answered_mid_job = 0
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        response = services.post(
+            f"/v1/collections/{COLLECTION}/search", {"query": "rain tomorrow", "k": 3}
+        )
+        assert response.status_code == 200, response.text
+        job = services.get(f"/v1/jobs/{job_id}").json()
+        if job["status"] in {"completed", "completed_with_errors", "failed"}:
+            break
+        if 0 < job["done"] < job["total"]:
+            answered_mid_job += 1
+    assert services.wait_job(job_id)["status"] == "completed"
+    # Searches kept being answered while the job was between its first and last item.
+    assert answered_mid_job >= 5
+
+
+def test_no_worker_for_the_model_is_a_503_naming_it(
+    private_pipeline: Callable[..., PrivatePipeline],
+) -> None:
+    pipeline = private_pipeline("q_noworker", query_pickup_timeout_s=1.0)
+    handle = pipeline.handle
+    response = handle.post("/v1/embeddings", {"model": "q_noworker", "input": "hello"})
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == str(handle.settings.retry_after_s)
+    with handle.engine.connect() as conn:
+        manifest_id = conn.exec_driver_sql(
+            "SELECT manifest_id FROM collections WHERE name = 'q_noworker'"
+        ).scalar_one()
+    assert manifest_id in response.json()["detail"]
+    search = handle.post("/v1/collections/q_noworker/search", {"query": "hello"})
+    assert search.status_code == 503 and manifest_id in search.json()["detail"]
+    # The request was taken back: no worker starting later embeds it for nobody.
+    assert make_redis(handle.settings).llen(query_queue(manifest_id)) == 0
+
+
+BAD_EMBEDDINGS = [
+    ({"model": COLLECTION, "input": []}, 422, ["body", "input"]),
+    ({"model": COLLECTION, "input": ""}, 422, ["body", "input"]),
+    ({"model": COLLECTION, "input": ["ok", "  "]}, 422, ["body", "input"]),
+    ({"model": COLLECTION, "input": [1, 2, 3]}, 422, ["body", "input"]),
+    ({"model": COLLECTION, "input": ["a"] * 2049}, 413, ["body", "input"]),
+    ({"model": "no-such-model", "input": "x"}, 404, ["body", "model"]),
+    (
+        {"model": COLLECTION, "input": "x", "encoding_format": "hex"},
+        422,
+        ["body", "encoding_format"],
+    ),
+    ({"model": COLLECTION, "input": "x", "dimensions": 128}, 422, ["body", "dimensions"]),
+    ({"input": "x"}, 422, ["body", "model"]),
+]
+
+
+@pytest.mark.parametrize(("body", "status", "loc"), BAD_EMBEDDINGS)
+def test_bad_embeddings_requests_name_the_field(
+    services: ServiceHandle,
+    corpus_collection: list[str],
+    body: dict[str, Any],
+    status: int,
+    loc: list[str],
+) -> None:
+    response = services.post("/v1/embeddings", body)
+    assert response.status_code == status, response.text
+    detail = response.json()["detail"]
+    assert detail[0]["loc"][: len(loc)] == loc, detail
+    if body.get("input") == [1, 2, 3]:
+        assert "token-id arrays are not accepted" in detail[0]["msg"]
+
+
+BAD_SEARCHES = [
+    ({"query": "x", "k": 0}, 422, ["body", "k"]),
+    ({"query": "x", "k": 1001}, 422, ["body", "k"]),
+    ({"query": "x", "filter": ["lang", "zh"]}, 422, ["body", "filter"]),
+    ({"query": "x", "filter": "lang=zh"}, 422, ["body", "filter"]),
+    ({"query": ""}, 422, ["body", "query"]),
+    ({"query": "x", "ef_search": 0}, 422, ["body", "ef_search"]),
+]
+
+
+@pytest.mark.parametrize(("body", "status", "loc"), BAD_SEARCHES)
+def test_bad_searches_name_the_field(
+    services: ServiceHandle,
+    corpus_collection: list[str],
+    body: dict[str, Any],
+    status: int,
+    loc: list[str],
+) -> None:
+    response = services.post(f"/v1/collections/{COLLECTION}/search", body)
+    assert response.status_code == status, response.text
+    assert response.json()["detail"][0]["loc"][: len(loc)] == loc
+
+
+def test_search_of_an_unknown_collection_is_404(services: ServiceHandle) -> None:
+    response = services.post("/v1/collections/nope/search", {"query": "x"})
+    assert response.status_code == 404
+    assert response.json()["detail"][0]["loc"] == ["path", "name"]
+
+
+def test_query_endpoints_need_a_key(services: ServiceHandle) -> None:
+    for path, body in (
+        ("/v1/embeddings", {"model": COLLECTION, "input": "x"}),
+        (f"/v1/collections/{COLLECTION}/search", {"query": "x"}),
+    ):
+        assert httpx.post(f"{services.api_url}{path}", json=body).status_code == 401

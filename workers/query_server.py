@@ -1,0 +1,89 @@
+"""Answers live query embeddings beside the bulk work of the same worker process.
+
+A thread pops requests from the model's query list and embeds them as urgent: the engine
+gate lets them in between two bulk engine batches, so a query never waits for a bulk job.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import redis
+
+from embedq_core.query_protocol import (
+    REPLY_TTL_S,
+    TAKEN,
+    QueryReply,
+    QueryRequest,
+    query_queue,
+)
+from embedq_core.queueing import make_redis
+from embedq_core.settings import Settings
+from workers.engine import Embedder
+
+log = logging.getLogger(__name__)
+
+POP_TIMEOUT_S = 1.0  # how often the loop looks at its stop flag
+
+
+class QueryServer:
+    """A daemon thread serving one model's query list."""
+
+    def __init__(self, settings: Settings, embedder: Embedder) -> None:
+        self._embedder = embedder
+        self._manifest_id = embedder.manifest.manifest_id
+        self._queue = query_queue(self._manifest_id)
+        # Its own client: a blocking pop must not share a connection with anything else.
+        self._redis = make_redis(settings)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def serve_one(self, timeout_s: float = POP_TIMEOUT_S) -> bool:
+        """Pop and answer one request; False when none arrived within timeout_s."""
+        popped = self._redis.blpop([self._queue], timeout=timeout_s)
+        if popped is None:
+            return False
+        request = QueryRequest.decode(popped[1])
+        if request.expires_at < time.time():
+            log.info("dropping query %s: its caller gave up", request.request_id)
+            return True
+        self._push(request, TAKEN)
+        try:
+            result = self._embedder.embed(request.texts, request.input_type, urgent=True)
+            reply = QueryReply(
+                self._manifest_id, result.vectors, result.token_counts, result.truncated
+            )
+        except Exception as exc:  # the caller gets the reason instead of a timeout
+            log.exception("query %s failed", request.request_id)
+            reply = QueryReply.failure(self._manifest_id, f"{type(exc).__name__}: {exc}")
+        self._push(request, reply.encode())
+        return True
+
+    def _push(self, request: QueryRequest, message: bytes) -> None:
+        with self._redis.pipeline() as pipe:
+            pipe.rpush(request.reply_key, message)
+            pipe.expire(request.reply_key, REPLY_TTL_S)
+            pipe.execute()
+
+    def run(self) -> None:
+        """Serve until stopped; a broker outage is waited out, not fatal."""
+        while not self._stop.is_set():
+            try:
+                self.serve_one()
+            except redis.RedisError as exc:
+                log.warning("query server: broker unavailable (%s); retrying", exc)
+                self._stop.wait(1.0)
+
+    def start(self) -> None:
+        """Run in a daemon thread beside the Celery consumer."""
+        self._thread = threading.Thread(target=self.run, name="embedq-queries", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the thread after the request in hand, and close the client."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self._redis.close()
