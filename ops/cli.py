@@ -73,8 +73,9 @@ def export_model_cmd(
     source_id: str | None,
 ) -> None:
     """Export SOURCE (hub id or local directory) to ONNX with its manifest."""
-    configure()
+    settings = configure()
     from ops.export_model import ExportOptions, export_model
+    from workers.engine import EngineConfig
 
     options = ExportOptions(
         pooling=pooling,  # type: ignore[arg-type]  # click.Choice guarantees the literal
@@ -89,7 +90,7 @@ def export_model_cmd(
         int8_min_recall_at_10=int8_min_recall,
         force=force,
     )
-    manifest = export_model(source, out_dir, options)
+    manifest = export_model(source, out_dir, options, EngineConfig.from_settings(settings))
     click.echo(f"exported {manifest.manifest_id} to {out_dir}")
     click.echo(manifest.model_dump_json(indent=2))
 
@@ -263,6 +264,7 @@ def eval_cmd(
         write_plot,
     )
     from ops.evaluation.run import run_models
+    from workers.engine import EngineConfig
 
     try:
         if out_plot is not None:
@@ -274,7 +276,9 @@ def eval_cmd(
         raise click.ClickException(str(exc)) from exc
     console = Console()
     # Progress on stderr: stdout carries only the table, so it can be piped or redirected.
-    runs = run_models(eval_set, model_dirs, settings, Console(stderr=True))
+    runs = run_models(
+        eval_set, model_dirs, EngineConfig.from_settings(settings), Console(stderr=True)
+    )
     console.print(build_table(eval_set, runs))
     for line in notes(eval_set, runs):
         console.print(line, highlight=False)

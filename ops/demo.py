@@ -22,6 +22,7 @@ from ops.bundled_model import ensure_bundled_model
 from ops.corpus import load_demo_corpus
 from ops.devstack import EmbeddedStack, free_port
 from ops.processes import ChildProcess, start_api, start_worker
+from workers.engine import EngineConfig
 
 COLLECTION = "demo"
 DEMO_QUERIES = [
@@ -51,7 +52,7 @@ def run_demo(settings: Settings, keep_running: bool = False) -> None:
             with console.status("applying schema migrations"):
                 upgrade_head(database_url)
             with console.status(f"exporting the bundled model to ONNX in {model_dir}"):
-                ensure_bundled_model(model_dir)
+                ensure_bundled_model(model_dir, EngineConfig.from_settings(settings))
             engine = make_engine(database_url, pool_size=1)
             with engine.begin() as conn:
                 manifest = register_model_dir(conn, model_dir)
@@ -127,7 +128,7 @@ def _show_neighbours(console: Console, settings: Settings, vector_table: str) ->
     from workers.engine import Embedder
 
     assert settings.model_dir is not None
-    embedder = Embedder.from_model_dir(settings.model_dir)
+    embedder = Embedder.from_model_dir(settings.model_dir, EngineConfig.from_settings(settings))
     query_vectors = embedder.embed(DEMO_QUERIES, input_type="query").vectors
     # <#> is negative inner product; vectors are unit length, so -(a <#> b) is the cosine.
     query = sql.SQL(

@@ -21,6 +21,7 @@ from ops.model_config import (
     needs_wordpiece_tokenizer,
     read_source_semantics,
 )
+from workers.engine.config import EngineConfig
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +82,11 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def export_model(source: str, out_dir: Path, options: ExportOptions) -> ModelManifest:
-    """Export SOURCE to out_dir/model.onnx (+ model_int8.onnx) and write the manifest."""
+def export_model(
+    source: str, out_dir: Path, options: ExportOptions, engine: EngineConfig
+) -> ModelManifest:
+    """Export SOURCE to out_dir/model.onnx (+ model_int8.onnx) and write the manifest. `engine`
+    runs the INT8 fidelity check (on ONNX Runtime's CPU provider, whatever its runtime says)."""
     from optimum.exporters.onnx import main_export
 
     model_dir, revision = resolve_source(source, options.revision)
@@ -141,7 +145,7 @@ def export_model(source: str, out_dir: Path, options: ExportOptions) -> ModelMan
         from ops.quantize import QualityGate, quantize_int8
 
         gate = QualityGate(options.int8_min_mean_cos, options.int8_min_recall_at_10)
-        manifest = quantize_int8(out_dir, fp32, gate, force=options.force)
+        manifest = quantize_int8(out_dir, fp32, gate, engine, force=options.force)
     manifest.write(out_dir)
     return manifest
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ import numpy as np
 from embedq_core.manifest import ModelManifest
 from ops.corpus import calibration_texts, load_bench_corpus
 from ops.fidelity import fidelity
+from workers.engine.config import EngineConfig
 
 log = logging.getLogger(__name__)
 
@@ -75,9 +76,11 @@ def _calibration_feeds(
 
 
 def quantize_int8(
-    out_dir: Path, fp32: ModelManifest, gate: QualityGate, force: bool = False
+    out_dir: Path, fp32: ModelManifest, gate: QualityGate, engine: EngineConfig, force: bool = False
 ) -> ModelManifest:
-    """Write out_dir/model_int8.onnx, measure it against FP32 and return its manifest."""
+    """Write out_dir/model_int8.onnx, measure it against FP32 and return its manifest. Both
+    files run on ONNX Runtime's CPU provider under `engine`'s threads and batch limits, so the
+    comparison is of the weights alone."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -123,12 +126,9 @@ def quantize_int8(
     int8 = fp32.model_copy(update={"precision": "int8", "onnx_file": INT8_FILE})
     held_out = [text for _, text in load_bench_corpus()][:500]
     plain_cpu = Hardware(cpu_has_amx_bf16=False, has_cuda_provider=False, has_openvino=False)
-    reference = Embedder.from_model_dir(
-        out_dir, "onnxruntime-cpu", hardware=plain_cpu, manifest=fp32
-    )
-    quantised = Embedder.from_model_dir(
-        out_dir, "onnxruntime-cpu", hardware=plain_cpu, manifest=int8
-    )
+    on_cpu = replace(engine, runtime="onnxruntime-cpu")
+    reference = Embedder.from_model_dir(out_dir, on_cpu, hardware=plain_cpu, manifest=fp32)
+    quantised = Embedder.from_model_dir(out_dir, on_cpu, hardware=plain_cpu, manifest=int8)
     measured = fidelity(reference.embed(held_out).vectors, quantised.embed(held_out).vectors)
     quality = {
         "mean_cos_vs_fp32": round(measured.mean_cos, 5),

@@ -87,7 +87,7 @@ def plan_cmd(**opts: Any) -> None:
     """Count rows, time the engine on a sample of them, show the DDL `start` will run."""
     from migrations.reembed.control import plan
     from migrations.reembed.target import TargetError
-    from workers.engine import Embedder
+    from workers.engine import Embedder, EngineConfig
 
     settings = _settings()
     console = Console()
@@ -96,9 +96,7 @@ def plan_cmd(**opts: Any) -> None:
             target, manifest, draft = _draft(conn, settings, **opts)
         except (TargetError, FileNotFoundError) as exc:
             raise _fail(exc) from exc
-        embedder = Embedder.from_model_dir(
-            opts["model_dir"], runtime=settings.runtime, intra_op_threads=settings.intra_op_threads
-        )
+        embedder = Embedder.from_model_dir(opts["model_dir"], EngineConfig.from_settings(settings))
         result = plan(
             conn,
             target,
@@ -269,10 +267,10 @@ def _print_status(console: Console, figures: Any) -> None:
 def verify_cmd(name: str, model_dir: Path, sample: int, min_cos: float) -> None:
     """Check every row, and re-embed a random sample against what is stored."""
     from migrations.reembed.verify import verify
-    from workers.engine import Embedder
+    from workers.engine import Embedder, EngineConfig
 
     settings = _settings()
-    embedder = Embedder.from_model_dir(model_dir, runtime=settings.runtime)
+    embedder = Embedder.from_model_dir(model_dir, EngineConfig.from_settings(settings))
     with _connection(settings) as conn:
         report = verify(conn, name, lambda texts: embedder.embed(texts).vectors, sample, min_cos)
     click.echo(json.dumps(report.as_dict(), indent=2))

@@ -24,14 +24,14 @@ from ops.devstack import EmbeddedStack, free_port
 from ops.export_model import ExportOptions, export_model
 from ops.processes import ChildProcess, start_api, start_worker
 from tests.model_factory import BGE_INSTRUCTION, EXTRA_CHARACTERS, build_tiny_bge
-from tests.support import PrivatePipeline, ServiceHandle, make_manifest_variant
+from tests.support import PrivatePipeline, ServiceHandle, engine_config, make_manifest_variant
 
 
 @pytest.fixture(scope="session")
 def minilm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The bundled all-MiniLM-L6-v2 exported to ONNX by our own exporter."""
     model_dir = tmp_path_factory.mktemp("models") / "minilm"
-    ensure_bundled_model(model_dir)
+    ensure_bundled_model(model_dir, engine_config())
     return model_dir
 
 
@@ -51,7 +51,9 @@ def tiny_bge_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         [*texts, BGE_INSTRUCTION, EXTRA_CHARACTERS],
     )
     out = tmp_path_factory.mktemp("onnx") / "tiny-bge"
-    export_model(str(source), out, ExportOptions(query_instruction=BGE_INSTRUCTION))
+    export_model(
+        str(source), out, ExportOptions(query_instruction=BGE_INSTRUCTION), engine_config()
+    )
     return out
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ from sqlalchemy import Engine
 from embedq_core.manifest import MANIFEST_FILENAME, ModelManifest
 from embedq_core.settings import Settings
 from ops.processes import ChildProcess, start_worker
+from workers.engine import EngineConfig
 
 FINISHED = {"completed", "completed_with_errors", "failed"}
 
@@ -64,6 +65,11 @@ class ServiceHandle:
             time.sleep(0.1)
         tails = "\n".join(f"--- {c.name}\n{c.log_tail()}" for c in self.children)
         raise AssertionError(f"job {job_id} not finished after {timeout_s}s\n{tails}")
+
+
+def engine_config(**changes: Any) -> EngineConfig:
+    """The engine config the default settings describe, with `changes` (e.g. a runtime)."""
+    return replace(EngineConfig.from_settings(Settings()), **changes)
 
 
 def make_manifest_variant(src_dir: Path, dst_dir: Path, **changes: Any) -> ModelManifest:

@@ -12,7 +12,7 @@ from pgvector.psycopg import register_vector
 from embedq_core.db import libpq_url
 from embedq_core.queueing import make_redis
 from embedq_core.settings import Settings
-from workers.engine import Embedder
+from workers.engine import Embedder, EngineConfig
 
 log = logging.getLogger(__name__)
 
@@ -31,13 +31,7 @@ class WorkerContext:
         """Load the model named by settings.model_dir and warm it with one embedding."""
         if settings.model_dir is None:
             raise RuntimeError("EMBEDQ_MODEL_DIR is not set: point it at an exported model")
-        embedder = Embedder.from_model_dir(
-            settings.model_dir,
-            runtime=settings.runtime,
-            intra_op_threads=settings.intra_op_threads,
-            max_batch_tokens=settings.max_batch_tokens,
-            max_batch_size=settings.max_batch_size,
-        )
+        embedder = Embedder.from_model_dir(settings.model_dir, EngineConfig.from_settings(settings))
         embedder.warm_up()
         embedder.embed(["warm-up 预热"])
         return cls(settings, embedder)

@@ -63,17 +63,24 @@ def bench_engine(
 ) -> None:
     """Throughput, padding, memory and fidelity of every engine variant on the bench corpus."""
     import os
+    from dataclasses import replace
 
     from rich.console import Console
 
     from ops.bench.engine import run_engine_bench
     from ops.bundled_model import BUNDLED_MODEL_ID, bundled_model_source, ensure_bundled_model
     from ops.export_model import ExportOptions, export_model
+    from workers.engine import EngineConfig
 
     settings = configure(quiet=True)
+    engine = replace(
+        EngineConfig.from_settings(settings),
+        intra_op_threads=threads or os.cpu_count() or 1,
+        max_batch_size=batch_size,
+    )
     model_dir = model_dir or settings.data_dir.resolve() / "models" / "all-minilm-l6-v2"
     manifest = (
-        ensure_bundled_model(model_dir)
+        ensure_bundled_model(model_dir, engine)
         if not (model_dir / "embedq_manifest.json").exists()
         else None
     )
@@ -90,15 +97,16 @@ def bench_engine(
     int8_dir = int8_dir or model_dir.with_name(model_dir.name + "-int8")
     if not (int8_dir / "embedq_manifest.json").exists():
         export_model(
-            str(source_dir), int8_dir, ExportOptions(quantize="int8", source_id=manifest.source)
+            str(source_dir),
+            int8_dir,
+            ExportOptions(quantize="int8", source_id=manifest.source),
+            engine,
         )
     run_engine_bench(
         model_dir,
         int8_dir,
         source_dir,
-        threads or os.cpu_count() or 1,
-        batch_size,
-        settings.max_batch_tokens,
+        engine,
         out_json,
         infinity_python,
         Console(),
@@ -128,9 +136,10 @@ def bench_migrate(model_dir: Path | None, rows: int, chunk_size: int, out_json: 
 
     from ops.bench.migrate import run_migrate_bench
     from ops.bundled_model import ensure_bundled_model
+    from workers.engine import EngineConfig
 
     settings = configure(quiet=True)
     if model_dir is None:
         model_dir = settings.data_dir.resolve() / "models" / "all-minilm-l6-v2"
-        ensure_bundled_model(model_dir)
+        ensure_bundled_model(model_dir, EngineConfig.from_settings(settings))
     run_migrate_bench(settings, model_dir, rows, chunk_size, out_json, Console())

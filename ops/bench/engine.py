@@ -22,6 +22,7 @@ from embedq_core.manifest import ModelManifest
 from ops.corpus import load_bench_corpus
 from ops.fidelity import fidelity
 from workers.engine.batching import padding_ratio, plan_batches
+from workers.engine.config import EngineConfig
 from workers.engine.hardware import cpu_flags
 from workers.engine.tokenize import TextTokenizer
 
@@ -81,15 +82,17 @@ def run_engine_bench(
     model_dir: Path,
     int8_dir: Path,
     source_dir: Path,
-    threads: int,
-    batch_size: int,
-    max_batch_tokens: int,
+    engine: EngineConfig,
     out_json: Path,
     infinity_python: Path | None,
     console: Console,
     limit: int | None = None,
 ) -> list[VariantResult]:
-    """Run every variant on the bench corpus and report throughput, memory and fidelity."""
+    """Run every variant on the bench corpus and report throughput, memory and fidelity.
+    `engine` gives every variant its threads and batch size, and our engine its token budget;
+    each variant of ours replaces only the runtime."""
+    threads, batch_size = engine.intra_op_threads, engine.max_batch_size
+    max_batch_tokens = engine.max_batch_tokens
     manifest = ModelManifest.read(model_dir)
     texts = [text for _, text in load_bench_corpus()][:limit]
     tokenized = TextTokenizer(model_dir / "tokenizer.json", manifest.max_length).tokenize(texts)
@@ -151,6 +154,8 @@ def run_engine_bench(
                     str(threads),
                     "--batch-size",
                     str(batch_size),
+                    "--max-batch-tokens",
+                    str(max_batch_tokens),
                 ]
             measured = _run_child(command)
             vectors[label] = np.load(out_npy)

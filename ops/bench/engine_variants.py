@@ -18,21 +18,15 @@ import numpy as np
 import numpy.typing as npt
 
 from workers.engine.backend_choice import RuntimeChoice
+from workers.engine.config import EngineConfig
 
 FloatArray = npt.NDArray[np.float32]
 
 
-def _engine(
-    model_dir: Path, runtime: RuntimeChoice, threads: int, batch_size: int
-) -> tuple[Callable[[list[str]], FloatArray], str]:
+def _engine(model_dir: Path, config: EngineConfig) -> tuple[Callable[[list[str]], FloatArray], str]:
     from workers.engine import Embedder
 
-    embedder = Embedder.from_model_dir(
-        model_dir,
-        runtime=runtime,
-        intra_op_threads=threads,
-        max_batch_size=batch_size,
-    )
+    embedder = Embedder.from_model_dir(model_dir, config)
     return (lambda texts: embedder.embed(texts).vectors), embedder.backend
 
 
@@ -99,10 +93,20 @@ def main() -> None:
     parser.add_argument("--int8-dir", type=Path)
     parser.add_argument("--source-dir", type=Path)
     parser.add_argument("--threads", type=int, required=True)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, required=True)
+    parser.add_argument("--max-batch-tokens", type=int, required=True)
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
     texts: list[str] = json.loads(args.texts.read_text(encoding="utf-8"))
+
+    def ours(runtime: RuntimeChoice) -> EngineConfig:
+        """The parent's engine config, passed field by field, on this variant's runtime."""
+        return EngineConfig(
+            runtime=runtime,
+            intra_op_threads=args.threads,
+            max_batch_tokens=args.max_batch_tokens,
+            max_batch_size=args.batch_size,
+        )
 
     runner: tuple[Callable[[list[str]], FloatArray], str]
     if args.variant == "torch-eager":
@@ -110,9 +114,9 @@ def main() -> None:
     elif args.variant == "sentence-transformers":
         runner = _sentence_transformers(args.source_dir, args.threads, args.batch_size)
     elif args.variant == "int8":
-        runner = _engine(args.int8_dir, "onnxruntime-cpu", args.threads, args.batch_size)
+        runner = _engine(args.int8_dir, ours("onnxruntime-cpu"))
     elif args.variant in ("onnxruntime-cpu", "openvino", "auto"):  # our engine on FP32
-        runner = _engine(args.model_dir, args.variant, args.threads, args.batch_size)
+        runner = _engine(args.model_dir, ours(args.variant))
     else:
         raise SystemExit(f"unknown variant {args.variant}")
     embed, backend = runner

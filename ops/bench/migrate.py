@@ -30,7 +30,7 @@ from ops.bench.engine import machine_description
 from ops.corpus import load_bench_corpus
 from ops.devstack import EmbeddedStack
 from ops.processes import start_worker
-from workers.engine import Embedder
+from workers.engine import Embedder, EngineConfig
 
 LEGACY_DIMENSION = 312
 
@@ -123,9 +123,7 @@ def run_migrate_bench(
 ) -> list[MigrateRow]:
     """Bare engine, in-process migration steps, and a real worker, on the same rows."""
     texts = _texts(rows)
-    embedder = Embedder.from_model_dir(
-        model_dir, runtime=settings.runtime, intra_op_threads=settings.intra_op_threads
-    )
+    embedder = Embedder.from_model_dir(model_dir, EngineConfig.from_settings(settings))
     embedder.embed(texts[:chunk_size])  # warm-up
     started = time.perf_counter()
     for i in range(0, rows, chunk_size):

@@ -19,10 +19,9 @@ from rich.progress import (
 )
 
 from embedq_core.manifest import ModelManifest
-from embedq_core.settings import Settings
 from ops.evaluation.dataset import EvalSet
 from ops.evaluation.metrics import Evaluation, FloatArray, evaluate
-from workers.engine import Embedder
+from workers.engine import Embedder, EngineConfig
 from workers.engine.embedder import InputType
 
 # Texts handed to the engine per call: large enough for its length-sorted batching to pay,
@@ -59,18 +58,12 @@ def _embed(
 
 
 def run_model(
-    eval_set: EvalSet, model_dir: Path, settings: Settings, progress: Progress
+    eval_set: EvalSet, model_dir: Path, engine: EngineConfig, progress: Progress
 ) -> ModelRun:
     """Embed the set's distinct queries (as queries: the manifest's instruction applies) and
     distinct passages (as passages) with one exported model, then score both pools."""
     started = time.perf_counter()
-    embedder = Embedder.from_model_dir(
-        model_dir,
-        runtime=settings.runtime,
-        intra_op_threads=settings.intra_op_threads,
-        max_batch_tokens=settings.max_batch_tokens,
-        max_batch_size=settings.max_batch_size,
-    )
+    embedder = Embedder.from_model_dir(model_dir, engine)
     load_s = time.perf_counter() - started
     # A query text repeated on several lines is embedded once, like a repeated passage.
     distinct_queries = list(dict.fromkeys(eval_set.queries))
@@ -96,7 +89,7 @@ def run_model(
 
 
 def run_models(
-    eval_set: EvalSet, model_dirs: Sequence[Path], settings: Settings, console: Console
+    eval_set: EvalSet, model_dirs: Sequence[Path], engine: EngineConfig, console: Console
 ) -> list[ModelRun]:
     """Every model on the set, in the order given, one progress bar each on `console`
     (rich draws live bars only on a terminal, and prints the final state once otherwise)."""
@@ -107,4 +100,4 @@ def run_models(
         TimeElapsedColumn(),
     )
     with Progress(*columns, console=console) as progress:
-        return [run_model(eval_set, model_dir, settings, progress) for model_dir in model_dirs]
+        return [run_model(eval_set, model_dir, engine, progress) for model_dir in model_dirs]

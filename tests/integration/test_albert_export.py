@@ -18,6 +18,7 @@ from ops.cli import main
 from ops.corpus import load_demo_corpus
 from ops.export_model import ExportOptions, export_model
 from tests.model_factory import build_tiny_albert_hub_style
+from tests.support import engine_config
 from workers.engine import Embedder
 
 
@@ -38,7 +39,7 @@ def albert_source(tmp_path_factory: pytest.TempPathFactory, texts: list[str]) ->
 @pytest.fixture(scope="module")
 def albert_export(tmp_path_factory: pytest.TempPathFactory, albert_source: Path) -> Path:
     out = tmp_path_factory.mktemp("onnx") / "albert"
-    export_model(str(albert_source), out, ExportOptions())
+    export_model(str(albert_source), out, ExportOptions(), engine_config())
     return out
 
 
@@ -95,9 +96,7 @@ def test_onnx_vectors_match_the_torch_reference_on_every_text(
     shipped = Tokenizer.from_file(str(albert_export / "tokenizer.json"))
     assert [e.ids for e in shipped.encode_batch(texts)] == reference_ids
 
-    embedder = Embedder.from_model_dir(
-        albert_export, runtime="onnxruntime-cpu", max_batch_tokens=8192, max_batch_size=32
-    )
+    embedder = Embedder.from_model_dir(albert_export, engine_config(runtime="onnxruntime-cpu"))
     ours = embedder.embed(texts).vectors
     assert ours.shape == (len(texts), 312)
     cosines = np.sum(ours * reference, axis=1)

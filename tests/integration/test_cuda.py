@@ -13,6 +13,7 @@ import pytest
 from embedq_core.manifest import ModelManifest
 from ops.corpus import load_bench_corpus
 from ops.export_model import FP16_FILE, convert_fp16
+from tests.support import engine_config
 from workers.engine import Embedder
 from workers.engine.backend_choice import BackendUnavailable
 
@@ -37,17 +38,17 @@ def test_fp16_export_is_its_own_model_and_never_runs_on_cpu(fp16_dir: Path) -> N
     assert (fp16_dir / FP16_FILE).stat().st_size < 0.6 * (fp16_dir / "model.onnx").stat().st_size
     if not HAS_CUDA:
         with pytest.raises(BackendUnavailable, match="needs a GPU"):
-            Embedder.from_model_dir(fp16_dir)
+            Embedder.from_model_dir(fp16_dir, engine_config())
 
 
 @pytest.mark.gpu
 @needs_gpu
 def test_fp32_on_cuda_matches_cpu(minilm_dir: Path) -> None:
     texts = [t for _, t in load_bench_corpus()][:300]
-    gpu = Embedder.from_model_dir(minilm_dir, runtime="onnxruntime-cuda")
+    gpu = Embedder.from_model_dir(minilm_dir, engine_config(runtime="onnxruntime-cuda"))
     assert gpu.backend == "onnxruntime-cuda"
     gpu.warm_up()
-    cpu = Embedder.from_model_dir(minilm_dir, runtime="onnxruntime-cpu")
+    cpu = Embedder.from_model_dir(minilm_dir, engine_config(runtime="onnxruntime-cpu"))
     cosines = np.sum(gpu.embed(texts).vectors * cpu.embed(texts).vectors, axis=1)
     assert cosines.min() >= 0.9999
 
@@ -56,9 +57,9 @@ def test_fp32_on_cuda_matches_cpu(minilm_dir: Path) -> None:
 @needs_gpu
 def test_fp16_on_cuda_is_faithful_to_fp32(fp16_dir: Path, minilm_dir: Path) -> None:
     texts = [t for _, t in load_bench_corpus()][:300]
-    fp16 = Embedder.from_model_dir(fp16_dir)
+    fp16 = Embedder.from_model_dir(fp16_dir, engine_config())
     assert fp16.backend == "onnxruntime-cuda"
     fp16.warm_up()
-    fp32 = Embedder.from_model_dir(minilm_dir, runtime="onnxruntime-cpu")
+    fp32 = Embedder.from_model_dir(minilm_dir, engine_config(runtime="onnxruntime-cpu"))
     cosines = np.sum(fp16.embed(texts).vectors * fp32.embed(texts).vectors, axis=1)
     assert cosines.mean() >= 0.9999 and cosines.min() >= 0.999

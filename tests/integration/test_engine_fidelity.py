@@ -11,6 +11,7 @@ from embedq_core.manifest import ModelManifest
 from ops.bundled_model import bundled_model_source
 from ops.corpus import load_demo_corpus
 from tests.model_factory import BGE_INSTRUCTION
+from tests.support import engine_config
 from workers.engine import Embedder
 from workers.engine.backend_choice import RuntimeChoice
 from workers.engine.hardware import Hardware, detect_hardware
@@ -68,7 +69,7 @@ def test_minilm_matches_sentence_transformers_on_every_text(
     hardware: Hardware | None,
     backend: str | None,
 ) -> None:
-    embedder = Embedder.from_model_dir(minilm_dir, runtime=runtime, hardware=hardware)
+    embedder = Embedder.from_model_dir(minilm_dir, engine_config(runtime=runtime), hardware)
     if backend is not None:
         assert embedder.backend == backend
     ours = embedder.embed(corpus_texts)
@@ -100,14 +101,14 @@ def test_bge_shaped_model_is_cls_pooled_1024d_like_the_reference(
     )
     zh_texts = [t for t in corpus_texts if not t.isascii()][:40]
     source_dir = Path(manifest.source)
-    ours = Embedder.from_model_dir(tiny_bge_dir).embed(zh_texts).vectors
+    ours = Embedder.from_model_dir(tiny_bge_dir, engine_config()).embed(zh_texts).vectors
     reference = _cls_reference(source_dir, zh_texts)
     assert np.sum(ours * reference, axis=1).min() >= 0.9999
 
 
 def test_query_instruction_is_applied_to_queries_only(tiny_bge_dir: Path) -> None:
     manifest = ModelManifest.read(tiny_bge_dir)
-    embedder = Embedder.from_model_dir(tiny_bge_dir)
+    embedder = Embedder.from_model_dir(tiny_bge_dir, engine_config())
     text = "明天会下雨吗？"
     as_query = embedder.embed([text], input_type="query").vectors
     as_passage = embedder.embed([text], input_type="passage").vectors
@@ -119,7 +120,7 @@ def test_query_instruction_is_applied_to_queries_only(tiny_bge_dir: Path) -> Non
 
 def test_long_text_is_truncated_at_the_limit_and_flagged(tiny_bge_dir: Path) -> None:
     manifest = ModelManifest.read(tiny_bge_dir)
-    embedder = Embedder.from_model_dir(tiny_bge_dir)
+    embedder = Embedder.from_model_dir(tiny_bge_dir, engine_config())
     long_text = "猫在温暖的窗台上睡觉。" * 80
     result = embedder.embed([long_text, "短句。"])
     assert result.truncated == [True, False]
@@ -131,7 +132,7 @@ def test_long_text_is_truncated_at_the_limit_and_flagged(tiny_bge_dir: Path) -> 
 def test_fp32_vector_does_not_depend_on_batch_neighbours(
     minilm_dir: Path, corpus_texts: list[str]
 ) -> None:
-    embedder = Embedder.from_model_dir(minilm_dir)
+    embedder = Embedder.from_model_dir(minilm_dir, engine_config())
     target = corpus_texts[5]
     alone = embedder.embed([target]).vectors[0]
     with_long = embedder.embed([target, *corpus_texts[100:140], "x " * 200]).vectors[0]

@@ -14,6 +14,7 @@ from embedq_core.manifest import ModelManifest
 from ops.bundled_model import BUNDLED_MODEL_ID, bundled_model_source
 from ops.corpus import load_bench_corpus
 from ops.quantize import INT8_FILE, QualityGate, QualityGateFailed, quantize_int8
+from tests.support import engine_config
 from workers.engine import Embedder
 
 pytestmark = pytest.mark.integration
@@ -55,7 +56,7 @@ def test_int8_export_clears_the_gate_and_records_its_fidelity(int8_dir: Path) ->
 
 
 def test_int8_vector_does_not_depend_on_its_batch(int8_dir: Path) -> None:
-    embedder = Embedder.from_model_dir(int8_dir)
+    embedder = Embedder.from_model_dir(int8_dir, engine_config())
     assert embedder.backend == "onnxruntime-cpu"
     texts = [text for _, text in load_bench_corpus()][:200]
     in_corpus = embedder.embed(texts).vectors
@@ -75,7 +76,12 @@ def test_a_model_below_the_gate_is_refused_and_fp32_kept(int8_dir: Path, tmp_pat
     )
     fp32.write(work)
     with pytest.raises(QualityGateFailed, match="below the gate"):
-        quantize_int8(work, fp32, QualityGate(min_mean_cos=0.9999, min_recall_at_10=0.99))
+        quantize_int8(
+            work,
+            fp32,
+            QualityGate(min_mean_cos=0.9999, min_recall_at_10=0.99),
+            engine_config(),
+        )
     assert not (work / INT8_FILE).exists()
     assert ModelManifest.read(work) == fp32
 
@@ -84,7 +90,7 @@ def test_int8_is_close_to_fp32_on_a_paraphrase_query(int8_dir: Path, minilm_dir:
     texts = ["How do I reset my password?", "The stock market fell sharply this morning."]
     query = "I forgot my login password and need to change it."
     for model_dir in (int8_dir, minilm_dir):
-        embedder = Embedder.from_model_dir(model_dir)
+        embedder = Embedder.from_model_dir(model_dir, engine_config())
         docs = embedder.embed(texts).vectors
         q = embedder.embed([query], input_type="query").vectors[0]
         scores = docs @ q

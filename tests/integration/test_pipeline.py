@@ -82,11 +82,13 @@ def test_similarity_query_in_sql_ranks_paraphrase_first(services: ServiceHandle)
     }
     response = services.submit("docs", [{"id": f"sim-{k}", "text": v} for k, v in texts.items()])
     services.wait_job(response.json()["job_id"])
-    from workers.engine import Embedder
+    from workers.engine import Embedder, EngineConfig
 
     assert services.settings.model_dir is not None
     query = (
-        Embedder.from_model_dir(services.settings.model_dir)
+        Embedder.from_model_dir(
+            services.settings.model_dir, EngineConfig.from_settings(services.settings)
+        )
         .embed(["Can I get a big pizza with pepperoni delivered?"], input_type="query")
         .vectors[0]
     )

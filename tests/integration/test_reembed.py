@@ -25,7 +25,7 @@ from ops.corpus import load_demo_corpus
 from ops.processes import ChildProcess, process_env, start_worker
 from tests.model_factory import build_tiny_albert, song_texts
 from tests.support import ServiceHandle
-from workers.engine import Embedder
+from workers.engine import Embedder, EngineConfig
 
 pytestmark = pytest.mark.integration
 
@@ -208,7 +208,8 @@ def start_args(env: ReembedEnv, table: str) -> list[str]:
 
 
 def expected_vectors(env: ReembedEnv, texts: list[str]) -> np.ndarray:
-    return Embedder.from_model_dir(env.model_dir).embed(texts).vectors
+    engine = EngineConfig.from_settings(env.settings)
+    return Embedder.from_model_dir(env.model_dir, engine).embed(texts).vectors
 
 
 def test_plan_counts_rows_estimates_time_and_shows_ddl(

@@ -1,5 +1,6 @@
 """Tokenize -> runtime session -> pool -> normalise, driven by the model manifest."""
 
+from workers.engine.config import EngineConfig
 from workers.engine.embedder import Embedder, EmbedResult
 
-__all__ = ["EmbedResult", "Embedder"]
+__all__ = ["EmbedResult", "Embedder", "EngineConfig"]

@@ -10,8 +10,9 @@ from typing import Literal
 import numpy as np
 
 from embedq_core.manifest import ModelManifest
-from workers.engine.backend_choice import RuntimeChoice, choose_backend
+from workers.engine.backend_choice import choose_backend
 from workers.engine.batching import plan_batches
+from workers.engine.config import EngineConfig
 from workers.engine.gate import EngineGate
 from workers.engine.hardware import Hardware, detect_hardware
 from workers.engine.pooling import FloatArray, l2_normalize, pool
@@ -40,38 +41,34 @@ class Embedder:
         manifest: ModelManifest,
         tokenizer: TextTokenizer,
         session: ModelSession,
-        max_batch_tokens: int,
-        max_batch_size: int,
+        config: EngineConfig,
     ) -> None:
         self.manifest = manifest
         self._tokenizer = tokenizer
         self._session = session
-        self._max_batch_tokens = max_batch_tokens
-        self._max_batch_size = max_batch_size
+        self._max_batch_tokens = config.max_batch_tokens
+        self._max_batch_size = config.max_batch_size
         self._gate = EngineGate()
 
     @classmethod
     def from_model_dir(
         cls,
         model_dir: Path,
-        runtime: RuntimeChoice = "auto",
-        intra_op_threads: int = 0,
-        max_batch_tokens: int = 8192,
-        max_batch_size: int = 32,
+        config: EngineConfig,
         hardware: Hardware | None = None,
         manifest: ModelManifest | None = None,
     ) -> Embedder:
         """Load an exported model directory (ONNX file, tokenizer.json, manifest) on the backend
-        the manifest, the runtime setting and the hardware call for. `manifest` overrides the
+        the manifest, config.runtime and the hardware call for. `manifest` overrides the
         directory's own, e.g. to load its FP32 and INT8 files side by side."""
         manifest = manifest or ModelManifest.read(model_dir)
-        backend = choose_backend(runtime, manifest, hardware or detect_hardware())
+        backend = choose_backend(config.runtime, manifest, hardware or detect_hardware())
         session = open_session(
-            model_dir / manifest.onnx_file, backend, intra_op_threads, manifest.output_name
+            model_dir / manifest.onnx_file, backend, config.intra_op_threads, manifest.output_name
         )
         log.info("model %s on %s (%s)", manifest.manifest_id, backend.kind, backend.reason)
         tokenizer = TextTokenizer(model_dir / "tokenizer.json", manifest.max_length)
-        return cls(manifest, tokenizer, session, max_batch_tokens, max_batch_size)
+        return cls(manifest, tokenizer, session, config)
 
     @property
     def backend(self) -> str:

@@ -1,0 +1,34 @@
+"""The engine's one configuration object, built from the settings wherever an engine is made."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from workers.engine.backend_choice import RuntimeChoice
+
+if TYPE_CHECKING:
+    from embedq_core.settings import Settings
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """How an engine runs: which runtime, how many threads, how large its batches may be.
+
+    No defaults here: the settings hold them. A caller that needs a different runtime or batch
+    size (a test, a benchmark variant) replaces that field with `dataclasses.replace`."""
+
+    runtime: RuntimeChoice
+    intra_op_threads: int
+    max_batch_tokens: int
+    max_batch_size: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> EngineConfig:
+        """The engine configuration the settings describe."""
+        return cls(
+            runtime=settings.runtime,
+            intra_op_threads=settings.intra_op_threads,
+            max_batch_tokens=settings.max_batch_tokens,
+            max_batch_size=settings.max_batch_size,
+        )
