@@ -143,3 +143,36 @@ def bench_migrate(model_dir: Path | None, rows: int, chunk_size: int, out_json: 
         model_dir = settings.data_dir.resolve() / "models" / "all-minilm-l6-v2"
         ensure_bundled_model(model_dir, EngineConfig.from_settings(settings))
     run_migrate_bench(settings, model_dir, rows, chunk_size, out_json, Console())
+
+
+@bench.command("query")
+@click.option(
+    "--model-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Export to serve (default: the bundled MiniLM, exported if needed).",
+)
+@click.option("--calls", type=int, default=200, show_default=True, help="Calls per endpoint.")
+@click.option(
+    "--bulk-texts", type=int, default=5000, show_default=True, help="Texts of the bulk job."
+)
+@click.option(
+    "--out",
+    "out_json",
+    type=click.Path(path_type=Path),
+    default=Path("bench-results/query.json"),
+    show_default=True,
+)
+def bench_query(model_dir: Path | None, calls: int, bulk_texts: int, out_json: Path) -> None:
+    """p50/p95/p99 of single-text /v1/embeddings and /search calls, idle and under bulk load."""
+    from rich.console import Console
+
+    from ops.bench.query import run_query_bench
+    from ops.bundled_model import ensure_bundled_model
+    from workers.engine import EngineConfig
+
+    settings = configure(quiet=True)
+    if model_dir is None:
+        model_dir = settings.data_dir.resolve() / "models" / "all-minilm-l6-v2"
+        ensure_bundled_model(model_dir, EngineConfig.from_settings(settings))
+    run_query_bench(settings, model_dir, calls, bulk_texts, out_json, Console())

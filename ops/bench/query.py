@@ -1,0 +1,186 @@
+"""`embedq bench query`: latency of single-text /v1/embeddings and /search calls through the
+real API and a real worker, idle and while a bulk job is being embedded, in one run."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from embedq_core.api_keys import create_key
+from embedq_core.catalog import create_collection, register_model_dir
+from embedq_core.db import make_engine
+from embedq_core.settings import Settings
+from migrations.schema_upgrade import upgrade_head
+from ops.bench.engine import machine_description
+from ops.corpus import load_bench_corpus, load_demo_corpus
+from ops.devstack import EmbeddedStack, free_port
+from ops.processes import ChildProcess, start_api, start_worker
+
+COLLECTION = "bench_query"
+FINISHED = {"completed", "completed_with_errors", "failed"}
+QUERIES = [text for _, text in load_demo_corpus()[1::7]]
+
+
+@dataclass
+class LatencyRow:
+    """One line of the table: an endpoint in one phase."""
+
+    endpoint: str
+    phase: str
+    calls: int
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    max_ms: float
+
+
+def _row(endpoint: str, phase: str, seconds: list[float]) -> LatencyRow:
+    ms = np.array(seconds) * 1000
+    p50, p95, p99 = np.percentile(ms, [50, 95, 99])
+    return LatencyRow(endpoint, phase, len(ms), float(p50), float(p95), float(p99), float(ms.max()))
+
+
+def _call(client: httpx.Client, endpoint: str, text: str) -> float:
+    body: dict[str, Any]
+    if endpoint == "/v1/embeddings":
+        path, body = endpoint, {"model": COLLECTION, "input": text, "input_type": "query"}
+    else:
+        path, body = f"/v1/collections/{COLLECTION}/search", {"query": text, "k": 10}
+    started = time.perf_counter()
+    response = client.post(path, json=body)
+    elapsed = time.perf_counter() - started
+    response.raise_for_status()
+    return elapsed
+
+
+def _wait(client: httpx.Client, job_ids: list[str], children: list[ChildProcess]) -> None:
+    deadline = time.monotonic() + 3600
+    while time.monotonic() < deadline:
+        for child in children:
+            if not child.alive():
+                raise RuntimeError(f"{child.name} died:\n{child.log_tail()}")
+        if all(client.get(f"/v1/jobs/{j}").json()["status"] in FINISHED for j in job_ids):
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"jobs {job_ids} did not finish")
+
+
+def _submit(client: httpx.Client, items: list[dict[str, Any]], per_job: int) -> list[str]:
+    job_ids = []
+    for start in range(0, len(items), per_job):
+        response = client.post(
+            f"/v1/collections/{COLLECTION}/jobs", json={"items": items[start : start + per_job]}
+        )
+        response.raise_for_status()
+        job_ids.append(response.json()["job_id"])
+    return job_ids
+
+
+def _measure_under_load(
+    client: httpx.Client, job_ids: list[str], calls: int
+) -> tuple[dict[str, list[float]], bool]:
+    """Alternate both endpoints until `calls` each or the bulk jobs end; say if they ended."""
+    seconds: dict[str, list[float]] = {"/v1/embeddings": [], "/search": []}
+    for i in range(calls):
+        for endpoint in seconds:
+            seconds[endpoint].append(_call(client, endpoint, QUERIES[i % len(QUERIES)]))
+        if i % 10 == 9:
+            statuses = [client.get(f"/v1/jobs/{j}").json()["status"] for j in job_ids]
+            if all(s in FINISHED for s in statuses):
+                return seconds, True
+    return seconds, False
+
+
+def run_query_bench(
+    settings: Settings, model_dir: Path, calls: int, bulk_texts: int, out_json: Path,
+    console: Console,
+) -> list[LatencyRow]:  # fmt: skip
+    """Idle latency, then latency while a bulk job of bulk_texts runs, on one worker."""
+    corpus = [text for _, text in load_bench_corpus()]
+    bulk = [
+        {"id": f"bulk-{i}", "text": f"{corpus[i % len(corpus)]} #{i}"} for i in range(bulk_texts)
+    ]
+    rows: list[LatencyRow] = []
+    children: list[ChildProcess] = []
+    with (
+        tempfile.TemporaryDirectory() as data_dir,
+        EmbeddedStack(settings, Path(data_dir)) as stack,
+    ):
+        run_settings = stack.settings().model_copy(
+            update={"model_dir": model_dir, "api_port": free_port()}
+        )
+        upgrade_head(run_settings.require_database_url())
+        engine = make_engine(run_settings.require_database_url(), pool_size=1)
+        with engine.begin() as conn:
+            manifest = register_model_dir(conn, model_dir)
+            _, api_key = create_key(conn, "bench")
+        create_collection(engine, COLLECTION, manifest.manifest_id)
+        engine.dispose()
+        try:
+            children.append(start_api(run_settings, Path(data_dir) / "logs"))
+            children.append(start_worker(run_settings, Path(data_dir) / "logs"))
+            client = httpx.Client(
+                base_url=f"http://{run_settings.api_host}:{run_settings.api_port}",
+                headers={"Authorization": f"Bearer {api_key}"},
+                timeout=60,
+            )
+            demo = [{"id": d, "text": t} for d, t in load_demo_corpus()]
+            _wait(client, _submit(client, demo, run_settings.max_items_per_job), children)
+            for text in QUERIES[:5]:  # first calls open connections and caches
+                _call(client, "/search", text)
+            console.print(f"idle: {calls} calls per endpoint …")
+            for endpoint in ("/v1/embeddings", "/search"):
+                idle = [_call(client, endpoint, QUERIES[i % len(QUERIES)]) for i in range(calls)]
+                rows.append(_row(endpoint, "idle", idle))
+            console.print(f"under a bulk job of {bulk_texts} texts …")
+            job_ids = _submit(client, bulk, run_settings.max_items_per_job)
+            loaded, bulk_ended = _measure_under_load(client, job_ids, calls)
+            phase = "bulk job running" + (" (ended before the last calls)" if bulk_ended else "")
+            rows += [_row(endpoint, phase, s) for endpoint, s in loaded.items()]
+            _wait(client, job_ids, children)
+        finally:
+            for child in reversed(children):
+                child.stop()
+
+    table = Table(
+        title=f"single-text query latency, {manifest.source} ({manifest.dimension}-d), one "
+        f"worker, {machine_description()['cpu']} ({machine_description()['cores']} cores)"
+    )
+    for column in ("endpoint", "phase", "calls", "p50 ms", "p95 ms", "p99 ms", "max ms"):
+        table.add_column(column, justify="left" if column in ("endpoint", "phase") else "right")
+    for r in rows:
+        table.add_row(
+            r.endpoint, r.phase, str(r.calls),
+            *(f"{v:.1f}" for v in (r.p50_ms, r.p95_ms, r.p99_ms, r.max_ms)),
+        )  # fmt: skip
+    console.print(table)
+    out_json.parent.mkdir(parents=True, exist_ok=True)
+    out_json.write_text(
+        json.dumps(
+            {
+                "machine": machine_description(),
+                "model": manifest.source,
+                "manifest_id": manifest.manifest_id,
+                "settings": {
+                    "max_batch_tokens": run_settings.max_batch_tokens,
+                    "max_batch_size": run_settings.max_batch_size,
+                    "items_per_task": run_settings.items_per_task,
+                },
+                "bulk_texts": bulk_texts,
+                "rows": [asdict(r) for r in rows],
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    console.print(f"wrote {out_json}")
+    return rows
