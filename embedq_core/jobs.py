@@ -9,9 +9,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from celery import Celery
-from sqlalchemy import Connection, Engine, func, insert, select, update
+from sqlalchemy import Connection, Engine, func, insert, select
 
+from embedq_core.batch_delivery import record_created, record_enqueued
 from embedq_core.catalog import Collection
+from embedq_core.db import psycopg_connection
 from embedq_core.queueing import EMBED_BATCH_TASK, embed_queue
 from embedq_core.tables import job_items, jobs
 
@@ -85,6 +87,7 @@ def create_job(
                 for index, item in enumerate(items)
             ],
         )
+        record_created(psycopg_connection(conn), job_id, batches)
     return job_id, batches
 
 
@@ -98,9 +101,10 @@ def enqueue_batches(
 
 
 def mark_enqueued(engine: Engine, job_id: uuid.UUID) -> None:
-    """Record when a job's batches were last sent, so the reconciler leaves them a grace period."""
+    """Record that every batch of a new job was sent; a batch never marked sent is re-sent by
+    the reconciler after its grace period."""
     with engine.begin() as conn:
-        conn.execute(update(jobs).where(jobs.c.id == job_id).values(enqueued_at=func.now()))
+        record_enqueued(psycopg_connection(conn), job_id)
 
 
 def get_job(conn: Connection, job_id: uuid.UUID, max_errors: int = 100) -> JobView | None:

@@ -27,6 +27,11 @@ def reembed_queue(manifest_id: str) -> str:
 # kombu's Redis transport keeps one list per priority step: name, then name + sep + step.
 _PRIORITY_SEP = "\x06\x16"
 _PRIORITY_STEPS = (3, 6, 9)
+# One BRPOP reads those lists in step order, so a lower number is served first. New work goes
+# at NEW_WORK_PRIORITY; the reconciler re-sends lost batches at RESEND_PRIORITY, so a recovered
+# batch waits behind no backlog.
+RESEND_PRIORITY = 0
+NEW_WORK_PRIORITY = 3
 
 
 def queue_depth(redis_client: Any, queue: str) -> int:
@@ -65,6 +70,8 @@ def make_celery(settings: Settings) -> Celery:
             "interval_step": 0.2,
             "interval_max": 0.5,
         },
+        # Every message sent by name without a priority (new batches, re-embedding steps).
+        task_routes={"embedq.*": {"priority": NEW_WORK_PRIORITY}},
         task_serializer="json",
         accept_content=["json"],
         task_ignore_result=True,

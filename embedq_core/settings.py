@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -38,10 +38,17 @@ class Settings(BaseSettings):
     max_id_chars: int = Field(default=256, ge=1)
     max_task_attempts: int = Field(default=5, ge=1)
     visibility_timeout_s: int = Field(default=3600, ge=10)
-    # Reconciler: re-enqueues pending batches whose messages Redis lost.
-    reconcile_interval_s: float = Field(default=15.0, gt=0)
-    requeue_grace_s: float = Field(default=30.0, ge=0)
-    # How long a worker keeps retrying a batch while Postgres is unreachable.
+    # A batch running longer than this ends its worker process (the solo pool enforces no Celery
+    # time limit), which frees the batch's lock so it is re-sent. Below visibility_timeout_s;
+    # keep it above db_retry_timeout_s plus the longest batch, or a Postgres outage ends workers.
+    task_time_limit_s: float = Field(default=900.0, gt=0)
+    # Reconciler: re-sends pending batches whose message is gone (consumed by a worker that
+    # died or failed, never sent, or wiped with the broker), every reconcile_interval_s, once
+    # requeue_grace_s has passed since the batch was last sent or claimed.
+    reconcile_interval_s: float = Field(default=5.0, gt=0)
+    requeue_grace_s: float = Field(default=10.0, ge=0)
+    # How long a worker keeps retrying a batch's transaction while Postgres is unreachable (or
+    # answers with a deadlock or serialization failure).
     db_retry_timeout_s: float = Field(default=300.0, gt=0)
 
     # Re-embedding migrations
@@ -73,6 +80,16 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".embedq")
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @model_validator(mode="after")
+    def _time_limit_below_visibility(self) -> Settings:
+        # Redis would hand a batch to a second worker while the first still runs it.
+        if self.task_time_limit_s >= self.visibility_timeout_s:
+            raise ValueError(
+                f"task_time_limit_s ({self.task_time_limit_s}) must be below "
+                f"visibility_timeout_s ({self.visibility_timeout_s})"
+            )
+        return self
 
     def require_database_url(self) -> str:
         """The database URL, or a clear error naming the variable to set."""

@@ -6,6 +6,7 @@ import re
 
 from pgvector.sqlalchemy import Vector
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     CheckConstraint,
     Column,
@@ -17,10 +18,12 @@ from sqlalchemy import (
     LargeBinary,
     MetaData,
     PrimaryKeyConstraint,
+    Sequence,
     Table,
     Text,
     UniqueConstraint,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 
@@ -89,11 +92,39 @@ job_items = Table(
     Column("unchanged", Boolean, nullable=False, server_default="false"),
     Column("error", Text),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # Submission order across all jobs: a vector row is only replaced by an item with a seq at
+    # least as high, so a late redelivery of an older submission never overwrites a newer one.
+    # NULL only on items finished before the column existed (they are never written again).
+    Column("seq", BigInteger, server_default=text("nextval('job_item_seq')")),
     PrimaryKeyConstraint("job_id", "item_index"),
     UniqueConstraint("job_id", "external_id", name="job_items_external_id_unique"),
     CheckConstraint(f"status IN {ITEM_STATUSES}", name="item_status_known"),
 )
 Index("job_items_batch", job_items.c.job_id, job_items.c.batch_no)
+job_item_seq = Sequence("job_item_seq", metadata=metadata, data_type=BigInteger)
+
+# What was sent when and claimed when, per batch: the reconciler re-sends from these facts
+# alone (embedq_core/batch_delivery.py owns every transition).
+job_batches = Table(
+    "job_batches",
+    metadata,
+    Column("job_id", UUID(as_uuid=True), ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    Column("batch_no", Integer, nullable=False),
+    Column("sends", Integer, nullable=False, server_default="0"),
+    # Never later than the publish of the batch's last message, so any claim of that message
+    # is at or after it.
+    Column("sent_at", DateTime(timezone=True)),
+    Column("claimed_at", DateTime(timezone=True)),
+    Column("claimed_by", Text),
+    # Set in the transaction that leaves the batch with no pending item.
+    Column("finished_at", DateTime(timezone=True)),
+    PrimaryKeyConstraint("job_id", "batch_no"),
+)
+Index(
+    "job_batches_unfinished",
+    job_batches.c.job_id,
+    postgresql_where=job_batches.c.finished_at.is_(None),
+)
 
 api_keys = Table(
     "api_keys",
@@ -183,6 +214,9 @@ def vector_table(collection: str, dimension: int) -> Table:
         Column("truncated", Boolean, nullable=False, server_default="false"),
         Column("job_id", UUID(as_uuid=True)),
         Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+        # The submission (job_items.seq) the row holds; only a newer or equal one replaces it.
+        # Rows written by anything else count as the oldest.
+        Column("seq", BigInteger, nullable=False, server_default="0"),
     )
     # Vectors are L2-normalised, so inner product ranks exactly as cosine and is cheaper.
     Index(

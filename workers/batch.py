@@ -1,136 +1,228 @@
-"""Processing one batch: claim its pending items, embed, write vectors, mark items done."""
+"""Processing one batch: claim its pending items, embed, write vectors, mark items done.
+
+One delivery is one claim, and one attempt. Transient database errors (connection loss,
+failover, deadlock, serialization failure) run the failed transaction again with the claim and
+the vectors already computed: they spend no attempt. A text the engine cannot embed fails
+alone. A write error fails the delivery with its reason on the items; the reconciler sends the
+batch again and that delivery writes item by item, so a poison item fails alone.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import psycopg
-from psycopg import sql
-from psycopg.types.json import Jsonb
 
+from workers.batch_lock import BatchBusy, BatchLock
 from workers.context import WorkerContext
+from workers.db_retry import is_transient
+from workers.embed_isolation import Embedded, TextEmbedder, embed_isolating
 from workers.engine.pooling import FloatArray
 from workers.job_state import (
     ClaimedBatch,
     ClaimedItem,
     claim_batch,
     finish_batch,
+    pending_ids,
     record_batch_error,
-    try_lock_batch,
-    unlock_batch,
 )
-from workers.writer import write_vectors
+from workers.write_plan import Action, decide
+from workers.writer import VectorRow, read_stored, refresh_unchanged, write_vectors
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class BatchOutcome:
-    """What one delivery of a batch did."""
+    """What one delivery of a batch did. `done` counts unchanged and superseded items too."""
 
     done: int
     failed: int
     unchanged: int = 0
+    superseded: int = 0
     skipped_reason: str | None = None
 
 
 def process_batch(ctx: WorkerContext, job_id: str, batch_no: int) -> BatchOutcome:
     """Embed and store one batch; safe to run again, or twice at once, for the same batch."""
-    conn = ctx.connection()
-    if not try_lock_batch(conn, job_id, batch_no):
-        # Another live worker holds it; if that worker dies its lock goes with its connection
-        # and the reconciler sends the batch again.
-        return BatchOutcome(0, 0, skipped_reason="batch is being processed by another worker")
+    lock = BatchLock(ctx, job_id, batch_no)
     try:
-        batch = claim_batch(conn, job_id, batch_no)
+        batch = lock.run(lambda conn: claim_batch(conn, job_id, batch_no, ctx.worker_name))
         if batch is None:
             return BatchOutcome(0, 0, skipped_reason="job not found")
         if not batch.items:
             return BatchOutcome(0, 0, skipped_reason="nothing pending (already done)")
         try:
-            return _embed_and_store(ctx, conn, batch)
-        except psycopg.OperationalError:
-            raise  # transient: the caller retries the whole batch
-        except Exception as exc:
-            # Leave the items pending with the reason; the attempt counter ends the retries.
-            with conn.transaction():
-                record_batch_error(conn, batch, f"{type(exc).__name__}: {exc}")
+            return _embed_and_store(ctx, lock, batch)
+        except BatchBusy:
             raise
+        except Exception as exc:
+            if not is_transient(exc):
+                # Leave the items pending with the reason: the reconciler sends the batch
+                # again, and the attempt counter ends the retries.
+                reason = f"{type(exc).__name__}: {exc}"
+                lock.run(lambda conn: _record_error(conn, batch, reason))
+            # Transient past db_retry_timeout_s: the claim is recorded, so the reconciler
+            # sends the batch again once Postgres answers.
+            raise
+    except BatchBusy:
+        # Its worker is alive; if it dies, its lock goes with its connection and the
+        # reconciler sends the batch again.
+        return BatchOutcome(0, 0, skipped_reason="batch is being processed by another worker")
     finally:
-        if not conn.closed and not conn.broken:
-            unlock_batch(conn, job_id, batch_no)
+        lock.release()
 
 
-def _embed_and_store(
-    ctx: WorkerContext, conn: psycopg.Connection[Any], batch: ClaimedBatch
-) -> BatchOutcome:
+def _record_error(conn: psycopg.Connection[Any], batch: ClaimedBatch, reason: str) -> None:
+    with conn.transaction():
+        record_batch_error(conn, batch, reason)
+
+
+def _embed_and_store(ctx: WorkerContext, lock: BatchLock, batch: ClaimedBatch) -> BatchOutcome:
     model_id = ctx.embedder.manifest.manifest_id
     if batch.manifest_id != model_id:
         # Never embed with another model than the collection's: fail loudly, per item.
         reason = f"worker serves {model_id}, collection needs {batch.manifest_id}"
-        with conn.transaction():
-            finish_batch(conn, batch, [], [], {i.external_id: reason for i in batch.items})
+        failures = {i.external_id: reason for i in batch.items}
+        lock.run(lambda conn: _fail_all(conn, batch, failures))
         return BatchOutcome(0, len(batch.items))
 
     max_attempts = ctx.settings.max_task_attempts
-    failures = {
+    gave_up = {
         item.external_id: f"gave up after {item.attempts - 1} attempts"
         + (f"; last error: {item.last_error}" if item.last_error else "")
         for item in batch.items
         if item.attempts > max_attempts
     }
-    candidates = [i for i in batch.items if i.external_id not in failures]
-    unchanged = _unchanged_ids(conn, batch, candidates, model_id)
-    live: list[ClaimedItem] = [i for i in candidates if i.external_id not in unchanged]
-    result = ctx.embedder.embed([item.text for item in live])
-    rows = [
-        (item.external_id, item.text, item.metadata, item.content_hash, truncated)
-        for item, truncated in zip(live, result.truncated, strict=True)
+    candidates = [i for i in batch.items if i.external_id not in gave_up]
+    # An unlocked read, only to skip embedding what will not be written; the write
+    # transaction decides again on locked rows.
+    stored = lock.run(
+        lambda conn: read_stored(
+            conn, batch.vector_table, [i.external_id for i in candidates], lock=False
+        )
+    )
+    to_embed = [
+        i
+        for i in candidates
+        if decide(i.seq, i.content_hash, stored.get(i.external_id), model_id) is Action.WRITE
     ]
-    # A batch that failed before is written item by item, so one poison item fails alone.
-    isolate = any(item.last_error for item in live)
+    embedded = embed_isolating(ctx.embedder, [(i.external_id, i.text) for i in to_embed])
+    outcome = lock.run(
+        lambda conn: _write_batch(
+            conn, ctx.embedder, batch, candidates, gave_up, embedded, model_id
+        )
+    )
+    log.info(
+        "job %s batch %d: %d embedded, %d unchanged, %d superseded, %d failed",
+        batch.job_id,
+        batch.batch_no,
+        outcome.done - outcome.unchanged - outcome.superseded,
+        outcome.unchanged,
+        outcome.superseded,
+        outcome.failed,
+    )
+    return outcome
+
+
+def _fail_all(conn: psycopg.Connection[Any], batch: ClaimedBatch, failures: dict[str, str]) -> None:
     with conn.transaction():
-        if rows and not isolate:
-            write_vectors(conn, batch.vector_table, model_id, batch.job_id, rows, result.vectors)
-        elif rows:
-            failures |= _write_isolated(conn, batch, model_id, rows, result.vectors)
-        if unchanged:
-            _refresh_unchanged(conn, batch, [i for i in candidates if i.external_id in unchanged])
+        finish_batch(conn, batch, [], [], failures)
+
+
+def _write_batch(
+    conn: psycopg.Connection[Any],
+    embedder: TextEmbedder,
+    batch: ClaimedBatch,
+    candidates: Sequence[ClaimedItem],
+    gave_up: dict[str, str],
+    embedded: Embedded,
+    model_id: str,
+) -> BatchOutcome:
+    """One transaction: decide on locked rows, write, refresh, finish. Safe to run again after a
+    transient error (it reads everything it decides from afresh)."""
+    with conn.transaction():
+        # Items another worker finished while this one was reconnecting without the lock drop out.
+        pending = pending_ids(conn, batch)
+        failures = {k: v for k, v in gave_up.items() if k in pending}
+        items = [i for i in candidates if i.external_id in pending]
+        stored = read_stored(conn, batch.vector_table, [i.external_id for i in items], lock=True)
+        actions = {
+            i.external_id: decide(i.seq, i.content_hash, stored.get(i.external_id), model_id)
+            for i in items
+        }
+        writes = [i for i in items if actions[i.external_id] is Action.WRITE]
+        unseen = [
+            (i.external_id, i.text)
+            for i in writes
+            if i.external_id not in embedded.vectors and i.external_id not in embedded.errors
+        ]
+        if unseen:
+            # The stored text changed since the unlocked read (rare): embed these now.
+            embedded.update(embed_isolating(embedder, unseen))
+        failures |= {
+            i.external_id: embedded.errors[i.external_id]
+            for i in writes
+            if i.external_id in embedded.errors
+        }
+        rows = [
+            _row(i, embedded.vectors[i.external_id][1])
+            for i in writes
+            if i.external_id not in failures
+        ]
+        written: set[str] = set()
+        if rows:
+            vectors = np.stack([embedded.vectors[r.external_id][0] for r in rows])
+            if any(i.last_error for i in items):
+                # This batch failed before: write item by item, so a poison item fails alone.
+                written, write_failures = _write_isolated(conn, batch, model_id, rows, vectors)
+                failures |= write_failures
+            else:
+                written = write_vectors(
+                    conn, batch.vector_table, model_id, batch.job_id, rows, vectors
+                )
+        unchanged = [_row(i, False) for i in items if actions[i.external_id] is Action.UNCHANGED]
+        refreshed = refresh_unchanged(conn, batch.vector_table, model_id, batch.job_id, unchanged)
+        done_ids = [i.external_id for i in items if i.external_id not in failures]
         finish_batch(
             conn,
             batch,
-            done_ids=[i.external_id for i in candidates if i.external_id not in failures],
-            truncated_ids=[r[0] for r in rows if r[4] and r[0] not in failures],
+            done_ids=done_ids,
+            truncated_ids=[r.external_id for r in rows if r.truncated and r.external_id in written],
             failures=failures,
-            unchanged_ids=sorted(unchanged),
+            unchanged_ids=sorted(refreshed),
         )
-    candidates = [i for i in candidates if i.external_id not in failures]
-    log.info(
-        "job %s batch %d: %d embedded, %d unchanged, %d failed",
-        batch.job_id,
-        batch.batch_no,
-        len(candidates) - len(unchanged),
-        len(unchanged),
-        len(failures),
+    # Superseded: a newer submission of the id was stored (seen under the lock, or landing
+    # between the lock and the upsert); the item is done and nothing was written.
+    superseded = len(done_ids) - len(written) - len(refreshed)
+    return BatchOutcome(len(done_ids), len(failures), len(refreshed), superseded)
+
+
+def _row(item: ClaimedItem, truncated: bool) -> VectorRow:
+    return VectorRow(
+        item.external_id, item.text, item.metadata, item.content_hash, truncated, item.seq
     )
-    return BatchOutcome(len(candidates), len(failures), len(unchanged))
 
 
 def _write_isolated(
     conn: psycopg.Connection[Any],
     batch: ClaimedBatch,
     model_id: str,
-    rows: list[tuple[str, str, dict[str, Any], bytes, bool]],
+    rows: list[VectorRow],
     vectors: FloatArray,
-) -> dict[str, str]:
-    """Write each row under its own savepoint; returns the rows that failed, with why."""
+) -> tuple[set[str], dict[str, str]]:
+    """Write each row under its own savepoint; returns the ids written and those that failed,
+    with why."""
+    written: set[str] = set()
     failures: dict[str, str] = {}
     for index, row in enumerate(rows):
         try:
             with conn.transaction():
-                write_vectors(
+                written |= write_vectors(
                     conn,
                     batch.vector_table,
                     model_id,
@@ -138,44 +230,8 @@ def _write_isolated(
                     [row],
                     vectors[index : index + 1],
                 )
-        except psycopg.OperationalError:
-            raise
         except psycopg.Error as exc:
-            failures[row[0]] = f"{type(exc).__name__}: {exc}".strip()[:2000]
-    return failures
-
-
-def _unchanged_ids(
-    conn: psycopg.Connection[Any],
-    batch: ClaimedBatch,
-    items: list[ClaimedItem],
-    model_id: str,
-) -> set[str]:
-    """Ids whose stored vector already comes from this text and this model."""
-    if not items:
-        return set()
-    rows = conn.execute(
-        sql.SQL(
-            "SELECT v.id FROM {} v JOIN unnest(%s::text[], %s::bytea[]) AS n(id, content_hash)"
-            " ON v.id = n.id AND v.content_hash = n.content_hash WHERE v.manifest_id = %s"
-        ).format(sql.Identifier(batch.vector_table)),
-        ([i.external_id for i in items], [i.content_hash for i in items], model_id),
-    ).fetchall()
-    return {r[0] for r in rows}
-
-
-def _refresh_unchanged(
-    conn: psycopg.Connection[Any], batch: ClaimedBatch, items: list[ClaimedItem]
-) -> None:
-    """Same text, same model: keep the vector, take the new metadata."""
-    conn.execute(
-        sql.SQL(
-            "UPDATE {} v SET metadata = n.metadata, job_id = %s, updated_at = now()"
-            " FROM unnest(%s::text[], %s::jsonb[]) AS n(id, metadata) WHERE v.id = n.id"
-        ).format(sql.Identifier(batch.vector_table)),
-        (
-            batch.job_id,
-            [i.external_id for i in items],
-            [Jsonb(i.metadata) for i in items],
-        ),
-    )
+            if is_transient(exc):
+                raise  # the whole transaction runs again
+            failures[row.external_id] = f"{type(exc).__name__}: {exc}".strip()[:2000]
+    return written, failures

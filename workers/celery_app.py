@@ -3,20 +3,10 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
-import psycopg
 from celery import Celery
-from tenacity import (
-    Retrying,
-    before_sleep_log,
-    retry_if_exception_type,
-    stop_after_delay,
-    wait_exponential,
-)
 
 from embedq_core.queueing import (
     EMBED_BATCH_TASK,
@@ -29,10 +19,11 @@ from embedq_core.queueing import (
 from migrations.reembed.backfill import StepOptions, run_step
 from workers.batch import process_batch
 from workers.context import WorkerContext
+from workers.db_retry import with_db_retry
+from workers.watchdog import time_limit
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
 # A re-embedding step waits this long when live jobs are queued for the same model.
 YIELD_TO_LIVE_S = 1.0
 
@@ -48,19 +39,6 @@ class EmbedderSource:
         return self._embedder.embed(texts).vectors
 
 
-def with_db_retry(ctx: WorkerContext, fn: Callable[[], T]) -> T:
-    """Run fn, retrying with backoff while Postgres is unreachable (each unit of work is one
-    transaction, so a retry starts clean)."""
-    retrying = Retrying(
-        retry=retry_if_exception_type(psycopg.OperationalError),
-        wait=wait_exponential(multiplier=0.5, max=5),
-        stop=stop_after_delay(ctx.settings.db_retry_timeout_s),
-        before_sleep=before_sleep_log(log, logging.WARNING),
-        reraise=True,
-    )
-    return retrying(fn)
-
-
 def build_worker_app(ctx: WorkerContext) -> Celery:
     """A Celery app whose tasks use the already-loaded model in ctx."""
     app = make_celery(ctx.settings)
@@ -72,7 +50,9 @@ def build_worker_app(ctx: WorkerContext) -> Celery:
 
     @app.task(name=EMBED_BATCH_TASK)  # type: ignore[untyped-decorator]
     def embed_batch(job_id: str, batch_no: int) -> dict[str, int | str | None]:
-        outcome = with_db_retry(ctx, lambda: process_batch(ctx, job_id, batch_no))
+        # Celery's own time limits are not enforced by the solo pool: see workers/watchdog.py.
+        with time_limit(ctx.settings.task_time_limit_s, f"job {job_id} batch {batch_no}"):
+            outcome = process_batch(ctx, job_id, batch_no)
         return {"done": outcome.done, "failed": outcome.failed, "skipped": outcome.skipped_reason}
 
     @app.task(name=REEMBED_STEP_TASK)  # type: ignore[untyped-decorator]
@@ -89,7 +69,7 @@ def build_worker_app(ctx: WorkerContext) -> Celery:
             resend(YIELD_TO_LIVE_S)  # live jobs first: this chunk waits its turn
             return "yielded to live jobs"
         result = with_db_retry(
-            ctx,
+            ctx.settings,
             lambda: run_step(ctx.connection(), source, name, token, step_options),
         )
         if result.next_delay_s is not None:

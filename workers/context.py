@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
 from typing import Any
 
 import psycopg
@@ -16,6 +18,11 @@ from workers.engine import Embedder, EngineConfig
 
 log = logging.getLogger(__name__)
 
+# While a query runs, Postgres checks this often that the client is still there. A worker that
+# dies (or is ended by its watchdog) mid-query then loses its session, and with it the batch's
+# advisory lock, within seconds instead of when the query would have ended (a lock wait: never).
+CLIENT_CHECK_INTERVAL = "2s"
+
 
 class WorkerContext:
     """Holds the model (loaded and warmed once) and one reconnecting database connection."""
@@ -25,6 +32,8 @@ class WorkerContext:
         self.embedder = embedder
         self._conn: psycopg.Connection[Any] | None = None
         self._redis: redis.Redis | None = None
+        # Recorded with each claim and shown in pg_stat_activity: which process holds a batch.
+        self.worker_name = f"{socket.gethostname()}:{os.getpid()}"
 
     @classmethod
     def load(cls, settings: Settings) -> WorkerContext:
@@ -42,7 +51,13 @@ class WorkerContext:
             if self._conn is not None:
                 log.warning("database connection lost; reconnecting")
             self._conn = psycopg.connect(
-                libpq_url(self.settings.require_database_url()), autocommit=True
+                libpq_url(self.settings.require_database_url()),
+                autocommit=True,
+                application_name=f"embedq-worker {self.worker_name}"[:63],
+            )
+            self._conn.execute(
+                "SELECT set_config('client_connection_check_interval', %s, false)",
+                (CLIENT_CHECK_INTERVAL,),
             )
             register_vector(self._conn)
         return self._conn

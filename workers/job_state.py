@@ -11,6 +11,8 @@ from typing import Any
 
 import psycopg
 
+from embedq_core.batch_delivery import record_claimed, record_finished
+
 
 @dataclass(frozen=True)
 class ClaimedItem:
@@ -22,6 +24,8 @@ class ClaimedItem:
     content_hash: bytes
     attempts: int
     last_error: str | None
+    # Submission order (job_items.seq): the vector row only takes an item at least this new.
+    seq: int
 
 
 @dataclass(frozen=True)
@@ -36,9 +40,12 @@ class ClaimedBatch:
     items: list[ClaimedItem]
 
 
-def claim_batch(conn: psycopg.Connection[Any], job_id: str, batch_no: int) -> ClaimedBatch | None:
-    """Count an attempt on the batch's pending items and return them (committed at once, so a
-    worker killed mid-batch still leaves the attempt recorded). None if the job is unknown."""
+def claim_batch(
+    conn: psycopg.Connection[Any], job_id: str, batch_no: int, worker: str
+) -> ClaimedBatch | None:
+    """Count an attempt on the batch's pending items, record the claim, and return them
+    (committed at once, so a worker killed mid-batch still leaves the attempt and the claim
+    recorded). None if the job is unknown."""
     with conn.transaction():
         job = conn.execute(
             """
@@ -57,12 +64,15 @@ def claim_batch(conn: psycopg.Connection[Any], job_id: str, batch_no: int) -> Cl
             """
             UPDATE job_items SET attempts = attempts + 1, updated_at = now()
             WHERE job_id = %s AND batch_no = %s AND status = 'pending'
-            RETURNING external_id, text, metadata, content_hash, attempts, item_index, error
+            RETURNING external_id, text, metadata, content_hash, attempts, item_index, error,
+                      coalesce(seq, 0)
             """,
             (job_id, batch_no),
         ).fetchall()
+        if rows:
+            record_claimed(conn, job_id, batch_no, worker)
     rows.sort(key=lambda r: r[5])
-    items = [ClaimedItem(r[0], r[1], r[2], bytes(r[3]), r[4], r[6]) for r in rows]
+    items = [ClaimedItem(r[0], r[1], r[2], bytes(r[3]), r[4], r[6], r[7]) for r in rows]
     return ClaimedBatch(uuid.UUID(job_id), batch_no, job[0], job[1], job[2], items)
 
 
@@ -82,6 +92,17 @@ def unlock_batch(conn: psycopg.Connection[Any], job_id: str, batch_no: int) -> N
     conn.execute(UNLOCK_BATCH_SQL, (job_id, batch_no))
 
 
+def pending_ids(conn: psycopg.Connection[Any], batch: ClaimedBatch) -> set[str]:
+    """The batch's items still pending now (another worker may have finished some while this
+    one was reconnecting without the batch's lock)."""
+    rows = conn.execute(
+        "SELECT external_id FROM job_items"
+        " WHERE job_id = %s AND batch_no = %s AND status = 'pending'",
+        (batch.job_id, batch.batch_no),
+    ).fetchall()
+    return {r[0] for r in rows}
+
+
 def record_batch_error(conn: psycopg.Connection[Any], batch: ClaimedBatch, error: str) -> None:
     """Note the last error on the batch's pending items; they stay pending for a retry."""
     conn.execute(
@@ -99,7 +120,8 @@ def finish_batch(
     failures: dict[str, str],
     unchanged_ids: list[str] | None = None,
 ) -> None:
-    """Mark items done or failed and roll the counts into the job, in the caller's transaction.
+    """Mark items done or failed, close the batch's delivery record if nothing is left pending,
+    and roll the counts into the job, in the caller's transaction.
 
     Only items still pending change, and the job counters move by exactly that many, so
     running this twice for the same batch is harmless.
@@ -123,6 +145,7 @@ def finish_batch(
             """,
             (list(failures), list(failures.values()), batch.job_id, batch.batch_no),
         ).rowcount
+    record_finished(conn, batch.job_id, batch.batch_no)
     # One statement, so concurrent batches of the same job serialise on the row lock and the
     # last one to finish sees the full counts.
     conn.execute(

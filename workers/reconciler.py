@@ -1,10 +1,13 @@
-"""Finds pending batches whose messages Redis no longer holds and sends them again.
+"""Finds pending batches whose message is gone and sends them again, from what Postgres knows.
 
 Postgres is the source of truth; Redis can lose messages (restart without persistence, a
-flushed database, eviction, a worker killed while holding one). A batch is re-sent when its
-job is unfinished, the batch has pending items, no live worker holds its lock, and either the
-broker was wiped (the epoch key is gone) or its model's queue is empty and the job was last
-enqueued longer than the grace period ago. Duplicates are harmless: processing is idempotent.
+flushed database, eviction), and a consumed message can leave its batch pending (a killed or
+hung worker, a delivery that failed and that Celery acked). Every batch's sends and claims are
+recorded in job_batches (embedq_core/batch_delivery.py); a pending batch that no live worker
+holds is re-sent when the broker was wiped, when it was never sent, or when its last claim is
+at or after its last send, once requeue_grace_s has passed: whatever the queue depth. Re-sent
+batches go at the front of their queue, so recovery takes a few reconcile intervals, not the
+time the backlog takes to drain. Duplicates are harmless: processing is idempotent.
 """
 
 from __future__ import annotations
@@ -16,10 +19,12 @@ from typing import Any
 
 import psycopg
 
+from embedq_core.batch_delivery import adopt_unrecorded_jobs, lost_batches, record_resent
 from embedq_core.db import libpq_url
 from embedq_core.queueing import (
     EMBED_BATCH_TASK,
     REEMBED_STEP_TASK,
+    RESEND_PRIORITY,
     embed_queue,
     make_celery,
     make_redis,
@@ -34,15 +39,6 @@ log = logging.getLogger(__name__)
 
 RECONCILER_LOCK_ID = 0x656D6271  # one reconciler at a time across the fleet
 BROKER_EPOCH_KEY = "embedq:broker-epoch"
-
-PENDING_BATCHES_SQL = """
-SELECT j.id::text, j.manifest_id, i.batch_no,
-       coalesce(j.enqueued_at, j.created_at) < now() - make_interval(secs => %s) AS stale
-FROM jobs j JOIN job_items i ON i.job_id = j.id AND i.status = 'pending'
-WHERE j.finished_at IS NULL
-GROUP BY j.id, j.manifest_id, i.batch_no, j.enqueued_at, j.created_at
-ORDER BY j.created_at, i.batch_no
-"""
 
 
 class Reconciler:
@@ -72,25 +68,28 @@ class Reconciler:
             ).fetchone()
             if not (locked and locked[0]):
                 return 0
-            # SET NX succeeds only if the key is missing: a new, restarted or flushed broker.
-            broker_wiped = bool(self._redis.set(BROKER_EPOCH_KEY, "1", nx=True))
-            rows = conn.execute(PENDING_BATCHES_SQL, (self._settings.requeue_grace_s,)).fetchall()
-            depth: dict[str, int] = {}
+            # The key is missing on a new, restarted or flushed broker. It is set again only
+            # once this pass has committed, so a pass that fails still leaves the wipe seen.
+            broker_wiped = not self._redis.exists(BROKER_EPOCH_KEY)
+            adopt_unrecorded_jobs(conn)
             resend: dict[tuple[str, str], list[int]] = defaultdict(list)
-            for job_id, manifest_id, batch_no, stale in rows:
-                queue = embed_queue(manifest_id)
-                if queue not in depth:
-                    depth[queue] = queue_depth(self._redis, queue)
-                lost = broker_wiped or (depth[queue] == 0 and stale)
-                if lost and self._batch_is_free(conn, job_id, batch_no):
-                    resend[(job_id, manifest_id)].append(batch_no)
+            for batch in lost_batches(conn, self._settings.requeue_grace_s, broker_wiped):
+                if self._batch_is_free(conn, batch.job_id, batch.batch_no):
+                    resend[(batch.job_id, batch.manifest_id)].append(batch.batch_no)
             for (job_id, manifest_id), batch_nos in resend.items():
+                # Recorded in this transaction, whose start precedes the publish: a claim of
+                # these messages is always at or after the send it records.
+                record_resent(conn, job_id, batch_nos)
                 for batch_no in batch_nos:
                     self._celery.send_task(
-                        EMBED_BATCH_TASK, args=[job_id, batch_no], queue=embed_queue(manifest_id)
+                        EMBED_BATCH_TASK,
+                        args=[job_id, batch_no],
+                        queue=embed_queue(manifest_id),
+                        priority=RESEND_PRIORITY,
                     )
-                conn.execute("UPDATE jobs SET enqueued_at = now() WHERE id = %s", (job_id,))
             sent_steps = self._resend_migration_steps(conn, broker_wiped)
+        if broker_wiped:
+            self._redis.set(BROKER_EPOCH_KEY, "1")
         sent = sum(len(b) for b in resend.values()) + sent_steps
         if sent:
             log.warning(

@@ -1,9 +1,16 @@
-"""Writing vectors to pgvector: binary COPY into a staging table, then one upsert."""
+"""Writing vectors to pgvector: binary COPY into a staging table, then one upsert.
+
+Every write is guarded by submission order: a row only takes an item whose seq is at least the
+row's, so a late redelivery of an older submission never overwrites a newer one. Rows are
+locked and written in id order, so two batches sharing ids wait for each other instead of
+deadlocking.
+"""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -17,16 +24,53 @@ from embedq_core.staging import copy_to_stage
 STAGE_TABLE = "embedq_stage"
 
 
+@dataclass(frozen=True)
+class VectorRow:
+    """One item to store, with what its vector row records besides the vector."""
+
+    external_id: str
+    text: str
+    metadata: dict[str, Any]
+    content_hash: bytes
+    truncated: bool
+    seq: int
+
+
+@dataclass(frozen=True)
+class StoredRow:
+    """What the vectors table holds for an id, as far as deciding a write needs."""
+
+    seq: int
+    content_hash: bytes
+    manifest_id: str
+
+
+def read_stored(
+    conn: psycopg.Connection[Any], vector_table: str, ids: Sequence[str], lock: bool
+) -> dict[str, StoredRow]:
+    """The stored rows of ids; with lock, locked FOR UPDATE in id order until the caller's
+    transaction ends, so what is decided from them still holds when the writes run."""
+    if not ids:
+        return {}
+    query = sql.SQL(
+        "SELECT id, seq, content_hash, manifest_id FROM {} WHERE id = ANY(%s) ORDER BY id"
+    ).format(sql.Identifier(vector_table))
+    if lock:
+        query += sql.SQL(" FOR UPDATE")
+    rows = conn.execute(query, (list(ids),)).fetchall()
+    return {r[0]: StoredRow(r[1], bytes(r[2]), r[3]) for r in rows}
+
+
 def write_vectors(
     conn: psycopg.Connection[Any],
     vector_table: str,
     manifest_id: str,
     job_id: uuid.UUID,
-    rows: Sequence[tuple[str, str, dict[str, Any], bytes, bool]],
+    rows: Sequence[VectorRow],
     vectors: npt.NDArray[np.float32],
-) -> int:
-    """Upsert (external_id, text, metadata, content_hash, truncated) rows with their vectors,
-    keyed by external id, in the caller's transaction. Returns rows written."""
+) -> set[str]:
+    """Upsert rows with their vectors, keyed by external id, in the caller's transaction.
+    Returns the ids written; an id missing from it holds a newer submission, left as it is."""
     copy_to_stage(
         conn,
         STAGE_TABLE,
@@ -37,30 +81,65 @@ def write_vectors(
             ("embedding", "vector"),
             ("content_hash", "bytea"),
             ("truncated", "bool"),
+            ("seq", "int8"),
         ],
         (
-            (external_id, text, Jsonb(metadata), vector, digest, truncated)
-            for (external_id, text, metadata, digest, truncated), vector in zip(
-                rows, vectors, strict=True
-            )
+            (r.external_id, r.text, Jsonb(r.metadata), vector, r.content_hash, r.truncated, r.seq)
+            for r, vector in zip(rows, vectors, strict=True)
         ),
     )
-    with conn.cursor() as cur:
-        cur.execute(
-            sql.SQL(
-                """
-                INSERT INTO {table} AS v (id, text, metadata, embedding, manifest_id,
-                                          content_hash, truncated, job_id, updated_at)
-                SELECT s.id, s.text, s.metadata, s.embedding, %s, s.content_hash, s.truncated,
-                       %s, now()
-                FROM {stage} s
-                ON CONFLICT (id) DO UPDATE SET
-                    text = EXCLUDED.text, metadata = EXCLUDED.metadata,
-                    embedding = EXCLUDED.embedding, manifest_id = EXCLUDED.manifest_id,
-                    content_hash = EXCLUDED.content_hash, truncated = EXCLUDED.truncated,
-                    job_id = EXCLUDED.job_id, updated_at = now()
-                """
-            ).format(table=sql.Identifier(vector_table), stage=sql.Identifier(STAGE_TABLE)),
-            (manifest_id, job_id),
-        )
-        return cur.rowcount
+    written = conn.execute(
+        sql.SQL(
+            """
+            INSERT INTO {table} AS v (id, text, metadata, embedding, manifest_id,
+                                      content_hash, truncated, job_id, seq, updated_at)
+            SELECT s.id, s.text, s.metadata, s.embedding, %s, s.content_hash, s.truncated,
+                   %s, s.seq, now()
+            FROM {stage} s ORDER BY s.id
+            ON CONFLICT (id) DO UPDATE SET
+                text = EXCLUDED.text, metadata = EXCLUDED.metadata,
+                embedding = EXCLUDED.embedding, manifest_id = EXCLUDED.manifest_id,
+                content_hash = EXCLUDED.content_hash, truncated = EXCLUDED.truncated,
+                job_id = EXCLUDED.job_id, seq = EXCLUDED.seq, updated_at = now()
+            WHERE v.seq <= EXCLUDED.seq
+            RETURNING v.id
+            """
+        ).format(table=sql.Identifier(vector_table), stage=sql.Identifier(STAGE_TABLE)),
+        (manifest_id, job_id),
+    ).fetchall()
+    return {r[0] for r in written}
+
+
+def refresh_unchanged(
+    conn: psycopg.Connection[Any],
+    vector_table: str,
+    manifest_id: str,
+    job_id: uuid.UUID,
+    rows: Sequence[VectorRow],
+) -> set[str]:
+    """Same text, same model: keep the vector, take the newer submission's metadata. Returns
+    the ids updated (a row holding another text, model or a newer submission is left alone)."""
+    if not rows:
+        return set()
+    ordered = sorted(rows, key=lambda r: r.external_id)
+    updated = conn.execute(
+        sql.SQL(
+            """
+            UPDATE {} v SET metadata = n.metadata, job_id = %s, seq = n.seq, updated_at = now()
+            FROM unnest(%s::text[], %s::jsonb[], %s::int8[], %s::bytea[])
+                 AS n(id, metadata, seq, content_hash)
+            WHERE v.id = n.id AND v.seq <= n.seq AND v.content_hash = n.content_hash
+              AND v.manifest_id = %s
+            RETURNING v.id
+            """
+        ).format(sql.Identifier(vector_table)),
+        (
+            job_id,
+            [r.external_id for r in ordered],
+            [Jsonb(r.metadata) for r in ordered],
+            [r.seq for r in ordered],
+            [r.content_hash for r in ordered],
+            manifest_id,
+        ),
+    ).fetchall()
+    return {r[0] for r in updated}

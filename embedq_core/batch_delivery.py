@@ -1,0 +1,137 @@
+"""Each batch's delivery record (job_batches) and the rule that finds lost batches.
+
+This module owns every transition of a batch's delivery, whoever makes it:
+
+- created with its job, never sent (the API, in the job's transaction);
+- sent: `sends` + 1 and `sent_at`, dated no later than the publish of the message (the API
+  dates its first send at the job's creation; the reconciler dates a re-send at the start of
+  the transaction that publishes it), so a claim of that message is always at or after it;
+- claimed: `claimed_at`, `claimed_by`, in the worker's claim transaction;
+- finished: `finished_at`, in the transaction that leaves the batch without pending items.
+
+A pending batch is lost, and sent again, when no live worker holds its advisory lock (the
+caller checks) and either the broker was wiped, or it was never sent, or its last claim is at
+or after its last send (the message was consumed, yet the batch is still pending: the worker
+died, a delivery failed and Celery acked it, a hung worker was ended), once `grace_s` has passed
+since the last of these events. Nothing here guesses what a queue holds.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+
+# Jobs recorded by an API older than this table (a rolling upgrade) get their rows here, with
+# what job_items says about claims; the same statement as the 0004 schema migration's backfill.
+_ADOPT_UNRECORDED_SQL = """
+INSERT INTO job_batches (job_id, batch_no, sends, sent_at, claimed_at)
+SELECT i.job_id, i.batch_no, (j.enqueued_at IS NOT NULL)::int,
+       least(j.enqueued_at, max(i.updated_at) FILTER (WHERE i.attempts > 0)),
+       max(i.updated_at) FILTER (WHERE i.attempts > 0)
+FROM jobs j JOIN job_items i ON i.job_id = j.id
+WHERE j.finished_at IS NULL
+  AND NOT EXISTS (SELECT 1 FROM job_batches b WHERE b.job_id = j.id)
+GROUP BY i.job_id, i.batch_no, j.enqueued_at
+ON CONFLICT DO NOTHING
+"""
+
+_LOST_BATCHES_SQL = """
+SELECT b.job_id::text, j.manifest_id, b.batch_no
+FROM job_batches b JOIN jobs j ON j.id = b.job_id
+WHERE b.finished_at IS NULL AND j.finished_at IS NULL
+  AND (%(broker_wiped)s
+       OR ((b.sent_at IS NULL OR b.claimed_at >= b.sent_at)
+           AND greatest(b.sent_at, b.claimed_at, j.created_at)
+               < now() - make_interval(secs => %(grace_s)s)))
+  AND EXISTS (SELECT 1 FROM job_items i
+              WHERE i.job_id = b.job_id AND i.batch_no = b.batch_no AND i.status = 'pending')
+ORDER BY j.created_at, b.batch_no
+"""
+
+
+@dataclass(frozen=True)
+class LostBatch:
+    """A pending batch whose message is gone, by what Postgres knows."""
+
+    job_id: str
+    manifest_id: str
+    batch_no: int
+
+
+def record_created(conn: psycopg.Connection[Any], job_id: uuid.UUID, batches: int) -> None:
+    """A new job's batches, not sent yet; in the transaction that records the job."""
+    conn.execute(
+        "INSERT INTO job_batches (job_id, batch_no) SELECT %s, n FROM generate_series(0, %s) n",
+        (job_id, batches - 1),
+    )
+
+
+def record_enqueued(conn: psycopg.Connection[Any], job_id: uuid.UUID) -> None:
+    """The API published every batch of a new job. The send is dated at the job's creation,
+    which precedes the publish; a re-send already recorded keeps its own, later, date."""
+    conn.execute(
+        """
+        UPDATE job_batches b SET sends = b.sends + 1, sent_at = coalesce(b.sent_at, j.created_at)
+        FROM jobs j WHERE j.id = b.job_id AND b.job_id = %s
+        """,
+        (job_id,),
+    )
+    # Older reconcilers (a rolling upgrade) still read the job-level stamp.
+    conn.execute("UPDATE jobs SET enqueued_at = now() WHERE id = %s", (job_id,))
+
+
+def record_resent(conn: psycopg.Connection[Any], job_id: str, batch_nos: list[int]) -> None:
+    """The reconciler is publishing these batches again, in this transaction (whose start,
+    now(), precedes the publish)."""
+    conn.execute(
+        "UPDATE job_batches SET sends = sends + 1, sent_at = now()"
+        " WHERE job_id = %s AND batch_no = ANY(%s)",
+        (job_id, batch_nos),
+    )
+    conn.execute("UPDATE jobs SET enqueued_at = now() WHERE id = %s", (job_id,))
+
+
+def record_claimed(conn: psycopg.Connection[Any], job_id: str, batch_no: int, worker: str) -> None:
+    """A worker took the batch's pending items, in its claim transaction. An upsert, so a job
+    recorded by an older API gets its row here."""
+    conn.execute(
+        """
+        INSERT INTO job_batches AS b (job_id, batch_no, claimed_at, claimed_by)
+        VALUES (%s, %s, now(), %s)
+        ON CONFLICT (job_id, batch_no)
+        DO UPDATE SET claimed_at = now(), claimed_by = EXCLUDED.claimed_by
+        """,
+        (job_id, batch_no, worker),
+    )
+
+
+def record_finished(conn: psycopg.Connection[Any], job_id: uuid.UUID, batch_no: int) -> None:
+    """Close the batch if none of its items is pending, in the transaction that finished them."""
+    conn.execute(
+        """
+        UPDATE job_batches b SET finished_at = now()
+        WHERE b.job_id = %(job)s AND b.batch_no = %(batch)s AND b.finished_at IS NULL
+          AND NOT EXISTS (SELECT 1 FROM job_items i WHERE i.job_id = %(job)s
+                          AND i.batch_no = %(batch)s AND i.status = 'pending')
+        """,
+        {"job": job_id, "batch": batch_no},
+    )
+
+
+def adopt_unrecorded_jobs(conn: psycopg.Connection[Any]) -> int:
+    """Give delivery records to unfinished jobs that have none (recorded by an older API)."""
+    return conn.execute(_ADOPT_UNRECORDED_SQL).rowcount
+
+
+def lost_batches(
+    conn: psycopg.Connection[Any], grace_s: float, broker_wiped: bool
+) -> list[LostBatch]:
+    """Pending batches to send again, oldest job first, before checking their locks (see the
+    module docstring for the rule)."""
+    rows = conn.execute(
+        _LOST_BATCHES_SQL, {"grace_s": grace_s, "broker_wiped": broker_wiped}
+    ).fetchall()
+    return [LostBatch(r[0], r[1], r[2]) for r in rows]

@@ -1,0 +1,50 @@
+"""A text the engine cannot embed fails alone, with its reason; the others get their vectors."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from workers.embed_isolation import embed_isolating
+from workers.engine import EmbedResult
+
+
+class StubEmbedder:
+    """Embeds each text as [len(text), 1]; any call that includes a text with "💥" raises,
+    the way an engine error on one input fails the whole call."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+
+    def embed(self, texts: list[str]) -> EmbedResult:
+        self.calls.append(texts)
+        if any("💥" in t for t in texts):
+            raise RuntimeError("engine rejected input")
+        vectors = np.array([[len(t), 1.0] for t in texts], dtype=np.float32)
+        return EmbedResult(vectors, [len(t) > 5 for t in texts], [len(t) for t in texts])
+
+
+def test_one_call_when_every_text_embeds() -> None:
+    embedder = StubEmbedder()
+    out = embed_isolating(embedder, [("a", "abc"), ("b", "abcdefg")])
+    assert len(embedder.calls) == 1
+    assert out.errors == {}
+    assert out.vectors["a"][0].tolist() == [3.0, 1.0] and out.vectors["a"][1] is False
+    assert out.vectors["b"][0].tolist() == [7.0, 1.0] and out.vectors["b"][1] is True
+
+
+def test_a_failing_text_fails_alone_with_its_reason() -> None:
+    embedder = StubEmbedder()
+    out = embed_isolating(embedder, [("a", "abc"), ("bad", "x💥"), ("c", "hello")])
+    assert set(out.vectors) == {"a", "c"}
+    assert out.vectors["c"][0].tolist() == [5.0, 1.0]
+    assert set(out.errors) == {"bad"}
+    assert "RuntimeError: engine rejected input" in out.errors["bad"]
+    # The whole batch once, then each text on its own.
+    assert embedder.calls[0] == ["abc", "x💥", "hello"]
+    assert sorted(map(tuple, embedder.calls[1:])) == [("abc",), ("hello",), ("x💥",)]
+
+
+def test_nothing_to_embed_calls_nothing() -> None:
+    embedder = StubEmbedder()
+    assert embed_isolating(embedder, []).vectors == {}
+    assert embedder.calls == []

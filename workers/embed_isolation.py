@@ -1,0 +1,66 @@
+"""Embedding a batch so that one text the engine cannot embed fails alone, with its reason."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from workers.engine import EmbedResult
+
+log = logging.getLogger(__name__)
+
+
+class TextEmbedder(Protocol):
+    """What this module needs of the engine."""
+
+    def embed(self, texts: list[str]) -> EmbedResult:
+        """Vectors and truncation flags for texts, in order."""
+        raise NotImplementedError
+
+
+@dataclass
+class Embedded:
+    """Vectors (with truncation flags) by id, and the ids that could not be embedded."""
+
+    vectors: dict[str, tuple[npt.NDArray[np.float32], bool]] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+
+    def update(self, other: Embedded) -> None:
+        """Take in the results of another call."""
+        self.vectors |= other.vectors
+        self.errors |= other.errors
+
+
+def embed_isolating(embedder: TextEmbedder, items: Sequence[tuple[str, str]]) -> Embedded:
+    """Embed (id, text) pairs in one call; if that call fails, embed them one by one, so only
+    the texts that fail on their own are reported, each with its error."""
+    if not items:
+        return Embedded()
+    try:
+        return _collect(items, embedder.embed([text for _, text in items]))
+    except Exception as exc:
+        if len(items) == 1:
+            return Embedded(errors={items[0][0]: _reason(exc)})
+        log.warning("embedding %d texts failed (%s); embedding them one by one", len(items), exc)
+    out = Embedded()
+    for item in items:
+        out.update(embed_isolating(embedder, [item]))
+    return out
+
+
+def _collect(items: Sequence[tuple[str, str]], result: EmbedResult) -> Embedded:
+    return Embedded(
+        vectors={
+            external_id: (result.vectors[index], result.truncated[index])
+            for index, (external_id, _) in enumerate(items)
+        }
+    )
+
+
+def _reason(exc: BaseException) -> str:
+    return f"embedding failed: {type(exc).__name__}: {exc}".strip()[:2000]
