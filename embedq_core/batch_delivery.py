@@ -13,7 +13,9 @@ A pending batch is lost, and sent again, when no live worker holds its advisory 
 caller checks) and either the broker was wiped, or it was never sent, or its last claim is at
 or after its last send (the message was consumed, yet the batch is still pending: the worker
 died, a delivery failed and Celery acked it, a hung worker was ended), once `grace_s` has passed
-since the last of these events. Nothing here guesses what a queue holds.
+since the last of these events. Nothing here guesses what a queue holds; one backstop is
+presumed from age alone: a send that no worker claimed within `unclaimed_s` (the visibility
+timeout) is taken as lost on its own (evicted, say), and costs a duplicate if it was not.
 """
 
 from __future__ import annotations
@@ -45,7 +47,9 @@ WHERE b.finished_at IS NULL AND j.finished_at IS NULL
   AND (%(broker_wiped)s
        OR ((b.sent_at IS NULL OR b.claimed_at >= b.sent_at)
            AND greatest(b.sent_at, b.claimed_at, j.created_at)
-               < now() - make_interval(secs => %(grace_s)s)))
+               < now() - make_interval(secs => %(grace_s)s))
+       OR (b.sent_at < now() - make_interval(secs => %(unclaimed_s)s)
+           AND (b.claimed_at IS NULL OR b.claimed_at < b.sent_at)))
   AND EXISTS (SELECT 1 FROM job_items i
               WHERE i.job_id = b.job_id AND i.batch_no = b.batch_no AND i.status = 'pending')
 ORDER BY j.created_at, b.batch_no
@@ -127,11 +131,12 @@ def adopt_unrecorded_jobs(conn: psycopg.Connection[Any]) -> int:
 
 
 def lost_batches(
-    conn: psycopg.Connection[Any], grace_s: float, broker_wiped: bool
+    conn: psycopg.Connection[Any], grace_s: float, unclaimed_s: float, broker_wiped: bool
 ) -> list[LostBatch]:
     """Pending batches to send again, oldest job first, before checking their locks (see the
     module docstring for the rule)."""
     rows = conn.execute(
-        _LOST_BATCHES_SQL, {"grace_s": grace_s, "broker_wiped": broker_wiped}
+        _LOST_BATCHES_SQL,
+        {"grace_s": grace_s, "unclaimed_s": unclaimed_s, "broker_wiped": broker_wiped},
     ).fetchall()
     return [LostBatch(r[0], r[1], r[2]) for r in rows]

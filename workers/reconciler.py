@@ -5,7 +5,8 @@ flushed database, eviction), and a consumed message can leave its batch pending 
 hung worker, a delivery that failed and that Celery acked). Every batch's sends and claims are
 recorded in job_batches (embedq_core/batch_delivery.py); a pending batch that no live worker
 holds is re-sent when the broker was wiped, when it was never sent, or when its last claim is
-at or after its last send, once requeue_grace_s has passed: whatever the queue depth. Re-sent
+at or after its last send, once requeue_grace_s has passed: whatever the queue depth (and,
+as a backstop, when a send went unclaimed for visibility_timeout_s). Re-sent
 batches go at the front of their queue, so recovery takes a few reconcile intervals, not the
 time the backlog takes to drain. Duplicates are harmless: processing is idempotent.
 """
@@ -73,7 +74,13 @@ class Reconciler:
             broker_wiped = not self._redis.exists(BROKER_EPOCH_KEY)
             adopt_unrecorded_jobs(conn)
             resend: dict[tuple[str, str], list[int]] = defaultdict(list)
-            for batch in lost_batches(conn, self._settings.requeue_grace_s, broker_wiped):
+            lost = lost_batches(
+                conn,
+                grace_s=self._settings.requeue_grace_s,
+                unclaimed_s=self._settings.visibility_timeout_s,
+                broker_wiped=broker_wiped,
+            )
+            for batch in lost:
                 if self._batch_is_free(conn, batch.job_id, batch.batch_no):
                     resend[(batch.job_id, batch.manifest_id)].append(batch.batch_no)
             for (job_id, manifest_id), batch_nos in resend.items():

@@ -111,9 +111,12 @@ def test_0004_upgrades_a_database_in_use_and_downgrades(database_url: str) -> No
         ).fetchone() == (0,)
         # The claimed, still pending batch is lost (its worker is gone); the other one was
         # sent and never claimed, so its message is taken to be queued.
-        lost = lost_batches(conn, grace_s=0, broker_wiped=False)
+        lost = lost_batches(conn, grace_s=0, unclaimed_s=3600, broker_wiped=False)
         assert [(b.job_id, b.batch_no) for b in lost] == [(str(running), 0)]
-        assert len(lost_batches(conn, grace_s=0, broker_wiped=True)) == 2
+        assert len(lost_batches(conn, grace_s=0, unclaimed_s=3600, broker_wiped=True)) == 2
+        # ...unless it went unclaimed for longer than the backstop (sent a minute ago).
+        assert len(lost_batches(conn, grace_s=0, unclaimed_s=30, broker_wiped=False)) == 2
+        assert lost_batches(conn, grace_s=3600, unclaimed_s=3600, broker_wiped=False) == []
 
         # New items continue the sequence.
         conn.execute(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -47,3 +48,13 @@ def test_watchdog_ends_a_hung_body_and_spares_a_quick_one() -> None:
     assert "job j batch 3 still running after task_time_limit_s=1.0" in done.stderr
     assert "time.sleep" in done.stderr or "<module>" in done.stderr  # where it hung
     assert elapsed < 20  # the 60 s body did not run out
+
+
+def test_compose_restarts_a_worker_its_watchdog_ended() -> None:
+    import yaml
+
+    with open(Path(__file__).resolve().parents[2] / "docker-compose.yml") as f:
+        services = yaml.safe_load(f)["services"]
+    workers = [name for name in services if name.startswith("worker")]
+    assert workers
+    assert all(services[name].get("restart") == "unless-stopped" for name in workers)
