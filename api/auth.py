@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, Request
 
 from api.deps import Resources
+from api.errors import field_error
 from embedq_core.api_keys import verify_key
 
 
@@ -20,9 +21,12 @@ def require_api_key(request: Request, resources: Resources) -> int | None:
         with resources.engine.connect() as conn:
             key_id = verify_key(conn, token.strip())
     if key_id is None:
-        raise HTTPException(
-            status_code=401,
-            detail="missing, invalid or revoked API key (Authorization: Bearer <key>)",
+        raise field_error(
+            401,
+            ["authorization"],
+            "missing, invalid or revoked API key (Authorization: Bearer <key>)",
+            "unauthorized",
+            source="header",
             headers={"WWW-Authenticate": "Bearer"},
         )
     return key_id

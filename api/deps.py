@@ -9,6 +9,7 @@ from celery import Celery
 from fastapi import Depends, Request
 from sqlalchemy import Engine
 
+from api.validation import JsonLimits
 from embedq_core.settings import Settings
 
 
@@ -21,6 +22,15 @@ class ApiResources:
     engine: Engine
     celery: Celery
     redis: Any
+
+    @property
+    def json_limits(self) -> JsonLimits:
+        """Limits on metadata and filters, from the settings."""
+        return JsonLimits(
+            self.settings.max_json_depth,
+            self.settings.max_json_values,
+            self.settings.max_json_key_chars,
+        )
 
 
 def get_resources(request: Request) -> ApiResources:

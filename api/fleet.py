@@ -6,7 +6,17 @@ import logging
 import time
 from typing import Any
 
-from embedq_core.query_protocol import TAKEN, InputType, QueryReply, QueryRequest, query_queue
+from redis.exceptions import RedisError
+
+from embedq_core.manifest import ModelManifest
+from embedq_core.query_protocol import (
+    TAKEN,
+    InputType,
+    QueryReply,
+    QueryRequest,
+    query_queue,
+    serving_key,
+)
 from embedq_core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -23,6 +33,23 @@ class WorkerFailed(Exception):
     """The worker took the request and reported an error (502)."""
 
 
+def pick_served(redis: Any, candidates: list[ModelManifest]) -> ModelManifest | None:
+    """The first candidate some worker serves now (a source exported twice names both), or
+    the first candidate when none is served (its 503 then names it)."""
+    if len(candidates) > 1:
+        try:
+            with redis.pipeline() as pipe:
+                for manifest in candidates:
+                    pipe.exists(serving_key(manifest.manifest_id))
+                served = pipe.execute()
+        except RedisError:  # the query itself will report the broker's state
+            served = [False] * len(candidates)
+        for manifest, is_served in zip(candidates, served, strict=True):
+            if is_served:
+                return manifest
+    return candidates[0] if candidates else None
+
+
 def _pop(redis: Any, key: str, deadline: float) -> bytes | None:
     while (left := deadline - time.monotonic()) > 0:
         popped = redis.blpop([key], timeout=max(0.01, min(_POP_SLICE_S, left)))
@@ -37,9 +64,19 @@ def embed_on_fleet(
 ) -> QueryReply:
     """Have a worker of manifest_id embed texts now, ahead of its bulk work.
 
-    Raises FleetUnavailable when no worker takes the request within query_pickup_timeout_s
-    or a worker that took it does not answer within query_timeout_s.
+    Raises FleetUnavailable when the broker is down, when no worker takes the request within
+    query_pickup_timeout_s, or when a worker that took it does not answer within
+    query_timeout_s.
     """
+    try:
+        return _round_trip(redis, settings, manifest_id, texts, input_type)
+    except RedisError as exc:
+        raise FleetUnavailable(f"broker unavailable ({type(exc).__name__}); retry later") from exc
+
+
+def _round_trip(
+    redis: Any, settings: Settings, manifest_id: str, texts: list[str], input_type: InputType
+) -> QueryReply:
     request = QueryRequest.new(texts, input_type, settings.query_pickup_timeout_s)
     queue = query_queue(manifest_id)
     message = request.encode()

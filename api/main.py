@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import Depends, FastAPI, Request, Response
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi import Depends, FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from sqlalchemy.exc import OperationalError
 
 from api.auth import require_api_key
+from api.body_limit import BodyLimit
 from api.deps import ApiResources
-from api.fleet import FleetUnavailable, WorkerFailed
+from api.errors import ERROR_RESPONSES, install_error_handlers
 from api.metrics import EmbedqCollector
+from api.openapi_limits import install_openapi_limits
 from api.routes import collections, embeddings, health, jobs, reembed, search
 from embedq_core.db import make_engine
 from embedq_core.queueing import make_celery, make_redis
@@ -48,11 +47,11 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.resources = resources
     app.include_router(health.router)
     protected = [Depends(require_api_key)]
-    app.include_router(collections.router, dependencies=protected)
-    app.include_router(jobs.router, dependencies=protected)
-    app.include_router(reembed.router, dependencies=protected)
-    app.include_router(embeddings.router, dependencies=protected)
-    app.include_router(search.router, dependencies=protected)
+    app.include_router(collections.router, dependencies=protected, responses=ERROR_RESPONSES)
+    app.include_router(jobs.router, dependencies=protected, responses=ERROR_RESPONSES)
+    app.include_router(reembed.router, dependencies=protected, responses=ERROR_RESPONSES)
+    app.include_router(embeddings.router, dependencies=protected, responses=ERROR_RESPONSES)
+    app.include_router(search.router, dependencies=protected, responses=ERROR_RESPONSES)
 
     registry = CollectorRegistry()
     registry.register(EmbedqCollector(resources))
@@ -62,64 +61,9 @@ def create_app(settings: Settings) -> FastAPI:
         """Prometheus exposition (no key: scrape it from inside the network)."""
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.middleware("http")
-    async def check_body(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        """413 over the byte limit; 422 naming the body when it is not valid UTF-8."""
-        if request.method not in {"POST", "PUT", "PATCH"}:
-            return await call_next(request)
-        limit = settings.max_request_bytes
-        declared = request.headers.get("content-length", "")
-        problem: tuple[int, str, str] | None = None
-        if declared.isdigit() and int(declared) > limit:
-            problem = (413, f"body over {limit} bytes", "too_large")
-        else:
-            body = await request.body()
-            if len(body) > limit:
-                problem = (413, f"body over {limit} bytes", "too_large")
-            else:
-                try:
-                    body.decode("utf-8")
-                except UnicodeDecodeError as exc:
-                    problem = (422, f"body is not valid UTF-8 (byte {exc.start})", "utf8_invalid")
-        if problem is not None:
-            status_code, msg, kind = problem
-            detail = [{"loc": ["body"], "msg": msg, "type": kind}]
-            return JSONResponse(status_code=status_code, content={"detail": detail})
-        return await call_next(request)
-
-    @app.exception_handler(RequestValidationError)
-    async def validation_failed(request: Request, exc: RequestValidationError) -> JSONResponse:
-        # FastAPI echoes each bad input back; that fails on lone surrogates and would return
-        # megabytes for an oversize text. Name the field and the reason, nothing more.
-        detail = [
-            {"loc": list(err["loc"]), "msg": err["msg"], "type": err["type"]}
-            for err in exc.errors()
-        ]
-        return JSONResponse(status_code=422, content={"detail": detail})
-
-    @app.exception_handler(OperationalError)
-    async def database_unavailable(request: Request, exc: OperationalError) -> JSONResponse:
-        # An outage, not a bad request: ask the client to retry instead of answering 500.
-        log.warning("database unavailable: %s", exc.orig)
-        return JSONResponse(
-            status_code=503,
-            content={"detail": "database unavailable; retry later"},
-            headers={"Retry-After": str(settings.retry_after_s)},
-        )
-
-    @app.exception_handler(FleetUnavailable)
-    async def fleet_unavailable(request: Request, exc: FleetUnavailable) -> JSONResponse:
-        # No worker of the model answered: say which model, and when to try again.
-        return JSONResponse(
-            status_code=503,
-            content={"detail": str(exc)},
-            headers={"Retry-After": str(settings.retry_after_s)},
-        )
-
-    @app.exception_handler(WorkerFailed)
-    async def worker_failed(request: Request, exc: WorkerFailed) -> JSONResponse:
-        return JSONResponse(status_code=502, content={"detail": str(exc)})
-
+    install_error_handlers(app, settings)
+    install_openapi_limits(app, settings)
+    app.add_middleware(
+        BodyLimit, max_bytes=settings.max_request_bytes, timeout_s=settings.request_body_timeout_s
+    )
     return app

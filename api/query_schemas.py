@@ -2,13 +2,40 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
-from api.validation import check_storable_json, check_storable_text
+from api.validation import (
+    NON_BLANK_TEXT_SCHEMA,
+    STORABLE_TEXT_SCHEMA,
+    StorableJsonObject,
+    check_storable_text,
+)
 
 MAX_K = 1000
+# The schema states the pattern; the validators below give the readable reason.
+NonBlankText = Annotated[
+    str, WithJsonSchema({"type": "string", "minLength": 1, **NON_BLANK_TEXT_SCHEMA})
+]
+
+
+class JsonBody(BaseModel):
+    """A request body validated strictly (no "10" strings for numbers, no 0 for false), where
+    10.0 still counts as the integer 10, as JSON Schema's "integer" says."""
+
+    model_config = ConfigDict(strict=True)
+    _integer_fields: ClassVar[tuple[str, ...]] = ()
+
+    @model_validator(mode="before")
+    @classmethod
+    def integral_floats(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for name in cls._integer_fields:
+                value = data.get(name)
+                if isinstance(value, float) and value.is_integer():
+                    data = {**data, name: int(value)}
+        return data
 
 
 def _check_input_text(value: str) -> str:
@@ -17,14 +44,17 @@ def _check_input_text(value: str) -> str:
     return check_storable_text(value)
 
 
-class EmbeddingsIn(BaseModel):
+class EmbeddingsIn(JsonBody):
     """OpenAI's embeddings request, plus `input_type`."""
 
-    input: str | list[str] = Field(
-        description="a text or a list of texts (token-id arrays are not accepted)"
+    _integer_fields = ("dimensions",)
+
+    input: NonBlankText | list[NonBlankText] = Field(
+        description="a text or a list of texts (token-id arrays are not accepted)",
     )
     model: str = Field(
         min_length=1,
+        json_schema_extra=STORABLE_TEXT_SCHEMA,
         max_length=512,
         description="a collection name, a manifest id, or a source model id such as "
         "BAAI/bge-large-zh-v1.5",
@@ -37,7 +67,9 @@ class EmbeddingsIn(BaseModel):
         ge=1,
         description="only for models whose manifest says they support truncation",
     )
-    user: str | None = Field(default=None, description="accepted and ignored")
+    user: str | None = Field(
+        default=None, description="accepted and ignored", json_schema_extra=STORABLE_TEXT_SCHEMA
+    )
     input_type: Literal["passage", "query"] = Field(
         default="passage",
         description="query: the model's query instruction is prefixed; passage: never",
@@ -91,12 +123,14 @@ class EmbeddingsOut(BaseModel):
     usage: UsageOut
 
 
-class SearchIn(BaseModel):
+class SearchIn(JsonBody):
     """A text query against one collection."""
 
-    query: str = Field(description="embedded with the collection's model as a query")
+    _integer_fields = ("k", "ef_search")
+
+    query: NonBlankText = Field(description="embedded with the collection's model as a query")
     k: int = Field(default=10, ge=1, le=MAX_K, description="hits to return")
-    filter: dict[str, Any] | None = Field(
+    filter: StorableJsonObject | None = Field(
         default=None, description="JSON object the row's metadata must contain (@>)"
     )
     ef_search: int | None = Field(
@@ -108,13 +142,6 @@ class SearchIn(BaseModel):
     @classmethod
     def query_usable(cls, value: str) -> str:
         return _check_input_text(value)
-
-    @field_validator("filter")
-    @classmethod
-    def filter_storable(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        if value is not None:
-            check_storable_json(value, "filter")
-        return value
 
 
 class HitOut(BaseModel):

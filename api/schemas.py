@@ -3,19 +3,43 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Annotated
 
-from pydantic import BaseModel, Field, field_validator
+from fastapi import Path
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from api.validation import check_storable_json, check_storable_text
+from api.validation import (
+    NON_BLANK_TEXT_SCHEMA,
+    STORABLE_TEXT_SCHEMA,
+    StorableJsonObject,
+    check_storable_text,
+)
+from embedq_core.tables import COLLECTION_NAME_PATTERN
+
+CollectionName = Annotated[
+    str, Path(pattern=COLLECTION_NAME_PATTERN, description="a collection's name")
+]
 
 
 class ItemIn(BaseModel):
     """One text to embed, keyed by the caller's id within the collection."""
 
-    id: str = Field(min_length=1, description="unique within the collection; upsert key")
-    text: str
-    metadata: dict[str, Any] = Field(default_factory=dict, description="any JSON object")
+    model_config = ConfigDict(strict=True)
+
+    id: str = Field(
+        min_length=1,
+        description="unique within the collection; upsert key",
+        json_schema_extra=NON_BLANK_TEXT_SCHEMA,
+    )
+    text: str = Field(
+        description="the text to embed; over the model's token limit it is truncated",
+        json_schema_extra=NON_BLANK_TEXT_SCHEMA,
+    )
+    metadata: StorableJsonObject = Field(
+        default_factory=dict,
+        description="a JSON object; nesting, value count and key length are limited by "
+        "EMBEDQ_MAX_JSON_DEPTH, EMBEDQ_MAX_JSON_VALUES and EMBEDQ_MAX_JSON_KEY_CHARS; no NaN",
+    )
 
     @field_validator("id")
     @classmethod
@@ -31,15 +55,11 @@ class ItemIn(BaseModel):
             raise ValueError("text is empty or whitespace only")
         return check_storable_text(value)
 
-    @field_validator("metadata")
-    @classmethod
-    def metadata_storable(cls, value: dict[str, Any]) -> dict[str, Any]:
-        check_storable_json(value)
-        return value
-
 
 class JobIn(BaseModel):
     """A batch of items to embed into one collection."""
+
+    model_config = ConfigDict(strict=True)
 
     items: list[ItemIn] = Field(min_length=1)
     strict: bool = Field(
@@ -82,8 +102,15 @@ class JobOut(BaseModel):
 class CollectionIn(BaseModel):
     """A new collection, bound to a registered model manifest."""
 
-    name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,47}$")
-    manifest_id: str = Field(min_length=1)
+    model_config = ConfigDict(strict=True)
+
+    name: str = Field(pattern=COLLECTION_NAME_PATTERN)
+    manifest_id: str = Field(min_length=1, max_length=200, json_schema_extra=STORABLE_TEXT_SCHEMA)
+
+    @field_validator("manifest_id")
+    @classmethod
+    def manifest_id_storable(cls, value: str) -> str:
+        return check_storable_text(value)
 
 
 class CollectionOut(BaseModel):

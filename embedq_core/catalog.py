@@ -108,11 +108,12 @@ def create_collection(engine: Engine, name: str, manifest_id: str) -> Collection
     )
 
 
-def resolve_model(conn: Connection, name: str) -> ModelManifest | None:
-    """The manifest a client names by collection, manifest id or source model id (such as
-    BAAI/bge-large-zh-v1.5); for a source exported more than once, the newest registration."""
+def candidate_models(conn: Connection, name: str) -> list[ModelManifest]:
+    """The manifests a client may mean by a collection name, a manifest id or a source model id
+    (such as BAAI/bge-large-zh-v1.5): exact id first, then a collection's model, then every
+    export of that source, newest registration first."""
     by_collection = select(collections.c.manifest_id).where(collections.c.name == name)
-    row = conn.execute(
+    rows = conn.execute(
         select(model_manifests.c.manifest)
         .where(
             (model_manifests.c.id == name)
@@ -124,6 +125,5 @@ def resolve_model(conn: Connection, name: str) -> ModelManifest | None:
             model_manifests.c.id.in_(by_collection).desc(),
             model_manifests.c.registered_at.desc(),
         )
-        .limit(1)
-    ).first()
-    return None if row is None else ModelManifest.model_validate(row.manifest)
+    ).all()
+    return [ModelManifest.model_validate(row.manifest) for row in rows]

@@ -22,6 +22,14 @@ InputType = Literal["passage", "query"]
 REPLY_TTL_S = 60
 
 
+SERVING_TTL_S = 15
+
+
+def serving_key(manifest_id: str) -> str:
+    """Exists while some worker of the model answers queries (refreshed well within its TTL)."""
+    return f"embedq:serving:{manifest_id}"
+
+
 def query_queue(manifest_id: str) -> str:
     """The Redis list a model's workers pop live queries from (not a Celery queue)."""
     return f"embedq:query:{manifest_id}"

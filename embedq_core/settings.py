@@ -61,6 +61,13 @@ class Settings(BaseSettings):
     api_port: int = 8000
     auth_required: bool = True
     max_request_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    request_body_timeout_s: float = Field(
+        default=30.0, gt=0, description="408 when a request body has not arrived by then"
+    )
+    # Metadata and search filters: limits checked without recursion before anything is stored.
+    max_json_depth: int = Field(default=32, ge=1, le=1000)
+    max_json_values: int = Field(default=10_000, ge=1)
+    max_json_key_chars: int = Field(default=256, ge=1)
     max_queue_batches: int = Field(default=10_000, ge=1, description="429 beyond this depth")
     retry_after_s: int = Field(default=10, ge=1)
 

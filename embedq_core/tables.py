@@ -31,7 +31,10 @@ metadata = MetaData()
 
 JOB_STATUSES = ("queued", "running", "completed", "completed_with_errors", "failed")
 ITEM_STATUSES = ("pending", "done", "failed")
-COLLECTION_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
+# 40 characters at most: the HNSW index name, vectors_<name>_embedding_hnsw, must fit in
+# Postgres's 63-byte identifiers.
+COLLECTION_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,39}$"
+COLLECTION_NAME_RE = re.compile(COLLECTION_NAME_PATTERN)
 
 model_manifests = Table(
     "model_manifests",

@@ -85,3 +85,19 @@ def test_database_url_in_compose_matches_postgres_service() -> None:
     expected = f"postgresql://{pg['POSTGRES_USER']}:{pg['POSTGRES_PASSWORD']}@postgres:5432/"
     assert url == expected + pg["POSTGRES_DB"]
     assert services["api"]["environment"]["REDIS_URL"].startswith("redis://valkey:")
+
+
+def test_the_api_extra_carries_what_the_api_imports_lazily() -> None:
+    """The API image installs only the `api` extra: strict mode's token counter needs
+    tokenizers there (a 500 in the image otherwise)."""
+    import tomllib
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    api_packages = {re.split(r"[<>=~\[]", dep)[0] for dep in extras["api"]}
+    assert "import tokenizers" in (ROOT / "api" / "token_counter.py").read_text().replace(
+        "from tokenizers import", "import tokenizers"
+    )
+    assert "tokenizers" in api_packages
+    assert 'RUN pip install ".[api]"' in (ROOT / "ops" / "docker" / "Dockerfile").read_text()

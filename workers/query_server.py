@@ -14,10 +14,12 @@ import redis
 
 from embedq_core.query_protocol import (
     REPLY_TTL_S,
+    SERVING_TTL_S,
     TAKEN,
     QueryReply,
     QueryRequest,
     query_queue,
+    serving_key,
 )
 from embedq_core.queueing import make_redis
 from embedq_core.settings import Settings
@@ -50,6 +52,7 @@ class QueryServer:
             log.info("dropping query %s: its caller gave up", request.request_id)
             return True
         self._push(request, TAKEN)
+        started = time.perf_counter()
         try:
             result = self._embedder.embed(request.texts, request.input_type, urgent=True)
             reply = QueryReply(
@@ -59,6 +62,12 @@ class QueryServer:
             log.exception("query %s failed", request.request_id)
             reply = QueryReply.failure(self._manifest_id, f"{type(exc).__name__}: {exc}")
         self._push(request, reply.encode())
+        log.debug(
+            "query %s: %d texts in %.1f ms",
+            request.request_id,
+            len(request.texts),
+            (time.perf_counter() - started) * 1000,
+        )
         return True
 
     def _push(self, request: QueryRequest, message: bytes) -> None:
@@ -69,8 +78,12 @@ class QueryServer:
 
     def run(self) -> None:
         """Serve until stopped; a broker outage is waited out, not fatal."""
+        announced = 0.0
         while not self._stop.is_set():
             try:
+                if time.monotonic() - announced > SERVING_TTL_S / 3:
+                    self._redis.set(serving_key(self._manifest_id), "1", ex=SERVING_TTL_S)
+                    announced = time.monotonic()
                 self.serve_one()
             except redis.RedisError as exc:
                 log.warning("query server: broker unavailable (%s); retrying", exc)

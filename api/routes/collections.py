@@ -6,7 +6,7 @@ from fastapi import APIRouter, status
 
 from api.deps import Resources
 from api.errors import field_error
-from api.schemas import CollectionIn, CollectionOut
+from api.schemas import CollectionIn, CollectionName, CollectionOut
 from embedq_core.catalog import (
     Collection,
     CollectionConflict,
@@ -34,15 +34,16 @@ def create(body: CollectionIn, resources: Resources) -> CollectionOut:
     try:
         return _out(create_collection(resources.engine, body.name, body.manifest_id))
     except UnknownManifest as exc:
+        # A reference to a model nobody registered: not found, like an unknown `model`.
         raise field_error(
-            422, ["manifest_id"], f"unknown manifest {exc}: start a worker with it", "unknown"
+            404, ["manifest_id"], f"unknown manifest {exc}: start a worker with it", "not_found"
         ) from exc
     except CollectionConflict as exc:
         raise field_error(409, ["name"], str(exc), "conflict") from exc
 
 
 @router.get("/{name}")
-def read(name: str, resources: Resources) -> CollectionOut:
+def read(name: CollectionName, resources: Resources) -> CollectionOut:
     """A collection's model and vectors table."""
     with resources.engine.connect() as conn:
         collection = get_collection(conn, name)

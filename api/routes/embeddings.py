@@ -9,9 +9,9 @@ from fastapi import APIRouter
 
 from api.deps import Resources
 from api.errors import field_error
-from api.fleet import embed_on_fleet
+from api.fleet import embed_on_fleet, pick_served
 from api.query_schemas import EmbeddingOut, EmbeddingsIn, EmbeddingsOut, UsageOut
-from embedq_core.catalog import resolve_model
+from embedq_core.catalog import candidate_models
 
 router = APIRouter(prefix="/v1", tags=["query"])
 
@@ -33,7 +33,8 @@ def create_embeddings(body: EmbeddingsIn, resources: Resources) -> EmbeddingsOut
             "too_many",
         )
     with resources.engine.connect() as conn:
-        manifest = resolve_model(conn, body.model)
+        candidates = candidate_models(conn, body.model)
+    manifest = pick_served(resources.redis, candidates)
     if manifest is None:
         raise field_error(
             404,

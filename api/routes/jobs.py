@@ -8,9 +8,10 @@ import uuid
 from fastapi import APIRouter, HTTPException, status
 
 from api.deps import Resources
-from api.errors import field_error
-from api.schemas import ItemErrorOut, JobAccepted, JobIn, JobOut
+from api.errors import error_content, field_error
+from api.schemas import CollectionName, ItemErrorOut, JobAccepted, JobIn, JobOut
 from api.token_counter import count_tokens
+from api.validation import check_json
 from embedq_core.catalog import Collection, get_collection
 from embedq_core.jobs import NewItem, create_job, enqueue_batches, get_job, mark_enqueued
 from embedq_core.queueing import embed_queue, queue_depth
@@ -38,6 +39,9 @@ def _check_items(body: JobIn, resources: Resources) -> None:
                 f"id has {len(item.id)} characters; at most {settings.max_id_chars}",
                 "too_long",
             )
+        problem = check_json(item.metadata, resources.json_limits)
+        if problem:
+            raise field_error(422, ["items", index, "metadata"], problem, "json_invalid")
         if item.id in seen:
             raise field_error(
                 422, ["items", index, "id"], f"duplicate id {item.id!r} in this batch", "duplicate"
@@ -66,16 +70,19 @@ def _check_backpressure(collection: Collection, resources: Resources) -> None:
         log.warning("could not read depth of %s: %s", queue, exc)
         return
     if depth >= resources.settings.max_queue_batches:
+        msg = (
+            f"queue {queue} holds {depth} batches (limit "
+            f"{resources.settings.max_queue_batches}); retry later"
+        )
         raise HTTPException(
             status_code=429,
-            detail=f"queue {queue} holds {depth} batches (limit "
-            f"{resources.settings.max_queue_batches}); retry later",
+            detail=error_content([], msg, "queue_full"),
             headers={"Retry-After": str(resources.settings.retry_after_s)},
         )
 
 
 @router.post("/collections/{name}/jobs", status_code=status.HTTP_202_ACCEPTED)
-def submit_job(name: str, body: JobIn, resources: Resources) -> JobAccepted:
+def submit_job(name: CollectionName, body: JobIn, resources: Resources) -> JobAccepted:
     """Record the items in Postgres, then enqueue their batches; answers before any embedding.
 
     Once this answers 202 the job is durable: if enqueueing fails or Redis later loses the
@@ -107,7 +114,7 @@ def read_job(job_id: uuid.UUID, resources: Resources) -> JobOut:
     with resources.engine.connect() as conn:
         job = get_job(conn, job_id)
     if job is None:
-        raise HTTPException(status_code=404, detail=f"unknown job {job_id}")
+        raise field_error(404, ["job_id"], f"unknown job {job_id}", "not_found", "path")
     return JobOut(
         job_id=job.job_id,
         collection=job.collection,

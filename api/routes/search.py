@@ -13,6 +13,8 @@ from api.deps import Resources
 from api.errors import field_error
 from api.fleet import embed_on_fleet
 from api.query_schemas import HitOut, SearchIn, SearchOut
+from api.schemas import CollectionName
+from api.validation import check_json
 from embedq_core.catalog import Collection, get_collection
 
 router = APIRouter(prefix="/v1/collections", tags=["query"])
@@ -57,9 +59,13 @@ def nearest(
 
 
 @router.post("/{name}/search")
-def search(name: str, body: SearchIn, resources: Resources) -> SearchOut:
+def search(name: CollectionName, body: SearchIn, resources: Resources) -> SearchOut:
     """The k rows of the collection most similar to `query` (embedded with the collection's
     model and its query instruction), optionally only those whose metadata contains `filter`."""
+    if body.filter is not None:
+        problem = check_json(body.filter, resources.json_limits)
+        if problem:
+            raise field_error(422, ["filter"], problem, "json_invalid")
     with resources.engine.connect() as conn:
         collection = get_collection(conn, name)
     if collection is None:

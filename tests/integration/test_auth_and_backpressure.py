@@ -110,6 +110,6 @@ def test_deep_queue_gets_429_with_retry_after(throttled_api: ServiceHandle) -> N
     refused = throttled_api.submit("unserved", [{"id": "q2", "text": "one too many"}])
     assert refused.status_code == 429
     assert refused.headers["Retry-After"] == "7"
-    assert "2 batches" in refused.json()["detail"]
+    assert "2 batches" in refused.json()["detail"][0]["msg"]
     # Other models' queues are not throttled by this one.
     assert throttled_api.submit("docs", [{"id": "q-ok", "text": "fine"}]).status_code == 202

@@ -229,9 +229,9 @@ def test_no_worker_for_the_model_is_a_503_naming_it(
         manifest_id = conn.exec_driver_sql(
             "SELECT manifest_id FROM collections WHERE name = 'q_noworker'"
         ).scalar_one()
-    assert manifest_id in response.json()["detail"]
+    assert manifest_id in response.json()["detail"][0]["msg"]
     search = handle.post("/v1/collections/q_noworker/search", {"query": "hello"})
-    assert search.status_code == 503 and manifest_id in search.json()["detail"]
+    assert search.status_code == 503 and manifest_id in search.json()["detail"][0]["msg"]
     # The request was taken back: no worker starting later embeds it for nobody.
     assert make_redis(handle.settings).llen(query_queue(manifest_id)) == 0
 
