@@ -38,18 +38,28 @@ class Embedded:
 
 def embed_isolating(embedder: TextEmbedder, items: Sequence[tuple[str, str]]) -> Embedded:
     """Embed (id, text) pairs in one call; if that call fails, embed them one by one, so only
-    the texts that fail on their own are reported, each with its error."""
+    the texts that fail on their own are reported, each with its error.
+
+    If no text embeds on its own either (a single text, or an engine that fails on anything),
+    the input cannot be blamed: the first error is raised, the delivery fails, and the attempt
+    counter bounds the retries."""
     if not items:
         return Embedded()
     try:
         return _collect(items, embedder.embed([text for _, text in items]))
     except Exception as exc:
         if len(items) == 1:
-            return Embedded(errors={items[0][0]: _reason(exc)})
+            raise
         log.warning("embedding %d texts failed (%s); embedding them one by one", len(items), exc)
+        batch_error = exc
     out = Embedded()
     for item in items:
-        out.update(embed_isolating(embedder, [item]))
+        try:
+            out.update(_collect([item], embedder.embed([item[1]])))
+        except Exception as exc:
+            out.errors[item[0]] = _reason(exc)
+    if not out.vectors:
+        raise batch_error
     return out
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from workers.embed_isolation import embed_isolating
 from workers.engine import EmbedResult
@@ -48,3 +49,11 @@ def test_nothing_to_embed_calls_nothing() -> None:
     embedder = StubEmbedder()
     assert embed_isolating(embedder, []).vectors == {}
     assert embedder.calls == []
+
+
+def test_an_engine_that_fails_on_everything_fails_the_delivery() -> None:
+    # Nothing embeds alone either: the input is not to blame, so no item is failed for it.
+    with pytest.raises(RuntimeError, match="engine rejected input"):
+        embed_isolating(StubEmbedder(), [("a", "💥a"), ("b", "💥b")])
+    with pytest.raises(RuntimeError, match="engine rejected input"):
+        embed_isolating(StubEmbedder(), [("a", "💥a")])
