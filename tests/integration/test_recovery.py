@@ -14,8 +14,9 @@ import pytest
 import redis
 from sqlalchemy import Engine, text
 
-from embedq_core.catalog import create_collection
+from embedq_core.catalog import create_collection, get_collection
 from embedq_core.db import libpq_url
+from embedq_core.jobs import NewItem, create_job
 from embedq_core.queueing import embed_queue, queue_depth
 from ops.corpus import load_demo_corpus
 from ops.processes import ChildProcess
@@ -301,3 +302,27 @@ def test_transient_errors_retry_the_transaction_without_spending_an_attempt(
     log = worker.log_text()[log_before:]
     assert "injected deadlock" in log and "DeadlockDetected" in log
     assert "terminating connection" in log or "consuming input failed" in log, log[-3000:]
+
+
+def test_a_job_recorded_but_never_enqueued_is_sent_by_the_reconciler(
+    services: ServiceHandle,
+) -> None:
+    # What the API leaves behind when it dies (or Redis refuses) between the commit and the
+    # enqueue: the job and its batches in Postgres, no message anywhere.
+    with services.engine.connect() as conn:
+        collection = get_collection(conn, "docs")
+    assert collection is not None
+    items = [NewItem(f"never-sent-{i}", f"A job nobody enqueued, item {i}.") for i in range(20)]
+    job_id, batches = create_job(services.engine, collection, items, items_per_task=16)
+    assert batches == 2
+    settings = services.settings
+    job = services.wait_job(
+        str(job_id), timeout_s=settings.requeue_grace_s + 3 * settings.reconcile_interval_s + 10
+    )
+    assert (job["status"], job["done"]) == ("completed", 20)
+    with services.engine.connect() as conn:
+        sends = conn.execute(
+            text("SELECT array_agg(sends ORDER BY batch_no) FROM job_batches WHERE job_id = :j"),
+            {"j": job_id},
+        ).scalar_one()
+    assert sends == [1, 1]  # one send each, by the reconciler
