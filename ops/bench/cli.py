@@ -176,3 +176,54 @@ def bench_query(model_dir: Path | None, calls: int, bulk_texts: int, out_json: P
         model_dir = settings.data_dir.resolve() / "models" / "all-minilm-l6-v2"
         ensure_bundled_model(model_dir, EngineConfig.from_settings(settings))
     run_query_bench(settings, model_dir, calls, bulk_texts, out_json, Console())
+
+
+@bench.command("write-path")
+@click.option("--rows", type=int, default=20_000, show_default=True)
+@click.option("--dimension", type=int, default=1024, show_default=True)
+@click.option("--batch", type=int, default=512, show_default=True, help="Rows per transaction.")
+@click.option(
+    "--out",
+    "out_json",
+    type=click.Path(path_type=Path),
+    default=Path("bench-results/write-path.json"),
+    show_default=True,
+)
+def bench_write_path(rows: int, dimension: int, batch: int, out_json: Path) -> None:
+    """Rows/s of the workers' vector writer (binary COPY + upsert) against executemany, and
+    with the HNSW index present, on an embedded Postgres."""
+    import json
+    import tempfile
+    from dataclasses import asdict
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from migrations.schema_upgrade import upgrade_head
+    from ops.bench.engine import machine_description
+    from ops.bench.write_path import run_write_path
+    from ops.devstack import EmbeddedStack
+
+    settings = configure(quiet=True)
+    with (
+        tempfile.TemporaryDirectory() as data_dir,
+        EmbeddedStack(settings, Path(data_dir)) as stack,
+    ):
+        database_url = stack.settings().require_database_url()
+        upgrade_head(database_url)
+        results = run_write_path(database_url, rows, dimension, batch)
+    table = Table(title=f"{dimension}-d vectors into pgvector, {batch} rows per transaction")
+    for column in ("variant", "rows", "seconds", "rows/s", "vs executemany"):
+        table.add_column(column, justify="left" if column == "variant" else "right")
+    baseline = next(r.rows_per_s for r in results if r.variant.startswith("executemany"))
+    for r in results:
+        ratio = f"{r.rows_per_s / baseline:.2f}×"
+        table.add_row(r.variant, str(r.rows), f"{r.seconds:.2f}", f"{r.rows_per_s:,.0f}", ratio)
+    Console().print(table)
+    out_json.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "machine": machine_description(),
+        "batch": batch,
+        "rows": [asdict(r) for r in results],
+    }
+    out_json.write_text(json.dumps(payload, indent=2) + "\n")

@@ -82,3 +82,44 @@ def test_bench_migrate_compares_the_migration_with_the_bare_engine(
     variants = [row["variant"] for row in report["results"]]
     assert variants[0].startswith("bare engine") and len(variants) == 3
     assert all(row["rows"] == 600 and row["rows_per_s"] > 0 for row in report["results"])
+
+
+def _bench(args: list[str]) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
+    return subprocess.run(
+        [sys.executable, "-m", "ops.cli", "bench", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**env, "COLUMNS": "200"},
+    )
+
+
+def test_bench_query_reports_percentiles_idle_and_under_bulk_load(
+    tmp_path: Path, minilm_dir: Path
+) -> None:
+    out = tmp_path / "query.json"
+    result = _bench(
+        ["query", "--model-dir", str(minilm_dir), "--calls", "12", "--bulk-texts", "300",
+         "--out", str(out)]
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "p95 ms" in result.stdout
+    rows = json.loads(out.read_text())["rows"]
+    assert {(r["endpoint"], r["phase"].split(" (")[0]) for r in rows} == {
+        ("/v1/embeddings", "idle"),
+        ("/search", "idle"),
+        ("/v1/embeddings", "bulk job running"),
+        ("/search", "bulk job running"),
+    }
+    assert all(0 < r["p50_ms"] <= r["p95_ms"] <= r["p99_ms"] <= r["max_ms"] for r in rows)
+
+
+def test_bench_write_path_compares_copy_with_executemany(tmp_path: Path) -> None:
+    out = tmp_path / "write.json"
+    result = _bench(["write-path", "--rows", "1000", "--batch", "250", "--out", str(out)])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "vs executemany" in result.stdout
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["variant"].split(" ")[0] for r in rows] == ["binary", "executemany", "binary"]
+    assert all(r["rows"] > 0 and r["rows_per_s"] > 0 for r in rows)
