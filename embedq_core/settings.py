@@ -55,6 +55,20 @@ class Settings(BaseSettings):
     reembed_chunk_size: int = Field(default=256, ge=1, le=100_000)
     reembed_follow_interval_s: float = Field(default=5.0, gt=0)
     reembed_maintenance_work_mem: str = Field(default="512MB", pattern=r"^\d+\s*(kB|MB|GB)$")
+    # A step (or index build) failing this many times in a row ends the migration `failed`.
+    reembed_max_step_attempts: int = Field(default=5, ge=1)
+    # First retry delay of a failed step; it doubles per attempt, up to 60 s.
+    reembed_step_retry_delay_s: float = Field(default=2.0, gt=0)
+    # Catch-up ends when a pass finds less than a chunk, or after this many passes; the
+    # following phase embeds whatever arrives later.
+    reembed_max_catchup_passes: int = Field(default=3, ge=1)
+    # DDL on the user's table waits at most this long for its lock per attempt, so the
+    # product's queries never queue behind it for longer; attempts repeat with backoff...
+    reembed_lock_timeout_s: float = Field(default=2.0, gt=0, le=60)
+    # ...until this much time has passed, then the command fails naming who holds the lock.
+    reembed_lock_retry_timeout_s: float = Field(default=120.0, gt=0)
+    # How often each worker's maintenance thread looks for an HNSW index to build.
+    reembed_index_poll_interval_s: float = Field(default=5.0, gt=0)
 
     # API
     api_host: str = "127.0.0.1"

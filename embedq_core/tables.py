@@ -171,6 +171,12 @@ reembed_migrations = Table(
     Column("error", Text),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # Consecutive failed attempts; at EMBEDQ_REEMBED_MAX_STEP_ATTEMPTS the migration fails.
+    Column("step_attempts", Integer, nullable=False, server_default="0"),
+    Column("index_attempts", Integer, nullable=False, server_default="0"),
+    # Catch-up passes done, and rows found in the current pass (bounds the catch-up phase).
+    Column("catchup_passes", Integer, nullable=False, server_default="0"),
+    Column("pass_rows", Integer, nullable=False, server_default="0"),
     CheckConstraint(f"status IN {REEMBED_STATUSES}", name="reembed_status_known"),
     CheckConstraint(f"phase IN {REEMBED_PHASES}", name="reembed_phase_known"),
 )

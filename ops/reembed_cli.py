@@ -11,7 +11,9 @@ from typing import Any
 
 import click
 import psycopg
+from psycopg import sql
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -26,12 +28,29 @@ def _settings() -> Settings:
 
 @contextmanager
 def _connection(settings: Settings) -> Iterator[psycopg.Connection[Any]]:
-    with psycopg.connect(libpq_url(settings.require_database_url()), autocommit=True) as conn:
+    with psycopg.connect(
+        libpq_url(settings.require_database_url()),
+        autocommit=True,
+        application_name="embedq reembed",  # so pg_stat_activity says who waits on a lock
+    ) as conn:
         yield conn
 
 
 def _fail(exc: Exception) -> click.ClickException:
     return click.ClickException(str(exc))
+
+
+def _lock_policy(settings: Settings) -> Any:
+    from migrations.reembed.locking import LockPolicy
+
+    return LockPolicy.from_settings(settings, on_retry=lambda line: click.echo(line, err=True))
+
+
+NAMES_HELP = (
+    "Names are written as in SQL: unquoted ones fold to lower case; double-quote names with"
+    """ capitals, spaces or other characters, e.g. --table '"Shop Data"."Song Lyrics"'"""
+    """ --text '"lyricsText"'."""
+)
 
 
 @click.group()
@@ -42,7 +61,11 @@ def reembed() -> None:
 def _target_options(fn: Any) -> Any:
     for option in reversed(
         [
-            click.option("--table", required=True, help="schema.table or table"),
+            click.option(
+                "--table",
+                required=True,
+                help="table or schema.table, as in SQL (unqualified: found via search_path)",
+            ),
             click.option("--id", "id_column", required=True, help="single-column primary key"),
             click.option("--text", "text_column", required=True, help="text column to embed"),
             click.option("--vector", "vector_column", required=True, help="legacy vector column"),
@@ -69,19 +92,19 @@ def _target_options(fn: Any) -> Any:
 def _draft(conn: psycopg.Connection[Any], settings: Settings, **opts: Any) -> Any:
     from embedq_core.manifest import ModelManifest
     from migrations.reembed.control import draft_migration
-    from migrations.reembed.target import resolve_target
+    from migrations.reembed.target import default_migration_name, resolve_target
 
     target = resolve_target(
         conn, opts["table"], opts["id_column"], opts["text_column"], opts["vector_column"]
     )
     manifest = ModelManifest.read(opts["model_dir"])
-    name = opts["name"] or f"{target.table.lower()}_reembed"
+    name = opts["name"] or default_migration_name(target.table)
     new_column = opts["new_column"] or f"{target.legacy_column}_{manifest.dimension}"
     chunk = opts["chunk_size"] or settings.reembed_chunk_size
     return target, manifest, draft_migration(target, name, new_column, manifest, chunk)
 
 
-@reembed.command("plan")
+@reembed.command("plan", epilog=NAMES_HELP)
 @_target_options
 def plan_cmd(**opts: Any) -> None:
     """Count rows, time the engine on a sample of them, show the DDL `start` will run."""
@@ -106,10 +129,11 @@ def plan_cmd(**opts: Any) -> None:
             draft.chunk_size,
             lambda texts: embedder.embed(texts).vectors,
         )
+        legacy = sql.Identifier(target.schema, target.table, target.legacy_column).as_string(conn)
+        new = sql.Identifier(draft.new_column).as_string(conn)
     console.print(
-        f"migration [bold]{draft.name}[/]: {target.schema}.{target.table}.{target.legacy_column}"
-        f" ({target.legacy_dimension}-d) → {draft.new_column} ({manifest.dimension}-d,"
-        f" {manifest.manifest_id})"
+        f"migration [bold]{draft.name}[/]: {escape(legacy)} ({target.legacy_dimension}-d)"
+        f" → {escape(new)} ({manifest.dimension}-d, {manifest.manifest_id})"
     )
     console.print(
         f"rows: {result.rows:,}; engine on {result.sample_rows} sampled rows "
@@ -124,7 +148,7 @@ def plan_cmd(**opts: Any) -> None:
         click.echo(f"  {statement};")
 
 
-@reembed.command("start")
+@reembed.command("start", epilog=NAMES_HELP)
 @_target_options
 def start_cmd(**opts: Any) -> None:
     """Add the new column and trigger, then backfill in chunks on the model's workers."""
@@ -132,6 +156,7 @@ def start_cmd(**opts: Any) -> None:
     from embedq_core.db import make_engine
     from embedq_core.queueing import make_celery
     from migrations.reembed.control import MigrationStateError, start
+    from migrations.reembed.locking import LockTimeout
     from migrations.reembed.target import TargetError
 
     settings = _settings()
@@ -142,8 +167,8 @@ def start_cmd(**opts: Any) -> None:
     with _connection(settings) as conn:
         try:
             _, _, draft = _draft(conn, settings, **opts)
-            m = start(conn, draft, make_celery(settings))
-        except (TargetError, MigrationStateError) as exc:
+            m = start(conn, draft, make_celery(settings), _lock_policy(settings))
+        except (TargetError, MigrationStateError, LockTimeout) as exc:
             raise _fail(exc) from exc
     click.echo(f"started {m.name}: {m.rows_total:,} rows")
     click.echo(f"follow it with: embedq reembed status {m.name} --watch")
@@ -151,18 +176,21 @@ def start_cmd(**opts: Any) -> None:
 
 def _control(action: str, name: str, **kwargs: Any) -> None:
     from migrations.reembed import control
+    from migrations.reembed.locking import LockTimeout
     from migrations.reembed.state import MigrationNotFound
 
     settings = _settings()
     with _connection(settings) as conn:
         try:
-            if action in ("resume",):
+            if action == "resume":
                 from embedq_core.queueing import make_celery
 
                 control.resume(conn, name, make_celery(settings))
-            else:
-                getattr(control, action)(conn, name, **kwargs)
-        except (control.MigrationStateError, MigrationNotFound) as exc:
+            elif action == "pause":
+                control.pause(conn, name)
+            else:  # DDL on the user's table: short lock waits, retried
+                getattr(control, action)(conn, name, _lock_policy(settings), **kwargs)
+        except (control.MigrationStateError, MigrationNotFound, LockTimeout) as exc:
             raise _fail(exc) from exc
     click.echo(f"{name}: {action} done")
 
@@ -239,7 +267,8 @@ def status_cmd(name: str, watch: bool, as_json: bool) -> None:
                 figures = progress(conn, name)
                 bar.update(
                     task,
-                    total=figures.rows_total,
+                    # Rows without text never get a vector: the bar counts only the others.
+                    total=figures.rows_total - (figures.rows_no_text or 0),
                     completed=figures.rows_done,
                     rate=figures.rate_rows_per_s,
                     description=f"{name} [{figures.phase}]",
@@ -255,7 +284,7 @@ def _print_status(console: Console, figures: Any) -> None:
     for key, value in figures.as_dict().items():
         if isinstance(value, float):
             value = f"{value:,.2f}"
-        table.add_row(key, "—" if value is None else str(value))
+        table.add_row(key, "—" if value is None else escape(str(value)))
     console.print(table)
 
 

@@ -44,9 +44,7 @@ def build_worker_app(ctx: WorkerContext) -> Celery:
     app = make_celery(ctx.settings)
     manifest_id = ctx.embedder.manifest.manifest_id
     source = EmbedderSource(ctx)
-    step_options = StepOptions(
-        ctx.settings.reembed_follow_interval_s, ctx.settings.reembed_maintenance_work_mem
-    )
+    step_options = StepOptions.from_settings(ctx.settings)
 
     @app.task(name=EMBED_BATCH_TASK)  # type: ignore[untyped-decorator]
     def embed_batch(job_id: str, batch_no: int) -> dict[str, int | str | None]:

@@ -21,6 +21,7 @@ from embedq_core.queueing import embed_queue, reembed_queue
 from embedq_core.settings import Settings
 from workers.celery_app import build_worker_app
 from workers.context import WorkerContext
+from workers.maintenance import IndexMaintenance
 from workers.query_server import QueryServer
 from workers.reconciler import Reconciler
 
@@ -58,6 +59,9 @@ def run_worker(settings: Settings) -> None:
     reconciler.start()
     queries = QueryServer(settings, ctx.embedder)
     queries.start()
+    # HNSW builds of re-embedding migrations run here, beside the consumer, not in a task.
+    indexes = IndexMaintenance(settings)
+    indexes.start()
     try:
         app.worker_main(
             [
@@ -72,6 +76,7 @@ def run_worker(settings: Settings) -> None:
             ]
         )
     finally:
+        indexes.stop()
         queries.stop()
         reconciler.stop()
         ctx.close()

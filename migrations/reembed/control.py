@@ -17,8 +17,10 @@ from embedq_core.manifest import ModelManifest
 from embedq_core.queueing import REEMBED_STEP_TASK, reembed_queue
 from migrations.reembed import ddl
 from migrations.reembed.backfill import new_step_token
+from migrations.reembed.locking import LockPolicy, limit_lock_wait, with_lock_retries
 from migrations.reembed.state import Migration, load, planned_names, set_fields
 from migrations.reembed.target import Target, TargetError, check_migration_name
+from migrations.reembed.text_rule import has_text
 
 SAMPLE_ROWS = 256
 
@@ -43,7 +45,11 @@ def draft_migration(
     target: Target, name: str, new_column: str, manifest: ModelManifest, chunk_size: int
 ) -> Migration:
     """The migration start would record, after checking its names are free."""
-    clashes = [c for c in planned_names(target, new_column) if c in target.columns]
+    try:
+        planned = planned_names(target, new_column)
+    except TargetError as exc:
+        raise TargetError(f"{exc}: pick a shorter --new-column") from exc
+    clashes = [c for c in planned if c in target.columns]
     if clashes and new_column not in target.columns:
         raise TargetError(f"{target.table} already has column(s) {clashes}: pick --new-column")
     return Migration(
@@ -86,10 +92,10 @@ def plan(
     sample = [
         r[0]
         for r in conn.execute(
-            sql.SQL("SELECT {} FROM {} WHERE {} IS NOT NULL LIMIT {}").format(
+            sql.SQL("SELECT {} FROM {} WHERE {} LIMIT {}").format(
                 sql.Identifier(target.text_column),
                 target.qualified,
-                sql.Identifier(target.text_column),
+                has_text(target.text_column),
                 sql.Literal(SAMPLE_ROWS),
             )
         ).fetchall()
@@ -103,7 +109,8 @@ def plan(
     statements = [s.as_string(conn) for s in ddl.start_statements(draft)]
     statements += [
         ddl.pending_index_statement(draft).as_string(conn),
-        ddl.hnsw_index_statement(draft).as_string(conn) + "  -- after the backfill",
+        ddl.hnsw_index_statement(draft).as_string(conn)
+        + "  -- after the backfill, by a worker's maintenance thread",
     ]
     return Plan(draft, rows, len(sample), rate, rows / rate if rate else float("inf"), statements)
 
@@ -118,37 +125,28 @@ def send_step(celery: Celery, m: Migration, token: str, countdown_s: float = 0.0
     )
 
 
-def start(conn: psycopg.Connection[Any], draft: Migration, celery: Celery) -> Migration:
+def start(
+    conn: psycopg.Connection[Any], draft: Migration, celery: Celery, policy: LockPolicy
+) -> Migration:
     """Record the migration, add the columns and trigger, then queue the first step."""
-    with conn.transaction():
-        existing = conn.execute(
-            "SELECT status FROM reembed_migrations WHERE name = %s", (draft.name,)
-        ).fetchone()
-        if existing is not None:
-            raise MigrationStateError(
-                f"migration {draft.name!r} exists ({existing[0]}); use resume"
-            )
-        conn.execute(
-            "INSERT INTO reembed_migrations (name, table_schema, table_name, id_column, id_type,"
-            " text_column, legacy_column, new_column, manifest_id, dimension, chunk_size,"
-            " status) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 'running')",
-            (
-                draft.name,
-                draft.table_schema,
-                draft.table_name,
-                draft.id_column,
-                draft.id_type,
-                draft.text_column,
-                draft.legacy_column,
-                draft.new_column,
-                draft.manifest_id,
-                draft.dimension,
-                draft.chunk_size,
-            ),
-        )
-        for statement in ddl.start_statements(draft):
-            conn.execute(statement)
-    conn.execute(ddl.pending_index_statement(draft))  # CONCURRENTLY: outside a transaction
+
+    def attempt() -> None:
+        with conn.transaction():
+            existing = conn.execute(
+                "SELECT status FROM reembed_migrations WHERE name = %s", (draft.name,)
+            ).fetchone()
+            if existing is not None:
+                raise MigrationStateError(
+                    f"migration {draft.name!r} exists ({existing[0]}); use resume"
+                )
+            _insert(conn, draft)
+            limit_lock_wait(conn, policy)
+            for statement in ddl.start_statements(draft):
+                conn.execute(statement)
+
+    with_lock_retries(conn, draft.table, "start", policy, attempt)
+    # CONCURRENTLY: outside a transaction, and with no lock_timeout (see locking.py).
+    conn.execute(ddl.pending_index_statement(draft))
     with conn.transaction():
         count = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(draft.table)).fetchone()
         set_fields(conn, draft.name, rows_total=int(count[0]) if count else 0)
@@ -156,6 +154,27 @@ def start(conn: psycopg.Connection[Any], draft: Migration, celery: Celery) -> Mi
     m = load(conn, draft.name)
     send_step(celery, m, token)
     return m
+
+
+def _insert(conn: psycopg.Connection[Any], draft: Migration) -> None:
+    conn.execute(
+        "INSERT INTO reembed_migrations (name, table_schema, table_name, id_column, id_type,"
+        " text_column, legacy_column, new_column, manifest_id, dimension, chunk_size,"
+        " status) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 'running')",
+        (
+            draft.name,
+            draft.table_schema,
+            draft.table_name,
+            draft.id_column,
+            draft.id_type,
+            draft.text_column,
+            draft.legacy_column,
+            draft.new_column,
+            draft.manifest_id,
+            draft.dimension,
+            draft.chunk_size,
+        ),
+    )
 
 
 def pause(conn: psycopg.Connection[Any], name: str) -> None:
@@ -168,32 +187,54 @@ def pause(conn: psycopg.Connection[Any], name: str) -> None:
 
 
 def resume(conn: psycopg.Connection[Any], name: str, celery: Celery) -> None:
-    """Continue from the checkpoint (also after a failure)."""
+    """Continue from the checkpoint (also after a failure, with a fresh attempt budget)."""
     with conn.transaction():
         m = load(conn, name, lock=True)
         if m.status not in ("paused", "failed", "running"):
             raise MigrationStateError(f"{name} is {m.status}; only paused or failed resume")
-        set_fields(conn, name, status="running", error=None)
+        set_fields(conn, name, status="running", error=None, step_attempts=0, index_attempts=0)
         token = new_step_token(conn, name)
     send_step(celery, m, token)
 
 
-def _swap(conn: psycopg.Connection[Any], name: str, to_cut_over: bool, force: bool) -> None:
-    with conn.transaction():
-        m = load(conn, name, lock=True)
-        if m.status == "finalized":
-            raise MigrationStateError(f"{name} is finalized")
-        if m.cut_over == to_cut_over:
-            raise MigrationStateError(
-                f"{name} is already {'cut over' if to_cut_over else 'on legacy'}"
-            )
-        if to_cut_over and not force:
-            _check_ready(conn, m)
-        # Brief ACCESS EXCLUSIVE lock; readers wait for it, then see one state or the other.
-        conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(m.table))
-        for statement in ddl.swap_statements(m, to_cut_over):
-            conn.execute(statement)
-        set_fields(conn, name, cut_over=to_cut_over)
+def _swap(
+    conn: psycopg.Connection[Any], name: str, to_cut_over: bool, force: bool, policy: LockPolicy
+) -> None:
+    action = "cutover" if to_cut_over else "rollback"
+
+    def attempt() -> None:
+        with conn.transaction():
+            # The migration's row lock first, with no timeout: waiting for a step's chunk
+            # to commit holds up nothing of the product's.
+            m = load(conn, name, lock=True)
+            if m.status == "finalized":
+                raise MigrationStateError(f"{name} is finalized")
+            if m.cut_over == to_cut_over:
+                raise MigrationStateError(
+                    f"{name} is already {'cut over' if to_cut_over else 'on legacy'}"
+                )
+            if to_cut_over and not force:
+                _check_ready(conn, m)
+            # A brief ACCESS EXCLUSIVE lock; readers wait for it (at most the lock timeout
+            # while it is not granted), then see one state or the other.
+            limit_lock_wait(conn, policy)
+            conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(m.table))
+            for statement in ddl.swap_statements(m, to_cut_over):
+                conn.execute(statement)
+            set_fields(conn, name, cut_over=to_cut_over)
+
+    with_lock_retries(conn, load(conn, name).table, action, policy, attempt)
+
+
+def pending_rows(conn: psycopg.Connection[Any], m: Migration) -> int:
+    """Rows with text but no new vector (rows without text never get one, by the same rule
+    the backfill, status and verify use)."""
+    row = conn.execute(
+        sql.SQL("SELECT count(*) FROM {} WHERE {} IS NULL AND {}").format(
+            m.table, sql.Identifier(m.columns.new), has_text(m.text_column)
+        )
+    ).fetchone()
+    return int(row[0]) if row else 0
 
 
 def _check_ready(conn: psycopg.Connection[Any], m: Migration) -> None:
@@ -201,31 +242,41 @@ def _check_ready(conn: psycopg.Connection[Any], m: Migration) -> None:
         raise MigrationStateError(
             f"{m.name} is in phase {m.phase}: cut over after the backfill and index (or --force)"
         )
-    pending = conn.execute(
-        sql.SQL("SELECT count(*) FROM {} WHERE {} IS NULL AND {} IS NOT NULL").format(
-            m.table, sql.Identifier(m.columns.new), sql.Identifier(m.text_column)
+    # Under steady writes a few just-inserted rows always wait for the next step; up to one
+    # chunk of them is normal, and the following phase embeds them right after the cutover.
+    pending = pending_rows(conn, m)
+    if pending > m.chunk_size:
+        raise MigrationStateError(
+            f"{pending} rows with text still lack a new vector (more than one chunk,"
+            f" {m.chunk_size}): wait until status shows fewer, or --force"
         )
-    ).fetchone()
-    if pending and pending[0] > 0:
-        raise MigrationStateError(f"{pending[0]} rows still lack a new vector (or --force)")
 
 
-def cutover(conn: psycopg.Connection[Any], name: str, force: bool = False) -> None:
+def cutover(
+    conn: psycopg.Connection[Any], name: str, policy: LockPolicy, force: bool = False
+) -> None:
     """Readers' column name now holds the new vectors; the legacy ones move aside."""
-    _swap(conn, name, to_cut_over=True, force=force)
+    _swap(conn, name, to_cut_over=True, force=force, policy=policy)
 
 
-def rollback(conn: psycopg.Connection[Any], name: str) -> None:
+def rollback(conn: psycopg.Connection[Any], name: str, policy: LockPolicy) -> None:
     """Give the column name back to the legacy vectors."""
-    _swap(conn, name, to_cut_over=False, force=True)
+    _swap(conn, name, to_cut_over=False, force=True, policy=policy)
 
 
-def finalize(conn: psycopg.Connection[Any], name: str) -> None:
+def finalize(conn: psycopg.Connection[Any], name: str, policy: LockPolicy) -> None:
     """Drop the legacy column and the migration's trigger; only after cutover."""
-    with conn.transaction():
-        m = load(conn, name, lock=True)
-        if not m.cut_over:
-            raise MigrationStateError(f"{name} is not cut over: finalize would drop live vectors")
-        for statement in ddl.finalize_statements(m):
-            conn.execute(statement)
-        set_fields(conn, name, status="finalized")
+
+    def attempt() -> None:
+        with conn.transaction():
+            m = load(conn, name, lock=True)
+            if not m.cut_over:
+                raise MigrationStateError(
+                    f"{name} is not cut over: finalize would drop live vectors"
+                )
+            limit_lock_wait(conn, policy)
+            for statement in ddl.finalize_statements(m):
+                conn.execute(statement)
+            set_fields(conn, name, status="finalized")
+
+    with_lock_retries(conn, load(conn, name).table, "finalize", policy, attempt)

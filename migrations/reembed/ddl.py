@@ -15,6 +15,7 @@ import psycopg
 from psycopg import sql
 
 from migrations.reembed.state import Columns, Migration
+from migrations.reembed.text_rule import has_text
 
 
 def _names(m: Migration) -> dict[str, sql.Identifier]:
@@ -68,12 +69,13 @@ def start_statements(m: Migration) -> list[sql.Composed]:
 
 def pending_index_statement(m: Migration) -> sql.Composed:
     """A partial index over rows still to embed, so catch-up and following passes stay cheap
-    (built CONCURRENTLY: outside a transaction, without blocking writers)."""
+    (built CONCURRENTLY: outside a transaction, without blocking writers). Rows without text
+    are left out: they never get a vector, and passes would otherwise walk them forever."""
     n = _names(m)
     return sql.SQL(
         "CREATE INDEX CONCURRENTLY IF NOT EXISTS {pending_index} ON {table} ({id})"
-        " WHERE {new} IS NULL"
-    ).format(new=sql.Identifier(m.columns.new), **n)
+        " WHERE {new} IS NULL AND {has_text}"
+    ).format(new=sql.Identifier(m.columns.new), has_text=has_text(m.text_column), **n)
 
 
 def hnsw_index_statement(m: Migration) -> sql.Composed:

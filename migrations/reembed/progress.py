@@ -9,6 +9,7 @@ import psycopg
 from psycopg import sql
 
 from migrations.reembed.state import Migration, load
+from migrations.reembed.text_rule import has_text, no_text
 
 RATE_WINDOW_S = 120
 EXACT_COUNT_MAX_ROWS = 2_000_000
@@ -16,7 +17,8 @@ EXACT_COUNT_MAX_ROWS = 2_000_000
 
 @dataclass(frozen=True)
 class Progress:
-    """Where a migration stands."""
+    """Where a migration stands. rows_total = rows_done + rows_pending + rows_no_text, where
+    rows without text (NULL, empty or whitespace) never get a vector (text_rule.py)."""
 
     name: str
     table: str
@@ -26,12 +28,15 @@ class Progress:
     rows_total: int
     rows_pending: int
     rows_done: int
+    rows_no_text: int | None  # None: not counted on tables above EXACT_COUNT_MAX_ROWS
     rows_embedded: int
     chunks_done: int
     rate_rows_per_s: float
     eta_s: float | None
     index_phase: str | None
     index_done_fraction: float | None
+    step_attempts: int
+    index_attempts: int
     error: str | None
 
     def as_dict(self) -> dict[str, Any]:
@@ -39,43 +44,49 @@ class Progress:
         return asdict(self)
 
 
-def _count_rows(conn: psycopg.Connection[Any], m: Migration) -> int:
+def _count_rows(conn: psycopg.Connection[Any], m: Migration) -> tuple[int, int | None]:
+    """All rows, and rows without text (one scan), or the planner's estimate and None."""
     estimate = conn.execute(
         "SELECT reltuples::bigint FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
         " WHERE n.nspname = %s AND c.relname = %s",
         (m.table_schema, m.table_name),
     ).fetchone()
     if estimate is not None and estimate[0] > EXACT_COUNT_MAX_ROWS:
-        return int(estimate[0])  # counting a huge table on every status call costs too much
-    row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(m.table)).fetchone()
+        return int(estimate[0]), None  # counting a huge table on every status call costs too much
+    row = conn.execute(
+        sql.SQL("SELECT count(*), count(*) FILTER (WHERE {}) FROM {}").format(
+            no_text(m.text_column), m.table
+        )
+    ).fetchone()
+    return (int(row[0]), int(row[1])) if row else (0, 0)
+
+
+def _pending(conn: psycopg.Connection[Any], m: Migration) -> int:
+    """Rows with text still to embed. The keyset pass rewrites every such row, so there it
+    is those ahead of the checkpoint plus those behind it without a vector; afterwards, those
+    without a vector (the partial index of pending rows answers that)."""
+    conditions = [has_text(m.text_column)]
+    null_new = sql.SQL("{} IS NULL").format(sql.Identifier(m.columns.new))
+    if m.phase == "keyset" and m.checkpoint is not None:
+        ahead = sql.SQL("{} > {}::{}").format(
+            sql.Identifier(m.id_column), sql.Literal(m.checkpoint), m.id_type_sql
+        )
+        conditions.append(sql.SQL("({} OR {})").format(null_new, ahead))
+    elif m.phase != "keyset":
+        conditions.append(null_new)
+    row = conn.execute(
+        sql.SQL("SELECT count(*) FROM {} WHERE {}").format(
+            m.table, sql.SQL(" AND ").join(conditions)
+        )
+    ).fetchone()
     return int(row[0]) if row else 0
 
 
 def progress(conn: psycopg.Connection[Any], name: str) -> Progress:
-    """Rows done and pending, recent rate, ETA and index build progress."""
+    """Rows done, pending and without text, recent rate, ETA, attempts and index progress."""
     m = load(conn, name)
-    total = _count_rows(conn, m)
-    pending_row = conn.execute(
-        sql.SQL(
-            "SELECT count(*) FROM {} WHERE {} IS NULL AND {} IS NOT NULL AND btrim({}) <> ''"
-        ).format(
-            m.table,
-            sql.Identifier(m.columns.new),
-            sql.Identifier(m.text_column),
-            sql.Identifier(m.text_column),
-        )
-    ).fetchone()
-    pending = int(pending_row[0]) if pending_row else 0
-    if m.phase == "keyset" and m.checkpoint is not None:
-        # The keyset pass rewrites every row; rows ahead of the checkpoint are still to do.
-        ahead = conn.execute(
-            sql.SQL("SELECT count(*) FROM {} WHERE {} > {}::{}").format(
-                m.table, sql.Identifier(m.id_column), sql.Literal(m.checkpoint), m.id_type_sql
-            )
-        ).fetchone()
-        pending = max(pending, int(ahead[0]) if ahead else 0)
-    elif m.phase == "keyset":
-        pending = total
+    total, without_text = _count_rows(conn, m)
+    pending = _pending(conn, m)
     recent = conn.execute(
         "SELECT coalesce(sum(rows_read), 0), min(finished_at), max(finished_at),"
         " coalesce(sum(seconds), 0) FROM reembed_chunks"
@@ -97,21 +108,25 @@ def progress(conn: psycopg.Connection[Any], name: str) -> Progress:
     ).fetchone()
     if index is not None:
         index_phase, index_done = index[0], index[1]
+    done = total - pending - (without_text or 0)
     return Progress(
         name=m.name,
-        table=f"{m.table_schema}.{m.table_name}",
+        table=m.display_name(conn),
         status=m.status,
         phase=m.phase,
         cut_over=m.cut_over,
         rows_total=total,
         rows_pending=pending,
-        rows_done=max(total - pending, 0),
+        rows_done=max(done, 0),
+        rows_no_text=without_text,
         rows_embedded=m.rows_embedded,
         chunks_done=m.chunks_done,
         rate_rows_per_s=rate,
         eta_s=(pending / rate) if rate > 0 and pending else (0.0 if not pending else None),
         index_phase=index_phase,
         index_done_fraction=index_done,
+        step_attempts=m.step_attempts,
+        index_attempts=m.index_attempts,
         error=m.error,
     )
 

@@ -10,7 +10,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from migrations.reembed.target import Target
+from migrations.reembed.target import Target, check_identifier_length
 
 ID_TYPE_RE = re.compile(r"^[a-z][a-z0-9 _(),]*$")
 
@@ -52,11 +52,21 @@ class Migration:
     chunks_done: int
     step_token: str | None
     error: str | None
+    # Consecutive failed (or unfinished) attempts of a step and of the index build, and the
+    # catch-up phase's pass count and rows found in its current pass (schema revision 0004).
+    step_attempts: int = 0
+    index_attempts: int = 0
+    catchup_passes: int = 0
+    pass_rows: int = 0
 
     @property
     def table(self) -> sql.Identifier:
         """The user's table, quoted."""
         return sql.Identifier(self.table_schema, self.table_name)
+
+    def display_name(self, conn: psycopg.Connection[Any]) -> str:
+        """The table as written in SQL, quoted where it needs to be."""
+        return self.table.as_string(conn)
 
     @property
     def columns(self) -> Columns:
@@ -86,9 +96,11 @@ class Migration:
 
 
 def planned_names(target: Target, new_column: str) -> list[str]:
-    """Every column name the migration will use, before and after cutover."""
+    """Every column name the migration will use, before and after cutover; each must fit in
+    an identifier, or Postgres would truncate it and two names could collide."""
     legacy = target.legacy_column
-    return [new_column, f"{new_column}_manifest", f"{legacy}_legacy", f"{legacy}_manifest"]
+    names = [new_column, f"{new_column}_manifest", f"{legacy}_legacy", f"{legacy}_manifest"]
+    return [check_identifier_length("derived column name", name) for name in names]
 
 
 def load(conn: psycopg.Connection[Any], name: str, lock: bool = False) -> Migration:

@@ -1,4 +1,10 @@
-"""The user's table, validated against the catalog: names are checked, never interpolated."""
+"""The user's table, validated against the catalog.
+
+Names are written as in SQL and parsed by Postgres itself (`parse_ident`): `songs`,
+`public.songs`, `"Shop Data"."Song Lyrics"`, `"lyricsText"`. Unquoted names fold to lower
+case, quoted ones are kept exactly, so any name Postgres accepts works. After parsing, names
+only ever reach SQL through psycopg.sql.Identifier, never by interpolation.
+"""
 
 from __future__ import annotations
 
@@ -9,19 +15,33 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-IDENTIFIER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 MIGRATION_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+# Postgres silently truncates longer identifiers (NAMEDATALEN - 1); refuse them instead.
+MAX_IDENTIFIER_BYTES = 63
+NAME_HELP = """write it as in SQL: songs, public.songs or '"Shop Data"."Song Lyrics"'"""
 
 
 class TargetError(ValueError):
-    """The table or a column is missing, of the wrong kind, or not a plain identifier."""
+    """The table or a column is missing, of the wrong kind, or not a valid SQL name."""
 
 
-def check_identifier(kind: str, value: str) -> str:
-    """A plain SQL identifier (letters, digits, underscore), or a TargetError naming it."""
-    if not IDENTIFIER_RE.match(value):
-        raise TargetError(f"{kind} {value!r} is not a plain SQL identifier")
+def check_identifier_length(kind: str, value: str) -> str:
+    """A name Postgres would keep whole, or a TargetError naming it."""
+    if len(value.encode("utf-8")) > MAX_IDENTIFIER_BYTES:
+        raise TargetError(f"{kind} {value!r} is longer than {MAX_IDENTIFIER_BYTES} bytes")
     return value
+
+
+def parse_name(conn: psycopg.Connection[Any], kind: str, written: str, parts: int) -> list[str]:
+    """Split a name written as in SQL into its exact parts (at most `parts` of them)."""
+    try:
+        row = conn.execute("SELECT parse_ident(%s)", (written,)).fetchone()
+    except psycopg.errors.InvalidParameterValue as exc:
+        raise TargetError(f"{kind} {written!r} is not a valid SQL name: {NAME_HELP}") from exc
+    names: list[str] = row[0] if row else []
+    if not 1 <= len(names) <= parts:
+        raise TargetError(f"{kind} {written!r} has {len(names)} dotted parts: {NAME_HELP}")
+    return [check_identifier_length(kind, name) for name in names]
 
 
 def check_migration_name(name: str) -> str:
@@ -29,6 +49,14 @@ def check_migration_name(name: str) -> str:
     if not MIGRATION_NAME_RE.match(name):
         raise TargetError(f"migration name {name!r} must match {MIGRATION_NAME_RE.pattern}")
     return name
+
+
+def default_migration_name(table: str) -> str:
+    """`<table>_reembed`, reduced to the plain characters a migration name allows."""
+    slug = re.sub(r"[^a-z0-9]+", "_", table.lower()).strip("_")[:32]
+    if not slug or not slug[0].isalpha():
+        slug = f"t_{slug}".rstrip("_")
+    return f"{slug}_reembed"
 
 
 @dataclass(frozen=True)
@@ -50,62 +78,72 @@ class Target:
         return sql.Identifier(self.schema, self.table)
 
 
+def _find_table(conn: psycopg.Connection[Any], written: str) -> tuple[int, str, str]:
+    parts = parse_name(conn, "table", written, 2)
+    # to_regclass resolves an unqualified name through search_path, as the product's SQL does.
+    row = conn.execute(
+        "SELECT c.oid, n.nspname, c.relname, c.relkind FROM pg_class c"
+        " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = to_regclass(%s)",
+        (sql.Identifier(*parts).as_string(conn),),
+    ).fetchone()
+    if row is None:
+        near = conn.execute(
+            "SELECT format('%%I.%%I', n.nspname, c.relname) FROM pg_class c"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE lower(c.relname) = lower(%s) AND c.relkind IN ('r', 'p') LIMIT 3",
+            (parts[-1],),
+        ).fetchall()
+        hint = f"; did you mean {', '.join(r[0] for r in near)}?" if near else ""
+        raise TargetError(f"table {written} does not exist{hint}")
+    if row[3] not in ("r", "p"):
+        raise TargetError(f"{written} is not a table")
+    return int(row[0]), str(row[1]), str(row[2])
+
+
+def _column(conn: psycopg.Connection[Any], columns: dict[str, str], kind: str, written: str) -> str:
+    (name,) = parse_name(conn, kind, written, 1)
+    if name not in columns:
+        near = [c for c in columns if c.lower() == name.lower()]
+        hint = f"; did you mean {sql.Identifier(near[0]).as_string(conn)}?" if near else ""
+        raise TargetError(f"{kind} {written} is not a column of the table{hint}")
+    return name
+
+
 def resolve_target(
     conn: psycopg.Connection[Any], table: str, id_column: str, text_column: str, vector_column: str
 ) -> Target:
-    """Check every name against the catalog and return what the migration needs to know."""
-    schema, _, name = table.rpartition(".")
-    schema = check_identifier("schema", schema or "public")
-    check_identifier("table", name)
-    for kind, value in (
-        ("id column", id_column),
-        ("text column", text_column),
-        ("vector column", vector_column),
-    ):
-        check_identifier(kind, value)
-    relid = conn.execute(
-        "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-        " WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p')",
-        (schema, name),
-    ).fetchone()
-    if relid is None:
-        raise TargetError(f"table {schema}.{name} does not exist")
+    """Parse every name, check it against the catalog, return what the migration needs."""
+    relid, schema, name = _find_table(conn, table)
     columns = dict(
         conn.execute(
             "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute"
             " WHERE attrelid = %s AND attnum > 0 AND NOT attisdropped",
-            (relid[0],),
+            (relid,),
         ).fetchall()
     )
-    for kind, column in (
-        ("id column", id_column),
-        ("text column", text_column),
-        ("vector column", vector_column),
-    ):
-        if column not in columns:
-            raise TargetError(f"{kind} {column!r} is not a column of {schema}.{name}")
+    id_name = _column(conn, columns, "id column", id_column)
+    text_name = _column(conn, columns, "text column", text_column)
+    vector_name = _column(conn, columns, "vector column", vector_column)
     primary_key = conn.execute(
         "SELECT array_agg(a.attname) FROM pg_index i JOIN pg_attribute a"
         " ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)"
         " WHERE i.indrelid = %s AND i.indisprimary",
-        (relid[0],),
+        (relid,),
     ).fetchone()
-    if primary_key is None or primary_key[0] != [id_column]:
-        raise TargetError(f"{id_column!r} must be the single-column primary key of {name}")
-    if columns[text_column] not in ("text", "character varying") and not columns[
-        text_column
-    ].startswith("character varying"):
-        raise TargetError(f"text column {text_column!r} is {columns[text_column]}, not text")
-    match = re.fullmatch(r"vector\((\d+)\)", columns[vector_column])
+    if primary_key is None or primary_key[0] != [id_name]:
+        raise TargetError(f"{id_column} must be the single-column primary key of {table}")
+    if columns[text_name] != "text" and not columns[text_name].startswith("character varying"):
+        raise TargetError(f"text column {text_column} is {columns[text_name]}, not text")
+    match = re.fullmatch(r"vector\((\d+)\)", columns[vector_name])
     if match is None:
-        raise TargetError(f"vector column {vector_column!r} is {columns[vector_column]}")
+        raise TargetError(f"vector column {vector_column} is {columns[vector_name]}")
     return Target(
         schema=schema,
         table=name,
-        id_column=id_column,
-        id_type=columns[id_column],
-        text_column=text_column,
-        legacy_column=vector_column,
+        id_column=id_name,
+        id_type=columns[id_name],
+        text_column=text_name,
+        legacy_column=vector_name,
         legacy_dimension=int(match.group(1)),
         columns=frozenset(columns),
     )

@@ -1,5 +1,6 @@
-"""`verify`: every row has a new vector of the right dimension and norm from the named model,
-and a sample re-embedded now matches what is stored."""
+"""`verify`: every row with text has a new vector of the right dimension and norm from the
+named model, and a sample re-embedded now matches what is stored. Rows without text are
+counted, not required to have a vector."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import psycopg
 from pgvector.psycopg import register_vector
 from psycopg import sql
 
+from migrations.reembed import text_rule
 from migrations.reembed.state import load
 
 NORM_TOLERANCE = 1e-3
@@ -23,6 +25,7 @@ class VerifyReport:
     """Counts of rows that fail each check (0 is good) and the sample's agreement."""
 
     rows_with_text: int
+    rows_no_text: int
     missing: int
     wrong_dimension: int
     bad_norm: int
@@ -63,10 +66,12 @@ def verify(
         "manifest": sql.Identifier(cols.manifest),
         "text": sql.Identifier(m.text_column),
     }
-    has_text = sql.SQL("{text} IS NOT NULL AND btrim({text}) <> ''").format(**ident)
+    # The same rule as the backfill, status and cutover: rows without text need no vector.
+    has_text = text_rule.has_text(m.text_column)
     counts = conn.execute(
         sql.SQL(
             "SELECT count(*) FILTER (WHERE {has_text}),"
+            " count(*) FILTER (WHERE NOT {has_text}),"
             " count(*) FILTER (WHERE {has_text} AND {new} IS NULL),"
             " count(*) FILTER (WHERE {new} IS NOT NULL AND vector_dims({new}) <> {dim}),"
             " count(*) FILTER (WHERE {new} IS NOT NULL AND abs(vector_norm({new}) - 1) > {tol}),"
@@ -99,10 +104,11 @@ def verify(
         min_c, mean_c = float(cosines.min()), float(cosines.mean())
     return VerifyReport(
         rows_with_text=int(counts[0]),
-        missing=int(counts[1]),
-        wrong_dimension=int(counts[2]),
-        bad_norm=int(counts[3]),
-        wrong_manifest=int(counts[4]),
+        rows_no_text=int(counts[1]),
+        missing=int(counts[2]),
+        wrong_dimension=int(counts[3]),
+        bad_norm=int(counts[4]),
+        wrong_manifest=int(counts[5]),
         sample_size=len(sample),
         sample_min_cos=min_c,
         sample_mean_cos=mean_c,

@@ -23,6 +23,7 @@ from embedq_core.manifest import ModelManifest
 from embedq_core.settings import Settings
 from migrations.reembed.backfill import StepOptions, run_step
 from migrations.reembed.control import draft_migration, start
+from migrations.reembed.locking import LockPolicy
 from migrations.reembed.state import load
 from migrations.reembed.target import resolve_target
 from migrations.schema_upgrade import upgrade_head
@@ -92,7 +93,7 @@ def _start(
     manifest = ModelManifest.read(model_dir)
     target = resolve_target(conn, table, "id", "body", "embedding")
     draft = draft_migration(target, table, f"embedding_{manifest.dimension}", manifest, chunk_size)
-    start(conn, draft, celery)
+    start(conn, draft, celery, LockPolicy.from_settings(settings))
 
 
 def _backfill_seconds(conn: psycopg.Connection[Any], name: str) -> float:
@@ -157,7 +158,7 @@ def run_migrate_bench(
             token = load(conn, "bench_inproc").step_token or ""
             source = _Source(embedder)
             while load(conn, "bench_inproc").phase == "keyset":
-                run_step(conn, source, "bench_inproc", token, StepOptions(1.0, "64MB"))
+                run_step(conn, source, "bench_inproc", token, StepOptions(follow_interval_s=1.0))
             seconds = _backfill_seconds(conn, "bench_inproc")
             results.append(
                 MigrateRow(

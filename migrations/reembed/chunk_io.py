@@ -1,0 +1,113 @@
+"""Reading and writing one chunk of the user's table, and the log of committed chunks."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import psycopg
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from embedq_core.staging import copy_to_stage
+from migrations.reembed.state import Migration
+from migrations.reembed.text_rule import has_text
+
+STAGE = "embedq_reembed_stage"
+
+
+def json_key(value: Any) -> Any:
+    """A primary key value as JSON can hold it (the checkpoint and the chunk log are JSONB)."""
+    return value if isinstance(value, int | str) else str(value)
+
+
+def next_rows(conn: psycopg.Connection[Any], m: Migration) -> list[tuple[Any, str]]:
+    """The next chunk of (id, text) after the checkpoint: every row with text in the keyset
+    phase, rows with text and no new vector after it."""
+    cols = m.columns
+    conditions = [has_text(m.text_column)]
+    if m.phase != "keyset":
+        conditions.append(sql.SQL("{} IS NULL").format(sql.Identifier(cols.new)))
+    if m.checkpoint is not None:
+        conditions.append(
+            sql.SQL("{} > {}::{}").format(
+                sql.Identifier(m.id_column), sql.Literal(m.checkpoint), m.id_type_sql
+            )
+        )
+    query = sql.SQL(
+        "SELECT {id}, {text} FROM {table} WHERE {where} ORDER BY {id} LIMIT {n}"
+    ).format(
+        id=sql.Identifier(m.id_column),
+        text=sql.Identifier(m.text_column),
+        table=m.table,
+        where=sql.SQL(" AND ").join(conditions),
+        n=sql.Literal(m.chunk_size),
+    )
+    return [(r[0], r[1]) for r in conn.execute(query).fetchall()]
+
+
+def write_vectors(
+    conn: psycopg.Connection[Any],
+    m: Migration,
+    rows: list[tuple[Any, str]],
+    vectors: npt.NDArray[np.float32],
+) -> int:
+    """Set the new vector where the text is still the one embedded (a text changed meanwhile
+    keeps NULL and is caught up later). Returns rows written."""
+    copy_to_stage(
+        conn,
+        STAGE,
+        [("id", "text"), ("embedding", "vector"), ("text_md5", "text")],
+        (
+            (
+                str(row_id),
+                vector,
+                hashlib.md5(text.encode("utf-8"), usedforsecurity=False).hexdigest(),
+            )
+            for (row_id, text), vector in zip(rows, vectors, strict=True)
+        ),
+    )
+    with conn.cursor() as cur:
+        cols = m.columns
+        cur.execute(
+            sql.SQL(
+                "UPDATE {table} t SET {new} = s.embedding, {manifest} = %s FROM {stage} s"
+                " WHERE t.{id} = s.id::{id_type} AND md5(t.{text}) = s.text_md5"
+            ).format(
+                table=m.table,
+                new=sql.Identifier(cols.new),
+                manifest=sql.Identifier(cols.manifest),
+                stage=sql.Identifier(STAGE),
+                id=sql.Identifier(m.id_column),
+                id_type=m.id_type_sql,
+                text=sql.Identifier(m.text_column),
+            ),
+            (m.manifest_id,),
+        )
+        return cur.rowcount
+
+
+def log_chunk(
+    conn: psycopg.Connection[Any],
+    m: Migration,
+    rows: list[tuple[Any, str]],
+    written: int,
+    seconds: float,
+) -> None:
+    """Record a committed chunk (status computes the recent rate from these)."""
+    conn.execute(
+        "INSERT INTO reembed_chunks (migration, chunk_no, phase, first_id, last_id,"
+        " rows_read, rows_written, seconds) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+        (
+            m.name,
+            m.chunks_done + 1,
+            m.phase,
+            Jsonb(json_key(rows[0][0])),
+            Jsonb(json_key(rows[-1][0])),
+            len(rows),
+            written,
+            seconds,
+        ),
+    )

@@ -1,0 +1,84 @@
+"""A thread in each worker process that builds re-embedding migrations' HNSW indexes.
+
+The build runs in Postgres; this thread only waits for it, so the worker's Celery consumer
+keeps serving live batches and migration steps on the same model meanwhile. Every worker runs
+one, and a per-migration advisory lock (migrations/reembed/index_build.py) makes exactly one
+of them build each index; if that worker dies, another picks the build up.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import psycopg
+
+from embedq_core.db import libpq_url
+from embedq_core.settings import Settings
+from migrations.reembed.index_build import IndexOptions, build_index, migrations_to_index
+
+log = logging.getLogger(__name__)
+
+# How long stop() waits for a pass; a build in progress is not waited for (see stop).
+STOP_JOIN_S = 2.0
+
+
+class IndexMaintenance:
+    """Looks for migrations in the `index` phase every interval and builds their index."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._options = IndexOptions(
+            maintenance_work_mem=settings.reembed_maintenance_work_mem,
+            max_attempts=settings.reembed_max_step_attempts,
+        )
+        self._conn: psycopg.Connection[Any] | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            self._conn = psycopg.connect(
+                libpq_url(self._settings.require_database_url()),
+                autocommit=True,
+                application_name="embedq index maintenance",
+            )
+        return self._conn
+
+    def run_once(self) -> int:
+        """Build every index that is due and free; returns how many were built."""
+        conn = self._connection()
+        built = 0
+        for name in migrations_to_index(conn):
+            if self._stop.is_set():
+                break
+            if build_index(conn, name, self._options) == "built":
+                built += 1
+        return built
+
+    def run(self) -> None:
+        """Repeat run_once every poll interval until stop(); errors are logged and retried."""
+        while not self._stop.wait(self._settings.reembed_index_poll_interval_s):
+            try:
+                self.run_once()
+            except Exception as exc:  # outage of Postgres: try again next tick
+                log.warning("index maintenance pass failed: %s: %s", type(exc).__name__, exc)
+                if self._conn is not None and not self._conn.closed:
+                    self._conn.close()
+
+    def start(self) -> None:
+        """Run in a daemon thread beside the worker."""
+        self._thread = threading.Thread(target=self.run, name="embedq-index", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop looking for work. A build in progress is left to Postgres rather than
+        cancelled: the server finishes it even after this process exits, and the next
+        worker's pass finds the index valid and moves the migration on."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=STOP_JOIN_S)
+        idle = self._thread is None or not self._thread.is_alive()
+        if idle and self._conn is not None:
+            self._conn.close()
