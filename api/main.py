@@ -6,14 +6,13 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import Depends, FastAPI, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from fastapi import Depends, FastAPI
 
 from api.auth import require_api_key
 from api.body_limit import BodyLimit
 from api.deps import ApiResources
 from api.errors import ERROR_RESPONSES, install_error_handlers
-from api.metrics import EmbedqCollector
+from api.metrics import install_metrics
 from api.openapi_limits import install_openapi_limits
 from api.routes import collections, embeddings, health, jobs, reembed, search
 from embedq_core.db import make_engine
@@ -53,17 +52,12 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(embeddings.router, dependencies=protected, responses=ERROR_RESPONSES)
     app.include_router(search.router, dependencies=protected, responses=ERROR_RESPONSES)
 
-    registry = CollectorRegistry()
-    registry.register(EmbedqCollector(resources))
-
-    @app.get("/metrics", include_in_schema=False)
-    def metrics() -> Response:
-        """Prometheus exposition (no key: scrape it from inside the network)."""
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
-
     install_error_handlers(app, settings)
     install_openapi_limits(app, settings)
     app.add_middleware(
         BodyLimit, max_bytes=settings.max_request_bytes, timeout_s=settings.request_body_timeout_s
     )
+    # /metrics (bearer EMBEDQ_METRICS_TOKEN when set) and request counting, outermost: it
+    # sees the body limit's answers too.
+    install_metrics(app, resources)
     return app

@@ -98,18 +98,25 @@ def record_resent(conn: psycopg.Connection[Any], job_id: str, batch_nos: list[in
     conn.execute("UPDATE jobs SET enqueued_at = now() WHERE id = %s", (job_id,))
 
 
-def record_claimed(conn: psycopg.Connection[Any], job_id: str, batch_no: int, worker: str) -> None:
+def record_claimed(
+    conn: psycopg.Connection[Any], job_id: str, batch_no: int, worker: str
+) -> float | None:
     """A worker took the batch's pending items, in its claim transaction. An upsert, so a job
-    recorded by an older API gets its row here."""
-    conn.execute(
+    recorded by an older API gets its row here. Returns how long the batch waited since its
+    last send (its queue wait; a first send not recorded yet is dated at the job's creation,
+    as record_enqueued will date it)."""
+    row = conn.execute(
         """
         INSERT INTO job_batches AS b (job_id, batch_no, claimed_at, claimed_by)
         VALUES (%s, %s, now(), %s)
         ON CONFLICT (job_id, batch_no)
         DO UPDATE SET claimed_at = now(), claimed_by = EXCLUDED.claimed_by
+        RETURNING extract(epoch FROM b.claimed_at - coalesce(
+            b.sent_at, (SELECT j.created_at FROM jobs j WHERE j.id = b.job_id)))::float8
         """,
         (job_id, batch_no, worker),
-    )
+    ).fetchone()
+    return None if row is None or row[0] is None else max(float(row[0]), 0.0)
 
 
 def record_finished(conn: psycopg.Connection[Any], job_id: uuid.UUID, batch_no: int) -> None:

@@ -5,16 +5,21 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, model_validator
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
     """Configuration for every embedq process. Environment variables use the EMBEDQ_ prefix;
-    DATABASE_URL and REDIS_URL are also read without it."""
+    DATABASE_URL and REDIS_URL are also read without it. A variable set to the empty string
+    counts as unset (compose passes `${EMBEDQ_X:-}` for every setting a `.env` may leave out)."""
 
     model_config = SettingsConfigDict(
-        env_prefix="EMBEDQ_", env_file=None, extra="ignore", populate_by_name=True
+        env_prefix="EMBEDQ_",
+        env_file=None,
+        extra="ignore",
+        populate_by_name=True,
+        env_ignore_empty=True,
     )
 
     database_url: str | None = Field(
@@ -96,6 +101,22 @@ class Settings(BaseSettings):
     search_ef_search: int = Field(
         default=100, ge=1, le=1000, description="hnsw.ef_search unless a search sets its own"
     )
+
+    # Metrics (Prometheus). Each worker process serves its own listener (0: none; in compose
+    # every worker container uses 9200); the API serves /metrics on its own port. With a token
+    # set, /metrics answers only `Authorization: Bearer <token>` (workers' /healthz stays open).
+    worker_metrics_port: int = Field(default=0, ge=0, le=65535, description="0: no listener")
+    worker_metrics_host: str = "127.0.0.1"
+    metrics_token: SecretStr | None = None
+    # The API's gauges that read Postgres and Redis (unfinished jobs, queue depths, migration
+    # progress) are refreshed at most this often, whatever the number of scrapes.
+    metrics_cache_s: float = Field(default=5.0, ge=0)
+
+    # `embedq db upgrade`, run as a role that may create roles, also creates (or updates) this
+    # login role for the API and workers: no superuser, no CREATEROLE, no DDL on the schema's
+    # own tables; unset, no role is touched.
+    app_db_role: str | None = Field(default=None, pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+    app_db_password: SecretStr | None = None
 
     # Embedded dev stack (used when DATABASE_URL / REDIS_URL are not given)
     data_dir: Path = Path(".embedq")

@@ -135,12 +135,25 @@ def db() -> None:
 
 @db.command("upgrade")
 def db_upgrade() -> None:
-    """Apply the Alembic migrations (run before starting API and workers)."""
+    """Apply the Alembic migrations (run before starting API and workers); with
+    EMBEDQ_APP_DB_ROLE set, also create or update that login role for the API and workers."""
     settings = configure()
     from migrations.schema_upgrade import upgrade_head
 
     upgrade_head(settings.require_database_url())
     click.echo("schema is at head")
+    if settings.app_db_role is None:
+        return
+    if settings.app_db_password is None:
+        raise click.UsageError("EMBEDQ_APP_DB_ROLE is set: set EMBEDQ_APP_DB_PASSWORD too")
+    from migrations.app_role import ensure_app_role
+
+    ensure_app_role(
+        settings.require_database_url(),
+        settings.app_db_role,
+        settings.app_db_password.get_secret_value(),
+    )
+    click.echo(f"role {settings.app_db_role} may use the schema (login; no superuser, no DDL)")
 
 
 @main.group()

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import httpx
+from pydantic import SecretStr
 
 from embedq_core.settings import Settings
 
@@ -20,6 +21,8 @@ def process_env(settings: Settings, extra: dict[str, str] | None = None) -> dict
     """The environment a child embedq process reads these exact settings from."""
     env = dict(os.environ)
     for name, value in settings.model_dump().items():
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()  # str() would pass the mask, not the secret
         if value is not None:
             env[f"EMBEDQ_{name.upper()}"] = str(value)
     env.update(extra or {})

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import psycopg
 
+from workers import metrics
 from workers.batch_lock import BatchBusy, BatchLock
 from workers.context import WorkerContext
 from workers.db_retry import is_transient
@@ -50,17 +51,23 @@ class BatchOutcome:
 def process_batch(ctx: WorkerContext, job_id: str, batch_no: int) -> BatchOutcome:
     """Embed and store one batch; safe to run again, or twice at once, for the same batch."""
     lock = BatchLock(ctx, job_id, batch_no)
+    timer = metrics.start_batch()
     try:
-        batch = lock.run(lambda conn: claim_batch(conn, job_id, batch_no, ctx.worker_name))
+        with timer.stage("claim"):
+            batch = lock.run(lambda conn: claim_batch(conn, job_id, batch_no, ctx.worker_name))
         if batch is None:
             return BatchOutcome(0, 0, skipped_reason="job not found")
         if not batch.items:
             return BatchOutcome(0, 0, skipped_reason="nothing pending (already done)")
+        timer.queue_wait(batch.queued_s)
+        if any(item.attempts > 1 for item in batch.items):
+            metrics.retry("redelivery")
         try:
             return _embed_and_store(ctx, lock, batch)
         except BatchBusy:
             raise
         except Exception as exc:
+            metrics.batch_failed(transient=is_transient(exc))
             if not is_transient(exc):
                 # Leave the items pending with the reason: the reconciler sends the batch
                 # again, and the attempt counter ends the retries.
@@ -75,6 +82,7 @@ def process_batch(ctx: WorkerContext, job_id: str, batch_no: int) -> BatchOutcom
         return BatchOutcome(0, 0, skipped_reason="batch is being processed by another worker")
     finally:
         lock.release()
+        timer.finish()
 
 
 def _record_error(conn: psycopg.Connection[Any], batch: ClaimedBatch, reason: str) -> None:
@@ -89,7 +97,10 @@ def _embed_and_store(ctx: WorkerContext, lock: BatchLock, batch: ClaimedBatch) -
         reason = f"worker serves {model_id}, collection needs {batch.manifest_id}"
         failures = {i.external_id: reason for i in batch.items}
         lock.run(lambda conn: _fail_all(conn, batch, failures))
-        return BatchOutcome(0, len(batch.items))
+        failed = BatchOutcome(0, len(batch.items))
+        metrics.items_failed(failures, kind="wrong_model")
+        metrics.batch_stored(failed)
+        return failed
 
     max_attempts = ctx.settings.max_task_attempts
     gave_up = {
@@ -112,11 +123,13 @@ def _embed_and_store(ctx: WorkerContext, lock: BatchLock, batch: ClaimedBatch) -
         if decide(i.seq, i.content_hash, stored.get(i.external_id), model_id) is Action.WRITE
     ]
     embedded = embed_isolating(ctx.embedder, [(i.external_id, i.text) for i in to_embed])
-    outcome = lock.run(
-        lambda conn: _write_batch(
-            conn, ctx.embedder, batch, candidates, gave_up, embedded, model_id
+    with metrics.stage("write"):
+        outcome = lock.run(
+            lambda conn: _write_batch(
+                conn, ctx.embedder, batch, candidates, gave_up, embedded, model_id
+            )
         )
-    )
+    metrics.batch_stored(outcome)
     log.info(
         "job %s batch %d: %d embedded, %d unchanged, %d superseded, %d failed",
         batch.job_id,
@@ -199,6 +212,7 @@ def _write_batch(
     # Superseded: a newer submission of the id was stored (seen under the lock, or landing
     # between the lock and the upsert); the item is done and nothing was written.
     superseded = len(done_ids) - len(written) - len(refreshed)
+    metrics.items_failed(failures, gave_up, embedded.errors)  # committed: counted once
     return BatchOutcome(len(done_ids), len(failures), len(refreshed), superseded)
 
 

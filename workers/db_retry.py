@@ -13,6 +13,7 @@ from typing import TypeVar
 
 import psycopg
 from tenacity import (
+    RetryCallState,
     Retrying,
     before_sleep_log,
     retry_if_exception,
@@ -21,6 +22,7 @@ from tenacity import (
 )
 
 from embedq_core.settings import Settings
+from workers import metrics
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +37,17 @@ def is_transient(exc: BaseException) -> bool:
 def with_db_retry(settings: Settings, fn: Callable[[], T]) -> T:
     """Run fn, retrying with jittered backoff (so two deadlocked workers do not meet again)
     while it fails transiently, for up to settings.db_retry_timeout_s."""
+    log_retry = before_sleep_log(log, logging.WARNING)
+
+    def before_sleep(state: RetryCallState) -> None:
+        metrics.retry("db")
+        log_retry(state)
+
     retrying = Retrying(
         retry=retry_if_exception(is_transient),
         wait=wait_random_exponential(multiplier=0.25, max=5),
         stop=stop_after_delay(settings.db_retry_timeout_s),
-        before_sleep=before_sleep_log(log, logging.WARNING),
+        before_sleep=before_sleep,
         reraise=True,
     )
     return retrying(fn)

@@ -38,6 +38,8 @@ class ClaimedBatch:
     manifest_id: str
     vector_table: str
     items: list[ClaimedItem]
+    # Seconds from the batch's last send to this claim (None: unknown).
+    queued_s: float | None = None
 
 
 def claim_batch(
@@ -69,11 +71,10 @@ def claim_batch(
             """,
             (job_id, batch_no),
         ).fetchall()
-        if rows:
-            record_claimed(conn, job_id, batch_no, worker)
+        queued_s = record_claimed(conn, job_id, batch_no, worker) if rows else None
     rows.sort(key=lambda r: r[5])
     items = [ClaimedItem(r[0], r[1], r[2], bytes(r[3]), r[4], r[6], r[7]) for r in rows]
-    return ClaimedBatch(uuid.UUID(job_id), batch_no, job[0], job[1], job[2], items)
+    return ClaimedBatch(uuid.UUID(job_id), batch_no, job[0], job[1], job[2], items, queued_s)
 
 
 # A batch being worked on holds a session-level advisory lock keyed by (job, batch).

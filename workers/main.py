@@ -19,6 +19,7 @@ from embedq_core.catalog import register_model_dir
 from embedq_core.db import make_engine
 from embedq_core.queueing import embed_queue, reembed_queue
 from embedq_core.settings import Settings
+from workers import metrics
 from workers.celery_app import build_worker_app
 from workers.context import WorkerContext
 from workers.maintenance import IndexMaintenance
@@ -48,6 +49,8 @@ def run_worker(settings: Settings) -> None:
     """Load and warm the model, record its manifest, then consume the model's queue (solo pool:
     one process, one model in memory, one batch at a time; run one process per GPU)."""
     ctx = WorkerContext.load(settings)
+    # Labelled with the loaded model; /healthz says 503 until Celery reports the worker ready.
+    metrics_listener = metrics.start(settings, ctx.embedder)
     manifest = ctx.embedder.manifest
     assert settings.model_dir is not None  # WorkerContext.load checked it
     _register(settings, settings.model_dir)
@@ -76,7 +79,10 @@ def run_worker(settings: Settings) -> None:
             ]
         )
     finally:
+        metrics.set_ready(False)
         indexes.stop()
         queries.stop()
         reconciler.stop()
         ctx.close()
+        if metrics_listener is not None:
+            metrics_listener.stop()

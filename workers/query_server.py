@@ -23,6 +23,7 @@ from embedq_core.query_protocol import (
 )
 from embedq_core.queueing import make_redis
 from embedq_core.settings import Settings
+from workers import metrics
 from workers.engine import Embedder
 
 log = logging.getLogger(__name__)
@@ -50,9 +51,11 @@ class QueryServer:
         request = QueryRequest.decode(popped[1])
         if request.expires_at < time.time():
             log.info("dropping query %s: its caller gave up", request.request_id)
+            metrics.query_expired()
             return True
         self._push(request, TAKEN)
         started = time.perf_counter()
+        ok = True
         try:
             result = self._embedder.embed(request.texts, request.input_type, urgent=True)
             reply = QueryReply(
@@ -61,7 +64,9 @@ class QueryServer:
         except Exception as exc:  # the caller gets the reason instead of a timeout
             log.exception("query %s failed", request.request_id)
             reply = QueryReply.failure(self._manifest_id, f"{type(exc).__name__}: {exc}")
+            ok = False
         self._push(request, reply.encode())
+        metrics.query_answered(time.perf_counter() - started, ok)
         log.debug(
             "query %s: %d texts in %.1f ms",
             request.request_id,

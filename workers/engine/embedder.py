@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -15,6 +16,7 @@ from workers.engine.batching import plan_batches
 from workers.engine.config import EngineConfig
 from workers.engine.gate import EngineGate
 from workers.engine.hardware import Hardware, detect_hardware
+from workers.engine.observer import EngineObserver, NoObserver
 from workers.engine.pooling import FloatArray, l2_normalize, pool
 from workers.engine.runtime import ModelSession, open_session
 from workers.engine.tokenize import TextTokenizer
@@ -49,6 +51,8 @@ class Embedder:
         self._max_batch_tokens = config.max_batch_tokens
         self._max_batch_size = config.max_batch_size
         self._gate = EngineGate()
+        # A worker installs its metrics here (workers/metrics.py); nothing is recorded otherwise.
+        self.observer: EngineObserver = NoObserver()
 
     @classmethod
     def from_model_dir(
@@ -93,17 +97,26 @@ class Embedder:
         may be called from several threads."""
         if input_type == "query" and self.manifest.query_instruction:
             texts = [self.manifest.query_instruction + t for t in texts]
+        started = time.perf_counter()
         tokenized = self._tokenizer.tokenize(texts)
+        prepare_s = time.perf_counter() - started
         lengths = [len(t.ids) for t in tokenized]
         vectors = np.empty((len(texts), self.manifest.dimension), dtype=np.float32)
         for batch in plan_batches(lengths, self._max_batch_tokens, self._max_batch_size):
+            started = time.perf_counter()
             input_ids, attention_mask, token_type_ids = self._tokenizer.pad(
                 [tokenized[i] for i in batch]
             )
+            prepare_s += time.perf_counter() - started
             with self._gate.turn(urgent):
+                started = time.perf_counter()
                 hidden = self._session.run(input_ids, attention_mask, token_type_ids)
                 pooled = pool(hidden, attention_mask, self.manifest.pooling)
                 vectors[batch] = l2_normalize(pooled) if self.manifest.normalize else pooled
+                engine_s = time.perf_counter() - started
+            tokens = sum(lengths[i] for i in batch)
+            self.observer.engine_batch(len(batch), tokens, input_ids.size, engine_s, urgent)
+        self.observer.prepared(len(texts), prepare_s, urgent)
         return EmbedResult(
             vectors=vectors, truncated=[t.truncated for t in tokenized], token_counts=lengths
         )

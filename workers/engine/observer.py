@@ -1,0 +1,34 @@
+"""What the engine reports about its own work, to whoever watches (a worker's metrics).
+
+The engine knows nothing about Prometheus: it calls an observer, which does nothing unless a
+worker installs one (workers/metrics.py), so benchmarks and the CLI pay nothing for it.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class EngineObserver(Protocol):
+    """Called by Embedder.embed from the thread that embeds."""
+
+    def prepared(self, texts: int, seconds: float, urgent: bool) -> None:
+        """Texts were tokenised and padded into engine batches, in `seconds` all told."""
+
+    def engine_batch(
+        self, texts: int, tokens: int, padded_tokens: int, seconds: float, urgent: bool
+    ) -> None:
+        """One engine batch ran (inference, pooling, normalisation): `tokens` real tokens in
+        `padded_tokens` computed slots."""
+
+
+class NoObserver:
+    """The default: records nothing."""
+
+    def prepared(self, texts: int, seconds: float, urgent: bool) -> None:
+        """Nothing to record."""
+
+    def engine_batch(
+        self, texts: int, tokens: int, padded_tokens: int, seconds: float, urgent: bool
+    ) -> None:
+        """Nothing to record."""
