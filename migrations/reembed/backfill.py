@@ -165,7 +165,9 @@ def _chunk(
             return refused
         started = time.perf_counter()
         rows = chunk_io.next_rows(conn, m)
-        fields: dict[str, Any] = {"step_attempts": 0, "error": None}
+        fields: dict[str, Any] = {"step_attempts": 0}
+        if m.step_attempts > 1:  # recovered from failed attempts: their error is over
+            fields["error"] = None
         if rows:
             written = chunk_io.write_vectors(
                 conn, m, rows, source.vectors([text for _, text in rows])

@@ -61,25 +61,31 @@ def _count_rows(conn: psycopg.Connection[Any], m: Migration) -> tuple[int, int |
     return (int(row[0]), int(row[1])) if row else (0, 0)
 
 
-def _pending(conn: psycopg.Connection[Any], m: Migration) -> int:
-    """Rows with text still to embed. The keyset pass rewrites every such row, so there it
-    is those ahead of the checkpoint plus those behind it without a vector; afterwards, those
-    without a vector (the partial index of pending rows answers that)."""
-    conditions = [has_text(m.text_column)]
-    null_new = sql.SQL("{} IS NULL").format(sql.Identifier(m.columns.new))
-    if m.phase == "keyset" and m.checkpoint is not None:
-        ahead = sql.SQL("{} > {}::{}").format(
-            sql.Identifier(m.id_column), sql.Literal(m.checkpoint), m.id_type_sql
-        )
-        conditions.append(sql.SQL("({} OR {})").format(null_new, ahead))
-    elif m.phase != "keyset":
-        conditions.append(null_new)
+def _count(conn: psycopg.Connection[Any], m: Migration, *conditions: sql.Composable) -> int:
     row = conn.execute(
         sql.SQL("SELECT count(*) FROM {} WHERE {}").format(
-            m.table, sql.SQL(" AND ").join(conditions)
+            m.table, sql.SQL(" AND ").join([has_text(m.text_column), *conditions])
         )
     ).fetchone()
     return int(row[0]) if row else 0
+
+
+def _pending(conn: psycopg.Connection[Any], m: Migration) -> int:
+    """Rows with text still to embed: those without a new vector (the partial index of
+    pending rows answers that), and in the keyset pass, which rewrites every row with text,
+    also those ahead of the checkpoint (a range of the primary key)."""
+    null_new = sql.SQL("{} IS NULL").format(sql.Identifier(m.columns.new))
+    if m.phase != "keyset":
+        return _count(conn, m, null_new)
+    if m.checkpoint is None:
+        return _count(conn, m)
+    ahead = sql.SQL("{} > {}::{}").format(
+        sql.Identifier(m.id_column), sql.Literal(m.checkpoint), m.id_type_sql
+    )
+    behind = sql.SQL("{} <= {}::{}").format(
+        sql.Identifier(m.id_column), sql.Literal(m.checkpoint), m.id_type_sql
+    )
+    return _count(conn, m, ahead) + _count(conn, m, null_new, behind)
 
 
 def progress(conn: psycopg.Connection[Any], name: str) -> Progress:
