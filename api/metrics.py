@@ -44,6 +44,7 @@ from embedq_core.queueing import embed_queue, queue_depth, reembed_queue
 log = logging.getLogger(__name__)
 
 REFRESH_WAIT_S = 2.0
+STATEMENT_TIMEOUT_MS = 5000
 # Rate of a migration: rows of its chunks that ended in this window (as `reembed status`).
 RATE_WINDOW_S = 120
 RATE_CHUNKS = 64  # the newest chunks read per migration (primary key, backwards)
@@ -159,6 +160,8 @@ class StoreMetrics(Collector):
         families = _families()
         try:
             with self._engine.connect() as conn:
+                # A refresh never holds its connection long, even on a struggling server.
+                conn.exec_driver_sql(f"SET LOCAL statement_timeout = '{STATEMENT_TIMEOUT_MS}ms'")
                 self._manifests = [
                     r[0] for r in conn.exec_driver_sql("SELECT id FROM model_manifests ORDER BY id")
                 ]
