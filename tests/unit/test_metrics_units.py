@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 
 import httpx
+import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry, generate_latest
@@ -121,3 +122,12 @@ def test_requests_are_labelled_by_route_template_even_when_refused_before_routin
     other = {"method": "other", "route": "/v1/jobs/{job_id}", "status": "405"}
     assert sample("embedq_http_requests_total", **other) == 1
     assert b"/v1/jobs/abc" not in generate_latest(registry)
+
+
+def test_device_label_names_the_visible_gpus_or_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert metrics.device_of("onnxruntime-cuda") == "cuda:0"
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2")
+    assert metrics.device_of("onnxruntime-cuda") == "cuda:2"
+    for backend in ("openvino-bf16", "openvino-fp32", "onnxruntime-cpu"):
+        assert metrics.device_of(backend) == "cpu"
