@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Connection, Engine, inspect, select
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.schema import CreateTable
 
 from embedq_core.manifest import ModelManifest
 from embedq_core.tables import collections, model_manifests, vector_table, vector_table_name
@@ -75,7 +76,8 @@ def get_collection(conn: Connection, name: str) -> Collection | None:
 
 
 def create_collection(engine: Engine, name: str, manifest_id: str) -> Collection:
-    """Create a collection bound to a registered manifest, with its vectors table and HNSW index.
+    """Create a collection bound to a registered manifest, with its vectors table (its HNSW
+    index follows once the first bulk load is over).
 
     Creating it again with the same manifest is a no-op; with another manifest it is a conflict,
     because one table cannot hold vectors of two models.
@@ -102,7 +104,10 @@ def create_collection(engine: Engine, name: str, manifest_id: str) -> Collection
                 name=name, manifest_id=manifest_id, dimension=dimension, vector_table=table_name
             )
         )
-        vector_table(name, dimension).create(conn, checkfirst=True)
+        # The table only: its HNSW index is built after the bulk load (collection_index.py).
+        table = vector_table(name, dimension)
+        if not inspect(conn).has_table(table.name):
+            conn.execute(CreateTable(table))
     return Collection(
         name, manifest_id, dimension, table_name, int(manifest_row.manifest["max_length"])
     )

@@ -1,4 +1,5 @@
-"""A thread in each worker process that builds re-embedding migrations' HNSW indexes.
+"""A thread in each worker process that builds HNSW indexes: re-embedding migrations' and,
+after their bulk load, collections' (embedq_core/collection_index.py).
 
 The build runs in Postgres; this thread only waits for it, so the worker's Celery consumer
 keeps serving live batches and migration steps on the same model meanwhile. Every worker runs
@@ -14,6 +15,7 @@ from typing import Any
 
 import psycopg
 
+from embedq_core.collection_index import build_hnsw_index, collections_to_index
 from embedq_core.db import libpq_url
 from embedq_core.settings import Settings
 from migrations.reembed.index_build import IndexOptions, build_index, migrations_to_index
@@ -54,6 +56,11 @@ class IndexMaintenance:
             if self._stop.is_set():
                 break
             if build_index(conn, name, self._options) == "built":
+                built += 1
+        for vector_table in collections_to_index(conn):
+            if self._stop.is_set():
+                break
+            if build_hnsw_index(conn, vector_table, self._options.maintenance_work_mem):
                 built += 1
         return built
 

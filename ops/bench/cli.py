@@ -227,3 +227,98 @@ def bench_write_path(rows: int, dimension: int, batch: int, out_json: Path) -> N
         "rows": [asdict(r) for r in results],
     }
     out_json.write_text(json.dumps(payload, indent=2) + "\n")
+
+
+@bench.command("pipeline")
+@click.option(
+    "--model-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Export to run (default: the bundled MiniLM, exported if needed).",
+)
+@click.option("--texts", "count", type=int, default=5000, show_default=True)
+@click.option(
+    "--hnsw-variant/--no-hnsw-variant",
+    default=True,
+    show_default=True,
+    help="Also run the whole path into a collection without its HNSW index.",
+)
+@click.option("--write-rows", type=int, default=20_000, show_default=True)
+@click.option(
+    "--out",
+    "out_json",
+    type=click.Path(path_type=Path),
+    default=Path("bench-results/pipeline.json"),
+    show_default=True,
+)
+def bench_pipeline(
+    model_dir: Path | None, count: int, hnsw_variant: bool, write_rows: int, out_json: Path
+) -> None:
+    """Whole path against the bare engine on the same texts, the worker's own time split, and
+    the write path alone (1024-d COPY + upsert against executemany)."""
+    import json
+    import tempfile
+    from dataclasses import asdict
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from migrations.schema_upgrade import upgrade_head
+    from ops.bench.engine import machine_description
+    from ops.bench.pipeline import run_pipeline_bench
+    from ops.bench.write_path import run_write_path
+    from ops.bundled_model import ensure_bundled_model
+    from ops.devstack import EmbeddedStack
+    from workers.engine import EngineConfig
+
+    settings = configure(quiet=True)
+    if model_dir is None:
+        model_dir = settings.data_dir.resolve() / "models" / "all-minilm-l6-v2"
+        ensure_bundled_model(model_dir, EngineConfig.from_settings(settings))
+    console = Console()
+    runs = run_pipeline_bench(settings, model_dir, count, hnsw_variant)
+    machine = machine_description()
+    table = Table(title=f"{count} texts, one worker, {machine['cpu']} ({machine['cores']} cores)")
+    # The worker's own stage times; what is left of the wall time is broker hops and idling.
+    stages = ("claim", "tokenize", "engine", "write")
+    for column in ("variant", "seconds", "texts/s", "× bare engine", *stages, "broker+idle"):
+        table.add_column(column, justify="left" if column == "variant" else "right")
+    for run in runs:
+        split = [f"{run.split_s[s]:.1f}s" if s in run.split_s else "" for s in stages]
+        busy = sum(run.split_s.get(s, 0.0) for s in stages)
+        split.append(f"{run.seconds - busy:.1f}s" if run.split_s else "")
+        table.add_row(
+            run.variant,
+            f"{run.seconds:.1f}",
+            f"{run.texts_per_s:.0f}",
+            f"{run.ratio_to_engine:.2f}",
+            *split,
+        )
+    console.print(table)
+    with (
+        tempfile.TemporaryDirectory() as data_dir,
+        EmbeddedStack(settings, Path(data_dir)) as stack,
+    ):
+        database_url = stack.settings().require_database_url()
+        upgrade_head(database_url)
+        writes = run_write_path(database_url, write_rows, 1024, 512)
+    write_table = Table(title="write path alone: 1024-d vectors, 512 rows per transaction")
+    for column in ("variant", "rows", "rows/s"):
+        write_table.add_column(column, justify="left" if column == "variant" else "right")
+    for w in writes:
+        write_table.add_row(w.variant, str(w.rows), f"{w.rows_per_s:,.0f}")
+    console.print(write_table)
+    out_json.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "machine": machine,
+        "model_dir": str(model_dir),
+        "settings": {
+            "max_batch_tokens": settings.max_batch_tokens,
+            "max_batch_size": settings.max_batch_size,
+            "items_per_task": settings.items_per_task,
+        },
+        "runs": [asdict(r) for r in runs],
+        "write_path": [asdict(w) for w in writes],
+    }
+    out_json.write_text(json.dumps(payload, indent=2) + "\n")
+    console.print(f"wrote {out_json}")

@@ -18,6 +18,7 @@ from pgvector.psycopg import register_vector
 from tokenizers import Tokenizer
 
 from embedq_core.catalog import create_collection, register_model_dir
+from embedq_core.collection_index import hnsw_index_name
 from embedq_core.db import libpq_url
 from embedq_core.manifest import ModelManifest
 from embedq_core.query_protocol import query_queue
@@ -29,6 +30,7 @@ from tests.support import PrivatePipeline, ServiceHandle, make_manifest_variant
 pytestmark = pytest.mark.integration
 
 COLLECTION = "qdocs"
+FILLER_ROWS = 8000
 INSTRUCTION = "Represent this sentence for searching relevant passages: "
 QUERIES = [
     "Will it rain tomorrow?",
@@ -44,8 +46,11 @@ QUERIES = [
 
 @pytest.fixture(scope="module")
 def corpus_collection(services: ServiceHandle, minilm_manifest: ModelManifest) -> list[str]:
-    """The demo corpus embedded through the job pipeline; every fifth row tagged rare."""
+    """The demo corpus embedded through the job pipeline; every fiftieth row tagged rare. The
+    collection's HNSW index is built by a worker once the load is over; searches wait for it."""
     create_collection(services.engine, COLLECTION, minilm_manifest.manifest_id)
+    assert not _hnsw_valid(services), "the index must come after the bulk load"
+    _add_filler_rows(services, minilm_manifest, FILLER_ROWS)
     corpus = load_demo_corpus()
     items = [
         {
@@ -59,7 +64,49 @@ def corpus_collection(services: ServiceHandle, minilm_manifest: ModelManifest) -
     assert response.status_code == 202, response.text
     job = services.wait_job(response.json()["job_id"])
     assert job["status"] == "completed", job
+    deadline = time.monotonic() + 120
+    while not _hnsw_valid(services):
+        assert time.monotonic() < deadline, "no worker built the collection's HNSW index"
+        time.sleep(0.2)
     return [text for _, text in corpus]
+
+
+def _add_filler_rows(services: ServiceHandle, manifest: ModelManifest, count: int) -> None:
+    """Random unit vectors, so the table is large enough for the planner to choose the HNSW
+    index over an exact scan (it does not below a few thousand rows) and recall is measured
+    through the index."""
+    rng = np.random.default_rng(3)
+    vectors = rng.standard_normal((count, manifest.dimension)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    with psycopg.connect(libpq_url(services.settings.require_database_url())) as conn:
+        register_vector(conn)
+        with conn.cursor().copy(
+            f"COPY vectors_{COLLECTION} (id, text, metadata, embedding, manifest_id,"
+            " content_hash) FROM STDIN"
+        ) as copy:
+            for i, vector in enumerate(vectors):
+                metadata = '{"lang": "filler", "rare": false}'
+                row = (f"filler-{i}", f"filler {i}", metadata, vector, manifest.manifest_id)
+                copy.write_row((*row, b"\x00"))
+
+
+def _hnsw_scans(services: ServiceHandle) -> int:
+    with services.engine.connect() as conn:
+        scans = conn.exec_driver_sql(
+            "SELECT idx_scan FROM pg_stat_user_indexes WHERE indexrelname = %(name)s",
+            {"name": hnsw_index_name(f"vectors_{COLLECTION}")},
+        ).scalar_one()
+    return int(scans)
+
+
+def _hnsw_valid(services: ServiceHandle) -> bool:
+    with services.engine.connect() as conn:
+        valid = conn.exec_driver_sql(
+            "SELECT i.indisvalid FROM pg_index i JOIN pg_class x ON x.oid = i.indexrelid"
+            " WHERE x.relname = %(name)s",
+            {"name": hnsw_index_name(f"vectors_{COLLECTION}")},
+        ).scalar()
+    return bool(valid)
 
 
 def _stored(services: ServiceHandle) -> dict[str, tuple[np.ndarray, str, dict[str, Any]]]:
@@ -122,6 +169,7 @@ def test_search_matches_brute_force_and_respects_filters(
     stored = _stored(services)
     ids = list(stored)
     matrix = np.stack([stored[i][0] for i in ids])
+    scans_before = _hnsw_scans(services)
     recalls = []
     for query in QUERIES:
         query_vector = np.array(
@@ -144,6 +192,12 @@ def test_search_matches_brute_force_and_respects_filters(
             [hit["score"] for hit in exact["hits"]], np.sort(scores)[::-1][:10], atol=1e-5
         )
     assert np.mean(recalls) >= 0.95, recalls
+    # The default searches went through the HNSW index (the exact ones did not). Backends
+    # report index statistics a few seconds late, so wait for the count rather than read it once.
+    deadline = time.monotonic() + 30
+    while _hnsw_scans(services) - scans_before < len(QUERIES):
+        assert time.monotonic() < deadline, "the searches did not use the HNSW index"
+        time.sleep(0.5)
 
     zh = services.post(
         f"/v1/collections/{COLLECTION}/search",

@@ -1,0 +1,182 @@
+"""`embedq bench pipeline`: the whole path (HTTP submit → Redis → worker → pgvector) against the
+bare engine on the same texts, in one run, with the time split the worker itself measured."""
+
+from __future__ import annotations
+
+import re
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from embedq_core.api_keys import create_key
+from embedq_core.catalog import create_collection, register_model_dir
+from embedq_core.db import make_engine
+from embedq_core.settings import Settings
+from migrations.schema_upgrade import upgrade_head
+from ops.corpus import load_bench_corpus
+from ops.devstack import EmbeddedStack, free_port
+from ops.processes import ChildProcess, start_api, start_worker
+from workers.engine import Embedder, EngineConfig
+
+FINISHED = {"completed", "completed_with_errors", "failed"}
+STAGE_RE = re.compile(r'^embedq_worker_batch_stage_seconds_sum\{[^}]*stage="(\w+)"[^}]*\} (\S+)$')
+
+
+@dataclass
+class PipelineRun:
+    """One variant's texts/s, and where the worker's time went."""
+
+    variant: str
+    texts: int
+    seconds: float
+    texts_per_s: float
+    ratio_to_engine: float = 1.0
+    split_s: dict[str, float] = field(default_factory=dict)
+
+
+def bench_texts(count: int) -> list[str]:
+    """count texts of realistic lengths (one sentence to several hundred tokens), distinct."""
+    corpus = [text for _, text in load_bench_corpus()]
+    return [f"{corpus[i % len(corpus)]} #{i}" for i in range(count)]
+
+
+def bare_engine(model_dir: Path, config: EngineConfig, texts: list[str], chunk: int) -> float:
+    """Seconds the engine alone takes on texts, in the chunks a worker gets them in."""
+    embedder = Embedder.from_model_dir(model_dir, config)
+    embedder.warm_up()
+    embedder.embed(texts[:chunk])
+    started = time.perf_counter()
+    for i in range(0, len(texts), chunk):
+        embedder.embed(texts[i : i + chunk])
+    return time.perf_counter() - started
+
+
+def _stage_sums(metrics_text: str) -> dict[str, float]:
+    sums: dict[str, float] = {}
+    for line in metrics_text.splitlines():
+        match = STAGE_RE.match(line)
+        if match:
+            sums[match[1]] = sums.get(match[1], 0.0) + float(match[2])
+    return sums
+
+
+def whole_path(
+    settings: Settings,
+    model_dir: Path,
+    texts: list[str],
+    collection: str,
+    log_dir: Path,
+    hnsw: bool = True,
+) -> tuple[float, dict[str, float]]:
+    """Seconds from the first submission to the last job completed, and the worker's stage
+    sums (queue wait, claim, tokenize, engine, write) over that run."""
+    engine = make_engine(settings.require_database_url(), pool_size=1)
+    with engine.begin() as conn:
+        manifest = register_model_dir(conn, model_dir)
+        _, api_key = create_key(conn, "bench")
+    created = create_collection(engine, collection, manifest.manifest_id)
+    if not hnsw:  # measures what the index costs during a bulk load
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"DROP INDEX {created.vector_table}_embedding_hnsw")
+    engine.dispose()
+    children: list[ChildProcess] = []
+    try:
+        children.append(start_api(settings, log_dir))
+        children.append(start_worker(settings, log_dir))
+        client = httpx.Client(
+            base_url=f"http://{settings.api_host}:{settings.api_port}",
+            headers={"Authorization": f"Bearer {api_key}"},
+            timeout=120,
+        )
+        metrics_url = f"http://{settings.worker_metrics_host}:{settings.worker_metrics_port}"
+        before = _stage_sums(httpx.get(f"{metrics_url}/metrics", timeout=10).text)
+        per_job = settings.max_items_per_job
+        started = time.perf_counter()
+        job_ids = []
+        for i in range(0, len(texts), per_job):
+            items = [
+                {"id": f"t{j}", "text": texts[j]} for j in range(i, min(i + per_job, len(texts)))
+            ]
+            response = client.post(f"/v1/collections/{collection}/jobs", json={"items": items})
+            response.raise_for_status()
+            job_ids.append(response.json()["job_id"])
+        _wait(client, job_ids, children)
+        seconds = time.perf_counter() - started
+        after = _stage_sums(httpx.get(f"{metrics_url}/metrics", timeout=10).text)
+    finally:
+        for child in reversed(children):
+            child.stop()
+    split = {stage: after.get(stage, 0.0) - before.get(stage, 0.0) for stage in after}
+    return seconds, split
+
+
+def _wait(client: httpx.Client, job_ids: list[str], children: list[ChildProcess]) -> None:
+    deadline = time.monotonic() + 3600
+    pending = list(job_ids)
+    while pending and time.monotonic() < deadline:
+        for child in children:
+            if not child.alive():
+                raise RuntimeError(f"{child.name} died:\n{child.log_tail()}")
+        job: dict[str, Any] = client.get(f"/v1/jobs/{pending[0]}").json()
+        if job["status"] in FINISHED:
+            if job["status"] != "completed":
+                raise RuntimeError(f"job {pending[0]} ended {job['status']}: {job['errors'][:3]}")
+            pending.pop(0)
+        else:
+            time.sleep(0.1)
+    if pending:
+        raise TimeoutError(f"jobs {pending} did not finish")
+
+
+def run_pipeline_bench(
+    settings: Settings, model_dir: Path, count: int, hnsw_variants: bool
+) -> list[PipelineRun]:
+    """The bare engine, then the whole path on a fresh embedded stack, on the same texts."""
+    texts = bench_texts(count)
+    config = EngineConfig.from_settings(settings)
+    engine_s = bare_engine(model_dir, config, texts, settings.items_per_task)
+    label = f"bare engine, chunks of {settings.items_per_task}"
+    runs = [PipelineRun(label, count, engine_s, count / engine_s)]
+    with (
+        tempfile.TemporaryDirectory() as data_dir,
+        EmbeddedStack(settings, Path(data_dir)) as stack,
+    ):
+        run_settings = stack.settings().model_copy(
+            update={
+                "model_dir": model_dir,
+                "api_port": free_port(),
+                "worker_metrics_port": free_port(),
+                "worker_metrics_host": "127.0.0.1",
+            }
+        )
+        upgrade_head(run_settings.require_database_url())
+        seconds, split = whole_path(run_settings, model_dir, texts, "bench_pipe", Path(data_dir))
+        runs.append(
+            PipelineRun(
+                "whole path (HTTP → Redis → worker → pgvector)",
+                count,
+                seconds,
+                count / seconds,
+                engine_s / seconds,
+                split,
+            )
+        )
+        if hnsw_variants:
+            seconds, split = whole_path(
+                run_settings, model_dir, texts, "bench_pipe_noidx", Path(data_dir), hnsw=False
+            )
+            runs.append(
+                PipelineRun(
+                    "whole path, collection without its HNSW index during the load",
+                    count,
+                    seconds,
+                    count / seconds,
+                    engine_s / seconds,
+                    split,
+                )
+            )
+    return runs
