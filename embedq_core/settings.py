@@ -34,7 +34,7 @@ class Settings(BaseSettings):
     runtime: Literal["auto", "onnxruntime-cpu", "onnxruntime-cuda", "openvino"] = "auto"
     intra_op_threads: int = Field(default=0, ge=0, description="0 lets the runtime decide")
     # Also bounds how long a live query waits behind bulk work: one engine batch at most.
-    max_batch_tokens: int = Field(default=2048, ge=16)
+    max_batch_tokens: int = Field(default=1024, ge=16)
     max_batch_size: int = Field(default=32, ge=1)
 
     # Jobs

@@ -241,7 +241,7 @@ def bench_write_path(rows: int, dimension: int, batch: int, out_json: Path) -> N
     "--hnsw-variant/--no-hnsw-variant",
     default=True,
     show_default=True,
-    help="Also run the whole path into a collection without its HNSW index.",
+    help="Also run the whole path into a table that already has its HNSW index.",
 )
 @click.option("--write-rows", type=int, default=20_000, show_default=True)
 @click.option(
