@@ -16,6 +16,7 @@ from embedq_core.query_protocol import (
     QueryRequest,
     query_queue,
     serving_key,
+    working_key,
 )
 from embedq_core.settings import Settings
 
@@ -82,23 +83,39 @@ def _round_trip(
     message = request.encode()
     started = time.monotonic()
     redis.rpush(queue, message)
-    taken = _pop(redis, request.reply_key, started + settings.query_pickup_timeout_s)
-    if taken is None:
-        # Still queued means no worker came; take it back so none embeds it for nobody.
-        redis.lrem(queue, 1, message)
+    first = _pop(redis, request.reply_key, started + settings.query_pickup_timeout_s)
+    # Still queued means no worker came: take it back, so none embeds it for nobody. Gone from
+    # the queue means a worker took it just now: wait for its answer.
+    if first is None and redis.lrem(queue, 1, message):
         raise FleetUnavailable(
             f"no worker for model {manifest_id} answered within "
             f"{settings.query_pickup_timeout_s:g}s; start one (EMBEDQ_MODEL_DIR) or retry"
         )
-    if taken != TAKEN:
-        raise WorkerFailed(f"unexpected message on {request.reply_key}: {taken[:40]!r}")
-    raw = _pop(redis, request.reply_key, started + settings.query_timeout_s)
-    if raw is None:
-        raise FleetUnavailable(
-            f"the worker for model {manifest_id} took the request but did not answer within "
-            f"{settings.query_timeout_s:g}s"
-        )
-    reply = QueryReply.decode(raw)
+    raw = first if first not in (None, TAKEN) else None
+    deadline = started + settings.query_timeout_s
+    while raw is None:
+        raw = _pop(redis, request.reply_key, min(deadline, time.monotonic() + _POP_SLICE_S))
+        if raw == TAKEN:  # a re-sent "taken" (a client retry on the worker's side)
+            raw = None
+            continue
+        if raw is None and not redis.exists(working_key(request.request_id)):
+            # The answer and the end of the working key are one transaction: no key and no
+            # answer means the worker died or lost the broker mid-request.
+            raw = redis.lpop(request.reply_key)
+            if raw is None:
+                raise FleetUnavailable(
+                    f"the worker for model {manifest_id} that took the request stopped "
+                    "answering; retry"
+                )
+        if raw is None and time.monotonic() >= deadline:
+            raise FleetUnavailable(
+                f"the worker for model {manifest_id} took the request but did not answer "
+                f"within {settings.query_timeout_s:g}s"
+            )
+    try:
+        reply = QueryReply.decode(raw)
+    except (ValueError, KeyError) as exc:
+        raise WorkerFailed(f"unreadable answer from a worker of {manifest_id}: {exc}") from exc
     if reply.error is not None:
         raise WorkerFailed(f"the worker for model {manifest_id} failed: {reply.error}")
     return reply

@@ -18,6 +18,8 @@ from psycopg import sql
 
 log = logging.getLogger(__name__)
 
+# pgvector's HNSW indexes `vector` up to 2,000 dimensions; a wider model's table is scanned.
+MAX_HNSW_DIMENSIONS = 2000
 # One builder per collection across the fleet (the key's second half is the table's oid).
 INDEX_LOCK_CLASS = 0x68_6E_73_77  # "hnsw"
 
@@ -33,14 +35,16 @@ def collections_to_index(conn: psycopg.Connection[Any]) -> list[str]:
     rows = conn.execute(
         """
         SELECT c.vector_table FROM collections c
-        WHERE NOT EXISTS (
+        WHERE c.dimension <= %s
+          AND NOT EXISTS (
                 SELECT 1 FROM pg_index i JOIN pg_class x ON x.oid = i.indexrelid
                 WHERE x.relname = c.vector_table || '_embedding_hnsw' AND i.indisvalid)
           AND NOT EXISTS (
                 SELECT 1 FROM jobs j WHERE j.collection = c.name AND j.finished_at IS NULL)
           AND to_regclass(quote_ident(c.vector_table)) IS NOT NULL
         ORDER BY c.name
-        """
+        """,
+        (MAX_HNSW_DIMENSIONS,),
     ).fetchall()
     return [r[0] for r in rows if _has_rows(conn, r[0])]
 

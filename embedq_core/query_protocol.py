@@ -30,6 +30,19 @@ def serving_key(manifest_id: str) -> str:
     return f"embedq:serving:{manifest_id}"
 
 
+# While a worker embeds a request it keeps this key alive; the API gives up early (503) when it
+# lapses, i.e. when the worker that took the request died, instead of waiting query_timeout_s.
+WORKING_TTL_S = 6
+# Requests are dropped this long after their caller's deadline, not at it: worker and API
+# clocks may disagree by a few seconds.
+EXPIRY_SKEW_S = 30.0
+
+
+def working_key(request_id: str) -> str:
+    """Exists while a worker is embedding this request."""
+    return f"embedq:working:{request_id}"
+
+
 def query_queue(manifest_id: str) -> str:
     """The Redis list a model's workers pop live queries from (not a Celery queue)."""
     return f"embedq:query:{manifest_id}"

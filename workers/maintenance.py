@@ -60,8 +60,15 @@ class IndexMaintenance:
         for vector_table in collections_to_index(conn):
             if self._stop.is_set():
                 break
-            if build_hnsw_index(conn, vector_table, self._options.maintenance_work_mem):
-                built += 1
+            try:
+                if build_hnsw_index(conn, vector_table, self._options.maintenance_work_mem):
+                    built += 1
+            except psycopg.OperationalError:
+                raise  # Postgres went away: the whole pass is retried next tick
+            except psycopg.Error as exc:
+                # One table's failure (a full disk, say) must not hold up the others; it is
+                # tried again on a later pass.
+                log.warning("HNSW build of %s failed: %s", vector_table, exc)
         return built
 
     def run(self) -> None:

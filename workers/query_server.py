@@ -13,13 +13,16 @@ import time
 import redis
 
 from embedq_core.query_protocol import (
+    EXPIRY_SKEW_S,
     REPLY_TTL_S,
     SERVING_TTL_S,
     TAKEN,
+    WORKING_TTL_S,
     QueryReply,
     QueryRequest,
     query_queue,
     serving_key,
+    working_key,
 )
 from embedq_core.queueing import make_redis
 from embedq_core.settings import Settings
@@ -29,6 +32,7 @@ from workers.engine import Embedder
 log = logging.getLogger(__name__)
 
 POP_TIMEOUT_S = 1.0  # how often the loop looks at its stop flag
+HEARTBEAT_S = 2.0  # well within WORKING_TTL_S and SERVING_TTL_S
 
 
 class QueryServer:
@@ -42,6 +46,8 @@ class QueryServer:
         self._redis = make_redis(settings)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._heartbeat: threading.Thread | None = None
+        self._current: str | None = None  # the request being embedded, for the heartbeat
 
     def serve_one(self, timeout_s: float = POP_TIMEOUT_S) -> bool:
         """Pop and answer one request; False when none arrived within timeout_s."""
@@ -49,10 +55,11 @@ class QueryServer:
         if popped is None:
             return False
         request = QueryRequest.decode(popped[1])
-        if request.expires_at < time.time():
+        if request.expires_at + EXPIRY_SKEW_S < time.time():
             log.info("dropping query %s: its caller gave up", request.request_id)
             metrics.query_expired()
             return True
+        self._current = request.request_id
         self._push(request, TAKEN)
         started = time.perf_counter()
         ok = True
@@ -66,6 +73,7 @@ class QueryServer:
             reply = QueryReply.failure(self._manifest_id, f"{type(exc).__name__}: {exc}")
             ok = False
         self._push(request, reply.encode())
+        self._current = None
         metrics.query_answered(time.perf_counter() - started, ok)
         log.debug(
             "query %s: %d texts in %.1f ms",
@@ -79,29 +87,53 @@ class QueryServer:
         with self._redis.pipeline() as pipe:
             pipe.rpush(request.reply_key, message)
             pipe.expire(request.reply_key, REPLY_TTL_S)
+            if message == TAKEN:
+                pipe.set(working_key(request.request_id), "1", ex=WORKING_TTL_S)
+            else:
+                pipe.delete(working_key(request.request_id))
             pipe.execute()
 
+    def _beat(self) -> None:
+        """Keep the serving key and the current request's working key alive, also while a long
+        request is being embedded (the serving loop is busy then)."""
+        while not self._stop.wait(HEARTBEAT_S):
+            try:
+                with self._redis.pipeline() as pipe:
+                    pipe.set(serving_key(self._manifest_id), "1", ex=SERVING_TTL_S)
+                    current = self._current
+                    if current is not None:
+                        pipe.set(working_key(current), "1", ex=WORKING_TTL_S)
+                    pipe.execute()
+            except redis.RedisError as exc:
+                log.warning("query server heartbeat: broker unavailable (%s)", exc)
+
     def run(self) -> None:
-        """Serve until stopped; a broker outage is waited out, not fatal."""
-        announced = 0.0
+        """Serve until stopped; a broker outage is waited out, and nothing else ends the
+        thread either (a malformed message is logged and dropped)."""
+        self._redis.set(serving_key(self._manifest_id), "1", ex=SERVING_TTL_S)
         while not self._stop.is_set():
             try:
-                if time.monotonic() - announced > SERVING_TTL_S / 3:
-                    self._redis.set(serving_key(self._manifest_id), "1", ex=SERVING_TTL_S)
-                    announced = time.monotonic()
                 self.serve_one()
             except redis.RedisError as exc:
                 log.warning("query server: broker unavailable (%s); retrying", exc)
                 self._stop.wait(1.0)
+            except Exception:
+                log.exception("query server: request dropped")
+                self._current = None
 
     def start(self) -> None:
         """Run in a daemon thread beside the Celery consumer."""
         self._thread = threading.Thread(target=self.run, name="embedq-queries", daemon=True)
         self._thread.start()
+        self._heartbeat = threading.Thread(
+            target=self._beat, name="embedq-queries-heartbeat", daemon=True
+        )
+        self._heartbeat.start()
 
     def stop(self) -> None:
         """Stop the thread after the request in hand, and close the client."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        for thread in (self._thread, self._heartbeat):
+            if thread is not None:
+                thread.join(timeout=10)
         self._redis.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 
 import numpy as np
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 
 from api.deps import Resources
 from api.errors import field_error
@@ -17,7 +17,9 @@ router = APIRouter(prefix="/v1", tags=["query"])
 
 
 @router.post("/embeddings")
-def create_embeddings(body: EmbeddingsIn, resources: Resources) -> EmbeddingsOut:
+def create_embeddings(
+    body: EmbeddingsIn, resources: Resources, response: Response
+) -> EmbeddingsOut:
     """Embed texts now (OpenAI's request and response shapes; the `openai` client works).
 
     `input_type: "query"` applies the model's query instruction; texts over the model's
@@ -58,6 +60,8 @@ def create_embeddings(body: EmbeddingsIn, resources: Resources) -> EmbeddingsOut
                 f"at most {manifest.dimension} for model {manifest.manifest_id}",
                 "too_large",
             )
+    # `model` echoes the client's name, as OpenAI does; this says which export answered.
+    response.headers["X-Embedq-Manifest-Id"] = manifest.manifest_id
     reply = embed_on_fleet(resources.redis, settings, manifest.manifest_id, texts, body.input_type)
     vectors = reply.vectors
     if body.dimensions is not None and body.dimensions < manifest.dimension:

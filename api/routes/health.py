@@ -11,8 +11,9 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz")
-def healthz() -> dict[str, str]:
-    """The process is up."""
+async def healthz() -> dict[str, str]:
+    """The process is up (async: answered on the event loop even when every worker thread
+    is busy with slow requests)."""
     return {"status": "ok"}
 
 

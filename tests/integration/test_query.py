@@ -4,6 +4,7 @@ search against a brute-force ranking, the query instruction, and 503 when no wor
 from __future__ import annotations
 
 import base64
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +22,13 @@ from embedq_core.catalog import create_collection, register_model_dir
 from embedq_core.collection_index import hnsw_index_name
 from embedq_core.db import libpq_url
 from embedq_core.manifest import ModelManifest
-from embedq_core.query_protocol import query_queue
+from embedq_core.query_protocol import (
+    TAKEN,
+    WORKING_TTL_S,
+    QueryRequest,
+    query_queue,
+    working_key,
+)
 from embedq_core.queueing import make_redis
 from ops.corpus import load_bench_corpus, load_demo_corpus
 from ops.processes import start_worker
@@ -358,3 +365,39 @@ def test_query_endpoints_need_a_key(services: ServiceHandle) -> None:
         (f"/v1/collections/{COLLECTION}/search", {"query": "x"}),
     ):
         assert httpx.post(f"{services.api_url}{path}", json=body).status_code == 401
+
+
+def test_a_worker_that_dies_mid_request_is_a_prompt_503(
+    private_pipeline: Callable[..., PrivatePipeline],
+) -> None:
+    """A worker takes the request (as workers/query_server.py does: "taken" and its working
+    key in one transaction) and then vanishes without answering: the API must not hold the
+    client for query_timeout_s."""
+    pipeline = private_pipeline("q_dies", query_timeout_s=120.0)
+    handle = pipeline.handle
+    with handle.engine.connect() as conn:
+        manifest_id = conn.exec_driver_sql(
+            "SELECT manifest_id FROM collections WHERE name = 'q_dies'"
+        ).scalar_one()
+    redis = make_redis(handle.settings)
+    answer: dict[str, Any] = {}
+
+    def ask() -> None:
+        started = time.monotonic()
+        response = handle.post("/v1/embeddings", {"model": "q_dies", "input": "hello"})
+        answer.update(status=response.status_code, body=response.json())
+        answer["seconds"] = time.monotonic() - started
+
+    client = threading.Thread(target=ask)
+    client.start()
+    popped = redis.blpop([query_queue(manifest_id)], timeout=30)
+    assert popped is not None, "the API never sent the request"
+    request = QueryRequest.decode(popped[1])
+    with redis.pipeline() as pipe:  # what a worker does when it takes a request...
+        pipe.rpush(request.reply_key, TAKEN)
+        pipe.set(working_key(request.request_id), "1", ex=WORKING_TTL_S)
+        pipe.execute()
+    client.join(60)  # ...and then it dies: nobody refreshes the working key
+    assert answer["status"] == 503, answer
+    assert "stopped answering" in answer["body"]["detail"][0]["msg"]
+    assert answer["seconds"] < WORKING_TTL_S + 10 < handle.settings.query_timeout_s

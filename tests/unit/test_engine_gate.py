@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 
 from workers.engine.gate import EngineGate
@@ -66,3 +67,31 @@ def test_one_holder_at_a_time() -> None:
     for thread in threads:
         thread.join(10)
     assert most == 1
+
+
+def test_a_stream_of_urgent_callers_cannot_starve_bulk_work() -> None:
+    gate = EngineGate()
+    order: list[str] = []
+    stop = threading.Event()
+
+    def urgent_stream() -> None:
+        while not stop.is_set():
+            with gate.turn(urgent=True):
+                order.append("query")
+                threading.Event().wait(0.001)
+
+    streams = [threading.Thread(target=urgent_stream) for _ in range(3)]
+    for thread in streams:
+        thread.start()
+    for _ in range(20):
+        with gate.turn(urgent=False):
+            order.append("bulk")
+    stop.set()
+    for thread in streams:
+        thread.join(5)
+    bulk_turns = [i for i, who in enumerate(order) if who == "bulk"]
+    assert len(bulk_turns) == 20
+    # While queries keep coming, bulk still gets about every other turn (a query may slip in
+    # twice while the bulk thread is between two turns, not counted as waiting).
+    gaps = [b - a - 1 for a, b in itertools.pairwise(bulk_turns)]
+    assert sum(gaps) / len(gaps) <= 1.5 and max(gaps) <= 4, gaps

@@ -11,14 +11,25 @@ class EngineGate:
     """Serialises engine runs between the bulk (Celery) thread and the query thread.
 
     A bulk caller that finds an urgent caller waiting steps aside, so a live query waits for
-    at most the one engine batch in progress, never for the rest of a bulk job. Runtimes may
-    hand back views of their output buffers, so the whole run + pooling happens inside it.
+    at most the one engine batch in progress, never for the rest of a bulk job. Turns
+    alternate while both kinds wait, so a stream of large live requests cannot starve bulk
+    work (and run a batch into the worker's time limit): bulk keeps at least every other
+    batch. Runtimes may hand back views of their output buffers, so the whole run + pooling
+    happens inside it.
     """
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._busy = False
         self._urgent_waiting = 0
+        self._bulk_waiting = 0
+        self._last_urgent = False
+
+    def _my_turn(self, urgent: bool) -> bool:
+        # Called with the lock held, self counted among the waiters.
+        if urgent:
+            return not (self._last_urgent and self._bulk_waiting > 0)
+        return self._urgent_waiting == 0 or self._last_urgent
 
     @contextmanager
     def turn(self, urgent: bool) -> Iterator[None]:
@@ -26,13 +37,18 @@ class EngineGate:
         with self._cond:
             if urgent:
                 self._urgent_waiting += 1
+            else:
+                self._bulk_waiting += 1
             try:
-                while self._busy or (not urgent and self._urgent_waiting > 0):
+                while self._busy or not self._my_turn(urgent):
                     self._cond.wait()
             finally:
                 if urgent:
                     self._urgent_waiting -= 1
+                else:
+                    self._bulk_waiting -= 1
             self._busy = True
+            self._last_urgent = urgent
         try:
             yield
         finally:
