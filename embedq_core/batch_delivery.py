@@ -6,7 +6,9 @@ This module owns every transition of a batch's delivery, whoever makes it:
 - sent: `sends` + 1 and `sent_at`, dated no later than the publish of the message (the API
   dates its first send at the job's creation; the reconciler dates a re-send at the start of
   the transaction that publishes it), so a claim of that message is always at or after it;
-- claimed: `claimed_at`, `claimed_by`, in the worker's claim transaction;
+- claimed: `claimed_at`, `claimed_by`, in the worker's claim transaction; also `claimed_at`
+  alone when a delivery found the batch locked by another live worker (its message is consumed:
+  if that worker then fails, the grace rule sends the batch again);
 - finished: `finished_at`, in the transaction that leaves the batch without pending items.
 
 A pending batch is lost, and sent again, when no live worker holds its advisory lock (the
@@ -117,6 +119,17 @@ def record_claimed(
         (job_id, batch_no, worker),
     ).fetchone()
     return None if row is None or row[0] is None else max(float(row[0]), 0.0)
+
+
+def record_busy(conn: psycopg.Connection[Any], job_id: str, batch_no: int) -> None:
+    """A delivery found the batch locked by another live worker and was dropped: its message is
+    consumed, so date a claim (the holder's `claimed_by` stays). Once the holder's lock goes, the
+    grace rule re-sends the batch instead of waiting for the unclaimed-send backstop."""
+    conn.execute(
+        "UPDATE job_batches SET claimed_at = now()"
+        " WHERE job_id = %s AND batch_no = %s AND finished_at IS NULL",
+        (job_id, batch_no),
+    )
 
 
 def record_finished(conn: psycopg.Connection[Any], job_id: uuid.UUID, batch_no: int) -> None:

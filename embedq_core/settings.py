@@ -124,12 +124,19 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @model_validator(mode="after")
-    def _time_limit_below_visibility(self) -> Settings:
+    def _time_limit_between_retry_and_visibility(self) -> Settings:
         # Redis would hand a batch to a second worker while the first still runs it.
         if self.task_time_limit_s >= self.visibility_timeout_s:
             raise ValueError(
                 f"task_time_limit_s ({self.task_time_limit_s}) must be below "
                 f"visibility_timeout_s ({self.visibility_timeout_s})"
+            )
+        # A worker waiting out a Postgres outage would be ended by its own watchdog.
+        if self.task_time_limit_s <= self.db_retry_timeout_s:
+            raise ValueError(
+                f"task_time_limit_s ({self.task_time_limit_s}) must be above "
+                f"db_retry_timeout_s ({self.db_retry_timeout_s}), or a worker waiting out a "
+                "Postgres outage is ended by its own watchdog"
             )
         return self
 

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import psycopg
 
+from embedq_core.batch_delivery import record_busy
 from workers import metrics
 from workers.batch_lock import BatchBusy, BatchLock
 from workers.context import WorkerContext
@@ -78,11 +79,22 @@ def process_batch(ctx: WorkerContext, job_id: str, batch_no: int) -> BatchOutcom
             raise
     except BatchBusy:
         # Its worker is alive; if it dies, its lock goes with its connection and the
-        # reconciler sends the batch again.
+        # reconciler sends the batch again, once the grace has passed since this claim.
+        _record_busy(ctx, job_id, batch_no)
         return BatchOutcome(0, 0, skipped_reason="batch is being processed by another worker")
     finally:
         lock.release()
         timer.finish()
+
+
+def _record_busy(ctx: WorkerContext, job_id: str, batch_no: int) -> None:
+    try:
+        record_busy(ctx.connection(), job_id, batch_no)
+    except psycopg.Error as exc:
+        # Best effort: without it the unclaimed-send backstop still re-sends the batch.
+        log.warning(
+            "job %s batch %d: could not record the busy delivery: %s", job_id, batch_no, exc
+        )
 
 
 def _record_error(conn: psycopg.Connection[Any], batch: ClaimedBatch, reason: str) -> None:

@@ -16,7 +16,7 @@ from embedq_core.queueing import (
     queue_depth,
     reembed_queue,
 )
-from migrations.reembed.backfill import StepOptions, run_step
+from migrations.reembed.backfill import StepOptions, run_step, step_is_current
 from workers.batch import process_batch
 from workers.context import WorkerContext
 from workers.db_retry import with_db_retry
@@ -64,6 +64,13 @@ def build_worker_app(ctx: WorkerContext) -> Celery:
             )
 
         if queue_depth(ctx.redis(), embed_queue(manifest_id)) > 0:
+            # A stale chain (the reconciler started a newer one) ends here rather than yielding
+            # on, so chains never multiply.
+            current = with_db_retry(
+                ctx.settings, lambda: step_is_current(ctx.connection(), name, token)
+            )
+            if not current:
+                return "stale or stopped: chain ended"
             resend(YIELD_TO_LIVE_S)  # live jobs first: this chunk waits its turn
             return "yielded to live jobs"
         result = with_db_retry(

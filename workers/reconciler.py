@@ -109,7 +109,9 @@ class Reconciler:
 
     def _resend_migration_steps(self, conn: psycopg.Connection[Any], broker_wiped: bool) -> int:
         """A running migration whose step chain stopped (its message lost, its worker killed)
-        gets a new step with a new token, which retires any straggler of the old chain."""
+        gets a new step with a new token, which retires any straggler of the old chain. Not
+        while the model's live queue has work: the chain is then yielding to it (its message
+        waits out a countdown in a worker, not in the queue), and a new one would only race it."""
         grace_s = self._settings.requeue_grace_s + self._settings.reembed_follow_interval_s
         rows = conn.execute(
             "SELECT name, manifest_id FROM reembed_migrations WHERE status = 'running'"
@@ -121,6 +123,8 @@ class Reconciler:
             queue = reembed_queue(manifest_id)
             if not (broker_wiped or queue_depth(self._redis, queue) == 0):
                 continue
+            if queue_depth(self._redis, embed_queue(manifest_id)) > 0:
+                continue  # live work first; the chain resumes (or is re-sent) once it drains
             locked = conn.execute(STEP_LOCK_SQL, (name,)).fetchone()
             if not (locked and locked[0]):
                 continue  # a step is running (e.g. building the index)

@@ -24,7 +24,7 @@ from psycopg.types.json import Jsonb
 
 from embedq_core.settings import Settings
 from migrations.reembed import attempts, chunk_io
-from migrations.reembed.state import Migration, load, set_fields
+from migrations.reembed.state import Migration, MigrationNotFound, load, set_fields
 
 log = logging.getLogger(__name__)
 
@@ -221,3 +221,13 @@ def new_step_token(conn: psycopg.Connection[Any], name: str) -> str:
     token = uuid.uuid4().hex
     set_fields(conn, name, step_token=token)
     return token
+
+
+def step_is_current(conn: psycopg.Connection[Any], name: str, token: str) -> bool:
+    """Whether a step message carrying `token` still leads a running migration's chain; a
+    stale one (a newer chain was started) or one of a stopped migration just ends."""
+    try:
+        m = load(conn, name)
+    except MigrationNotFound:
+        return False
+    return m.step_token == token and m.status == "running"

@@ -52,7 +52,7 @@ def draft_migration(
     clashes = [c for c in planned if c in target.columns]
     if clashes and new_column not in target.columns:
         raise TargetError(f"{target.table} already has column(s) {clashes}: pick --new-column")
-    return Migration(
+    draft = Migration(
         name=check_migration_name(name),
         table_schema=target.schema,
         table_name=target.table,
@@ -74,6 +74,8 @@ def draft_migration(
         step_token=None,
         error=None,
     )
+    ddl.check_new_columns(draft, target.column_types)
+    return draft
 
 
 def plan(
@@ -139,6 +141,8 @@ def start(
                 raise MigrationStateError(
                     f"migration {draft.name!r} exists ({existing[0]}); use resume"
                 )
+            # Checked again here: the table may have changed since the draft was made.
+            ddl.check_new_columns(draft, ddl.existing_column_types(conn, draft))
             _insert(conn, draft)
             limit_lock_wait(conn, policy)
             for statement in ddl.start_statements(draft):

@@ -9,12 +9,14 @@ the table's own UPDATE triggers fire), and a trigger marks rows whose text chang
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
 from migrations.reembed.state import Columns, Migration
+from migrations.reembed.target import TargetError
 from migrations.reembed.text_rule import has_text
 
 
@@ -42,6 +44,37 @@ def _dirty_function(m: Migration, cols: Columns) -> sql.Composed:
     ).format(
         function=n["function"], new=sql.Identifier(cols.new), manifest=sql.Identifier(cols.manifest)
     )
+
+
+def check_new_columns(m: Migration, column_types: Mapping[str, str]) -> None:
+    """Refuse a new column (or its manifest column) that names one of the table's own columns
+    or an existing column of another type: ADD COLUMN IF NOT EXISTS would keep it, the backfill
+    would write vectors into it, and the dirty trigger would wipe it when the text changes."""
+    cols = m.columns
+    roles = {m.id_column: "id", m.text_column: "text", m.legacy_column: "legacy vector"}
+    wanted = {cols.new: f"vector({m.dimension})", cols.manifest: "text"}
+    for column, kind in wanted.items():
+        if column in roles:
+            raise TargetError(
+                f"--new-column {m.new_column}: {column} is the table's {roles[column]} column;"
+                " pick a new name"
+            )
+        found = column_types.get(column)
+        if found is not None and found != kind:
+            raise TargetError(
+                f"--new-column {m.new_column}: {column} already exists as {found}, not {kind};"
+                " pick a new name"
+            )
+
+
+def existing_column_types(conn: psycopg.Connection[Any], m: Migration) -> dict[str, str]:
+    """The table's columns and their types, as the catalog shows them now."""
+    rows = conn.execute(
+        "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute"
+        " WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
+        (m.table.as_string(conn),),
+    ).fetchall()
+    return {str(r[0]): str(r[1]) for r in rows}
 
 
 def start_statements(m: Migration) -> list[sql.Composed]:

@@ -9,7 +9,8 @@ only ever reach SQL through psycopg.sql.Identifier, never by interpolation.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
@@ -71,6 +72,8 @@ class Target:
     legacy_column: str
     legacy_dimension: int
     columns: frozenset[str]
+    # Every column's type as format_type shows it (e.g. "vector(1024)").
+    column_types: Mapping[str, str] = field(default_factory=dict, hash=False)
 
     @property
     def qualified(self) -> sql.Identifier:
@@ -146,4 +149,5 @@ def resolve_target(
         legacy_column=vector_name,
         legacy_dimension=int(match.group(1)),
         columns=frozenset(columns),
+        column_types=columns,
     )

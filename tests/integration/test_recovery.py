@@ -209,7 +209,7 @@ def test_lost_batches_recover_while_the_queue_never_empties(
 def test_hung_batch_ends_its_worker_and_frees_its_lock(
     private_pipeline: Callable[..., PrivatePipeline],
 ) -> None:
-    pipeline = private_pipeline("hang", task_time_limit_s=3.0)
+    pipeline = private_pipeline("hang", task_time_limit_s=3.0, db_retry_timeout_s=2.0)
     url = libpq_url(pipeline.handle.settings.require_database_url())
     # Another session holds the table: the worker's write waits on the lock forever.
     with psycopg.connect(url) as holder:

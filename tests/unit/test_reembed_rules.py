@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import sys
+from types import SimpleNamespace
+from typing import cast
 
+import pytest
+
+from embedq_core.manifest import ModelManifest
 from embedq_core.settings import Settings
 from migrations.reembed.attempts import MAX_RETRY_DELAY_S, describe, retry_delay_s
 from migrations.reembed.backfill import StepOptions
+from migrations.reembed.control import draft_migration
 from migrations.reembed.locking import LockPolicy
 from migrations.reembed.target import (
     MIGRATION_NAME_RE,
+    Target,
     TargetError,
     check_identifier_length,
     default_migration_name,
@@ -63,3 +70,40 @@ def test_options_come_from_the_settings() -> None:
     assert (step.max_attempts, step.retry_delay_s, step.max_catchup_passes) == (7, 0.5, 2)
     lock = LockPolicy.from_settings(settings)
     assert (lock.lock_timeout_s, lock.retry_timeout_s) == (1.5, 30)
+
+
+def _target(**column_types: str) -> Target:
+    types = {"id": "bigint", "body": "text", "embedding": "vector(312)", **column_types}
+    return Target(
+        schema="public",
+        table="songs",
+        id_column="id",
+        id_type="bigint",
+        text_column="body",
+        legacy_column="embedding",
+        legacy_dimension=312,
+        columns=frozenset(types),
+        column_types=types,
+    )
+
+
+def test_new_column_must_not_be_an_existing_column_of_another_kind() -> None:
+    manifest = cast(ModelManifest, SimpleNamespace(manifest_id="bge", dimension=1024))
+    # A new name, or a vector column of the right size left by an earlier attempt: accepted.
+    assert draft_migration(_target(), "m", "embedding_1024", manifest, 64).new_column
+    resumed = _target(embedding_1024="vector(1024)", embedding_1024_manifest="text")
+    assert draft_migration(resumed, "m", "embedding_1024", manifest, 64).dimension == 1024
+    # The id, text or legacy column, or one of another type: refused before anything is written.
+    for column, why in [
+        ("id", "the table's id column"),
+        ("body", "the table's text column"),
+        ("embedding", "the table's legacy vector column"),
+    ]:
+        with pytest.raises(TargetError, match=why):
+            draft_migration(_target(), "m", column, manifest, 64)
+    with pytest.raises(TargetError, match=r"notes already exists as text, not vector\(1024\)"):
+        draft_migration(_target(notes="text"), "m", "notes", manifest, 64)
+    with pytest.raises(TargetError, match=r"already exists as vector\(768\), not vector\(1024\)"):
+        draft_migration(_target(v="vector(768)"), "m", "v", manifest, 64)
+    with pytest.raises(TargetError, match="v_manifest already exists as integer, not text"):
+        draft_migration(_target(v="vector(1024)", v_manifest="integer"), "m", "v", manifest, 64)

@@ -33,6 +33,14 @@ def test_time_limit_must_stay_below_the_visibility_timeout() -> None:
         Settings(task_time_limit_s=3600, visibility_timeout_s=3600)
 
 
+def test_time_limit_must_stay_above_the_db_retry_timeout() -> None:
+    assert Settings(task_time_limit_s=301, db_retry_timeout_s=300).task_time_limit_s == 301
+    with pytest.raises(ValidationError, match="must be above db_retry_timeout_s"):
+        Settings(task_time_limit_s=300, db_retry_timeout_s=300)
+    with pytest.raises(ValidationError, match="ended by its own watchdog"):
+        Settings(task_time_limit_s=3.0)
+
+
 def test_watchdog_ends_a_hung_body_and_spares_a_quick_one() -> None:
     started = time.monotonic()
     done = subprocess.run(
