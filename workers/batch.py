@@ -18,7 +18,7 @@ import numpy as np
 import psycopg
 
 from embedq_core.batch_delivery import record_busy
-from workers import metrics
+from workers import engine_health, metrics
 from workers.batch_lock import BatchBusy, BatchLock
 from workers.context import WorkerContext
 from workers.db_retry import is_transient
@@ -31,6 +31,7 @@ from workers.job_state import (
     finish_batch,
     pending_ids,
     record_batch_error,
+    refund_attempt,
 )
 from workers.write_plan import Action, decide
 from workers.writer import VectorRow, read_stored, refresh_unchanged, write_vectors
@@ -70,6 +71,9 @@ def process_batch(ctx: WorkerContext, job_id: str, batch_no: int) -> BatchOutcom
         except Exception as exc:
             metrics.batch_failed(transient=is_transient(exc))
             if not is_transient(exc):
+                if not engine_health.engine_works(ctx.embedder):
+                    lock.run(lambda conn: refund_attempt(conn, batch))
+                    engine_health.leave()
                 # Leave the items pending with the reason: the reconciler sends the batch
                 # again, and the attempt counter ends the retries.
                 reason = f"{type(exc).__name__}: {exc}"

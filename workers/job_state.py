@@ -104,6 +104,16 @@ def pending_ids(conn: psycopg.Connection[Any], batch: ClaimedBatch) -> set[str]:
     return {r[0] for r in rows}
 
 
+def refund_attempt(conn: psycopg.Connection[Any], batch: ClaimedBatch) -> None:
+    """Give back this delivery's attempt: the worker's engine, not the batch, was at fault."""
+    with conn.transaction():
+        conn.execute(
+            "UPDATE job_items SET attempts = greatest(attempts - 1, 0), updated_at = now()"
+            " WHERE job_id = %s AND batch_no = %s AND status = 'pending'",
+            (batch.job_id, batch.batch_no),
+        )
+
+
 def record_batch_error(conn: psycopg.Connection[Any], batch: ClaimedBatch, error: str) -> None:
     """Note the last error on the batch's pending items; they stay pending for a retry."""
     conn.execute(

@@ -1,0 +1,89 @@
+"""A worker whose engine fails on everything gives the attempt back and exits (the batch goes to
+a healthy worker); a batch that fails on its own texts is counted as usual."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from embedq_core.catalog import create_collection, get_collection, register_model_dir
+from embedq_core.db import make_engine
+from embedq_core.jobs import NewItem, create_job
+from ops.devstack import EmbeddedStack
+from workers.engine_health import EXIT_CODE
+
+pytestmark = pytest.mark.integration
+
+# Runs one delivery in a fresh process, as a worker would, with an engine that fails on
+# everything ("all") or only on the batch's texts ("batch").
+DELIVERY = """
+import sys
+from embedq_core.settings import Settings
+from workers.batch import process_batch
+from workers.context import WorkerContext
+
+class Failing:
+    def __init__(self, real, mode):
+        self._real, self._mode = real, mode
+        self.manifest = real.manifest
+        self.backend = real.backend
+    def embed(self, texts, input_type="passage", urgent=False):
+        if self._mode == "all" or any(t.startswith("poison") for t in texts):
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+        return self._real.embed(texts, input_type, urgent)
+
+settings = Settings(database_url=sys.argv[1], redis_url=sys.argv[2], model_dir=sys.argv[3])
+ctx = WorkerContext.load(settings)
+ctx.embedder = Failing(ctx.embedder, sys.argv[4])
+try:
+    process_batch(ctx, sys.argv[5], 0)
+except RuntimeError as exc:
+    print("delivery failed:", exc)
+"""
+
+
+def _attempts(engine_url: str, job_id: str) -> list[tuple[int, str | None]]:
+    engine = make_engine(engine_url, pool_size=1)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT attempts, error FROM job_items WHERE job_id = :j ORDER BY item_index"),
+            {"j": job_id},
+        ).all()
+    engine.dispose()
+    return [(r[0], r[1]) for r in rows]
+
+
+@pytest.mark.parametrize("mode", ["all", "batch"])
+def test_a_broken_engine_leaves_without_spending_the_attempt(
+    stack: EmbeddedStack, minilm_dir: Path, mode: str
+) -> None:
+    settings = stack.settings()
+    database_url = settings.require_database_url()
+    engine = make_engine(database_url, pool_size=1)
+    with engine.begin() as conn:
+        manifest = register_model_dir(conn, minilm_dir)
+    name = f"health_{mode}"
+    create_collection(engine, name, manifest.manifest_id)
+    with engine.connect() as conn:
+        collection = get_collection(conn, name)
+    assert collection is not None
+    items = [NewItem(f"p{i}", f"poison text {i}", {}) for i in range(3)]
+    job_id, _ = create_job(engine, collection, items, items_per_task=16)
+    engine.dispose()
+    result = subprocess.run(
+        [sys.executable, "-c", DELIVERY, database_url, settings.require_redis_url(),
+         str(minilm_dir), mode, str(job_id)],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    attempts = _attempts(database_url, str(job_id))
+    if mode == "all":
+        assert result.returncode == EXIT_CODE, result.stderr[-2000:]
+        assert attempts == [(0, None)] * 3  # claimed, then given back: no error recorded
+    else:
+        assert result.returncode == 0 and "delivery failed" in result.stdout, result.stderr[-2000:]
+        assert [a for a, _ in attempts] == [1, 1, 1]
+        assert all(error and "CUDA error" in error for _, error in attempts)
