@@ -26,7 +26,7 @@ PROBE_TEXT = "warm-up 预热"
 def engine_works(embedder: Embedder) -> bool:
     """Whether the engine can still embed the probe text."""
     try:
-        embedder.embed([PROBE_TEXT])
+        embedder.embed([PROBE_TEXT], observed=False)
     except Exception:
         log.exception("the engine cannot embed even the probe text")
         return False

@@ -31,10 +31,10 @@ class Failing:
         self._real, self._mode = real, mode
         self.manifest = real.manifest
         self.backend = real.backend
-    def embed(self, texts, input_type="passage", urgent=False):
+    def embed(self, texts, input_type="passage", urgent=False, observed=True):
         if self._mode == "all" or any(t.startswith("poison") for t in texts):
             raise RuntimeError("CUDA error: an illegal memory access was encountered")
-        return self._real.embed(texts, input_type, urgent)
+        return self._real.embed(texts, input_type, urgent, observed)
 
 settings = Settings(database_url=sys.argv[1], redis_url=sys.argv[2], model_dir=sys.argv[3])
 ctx = WorkerContext.load(settings)

@@ -89,12 +89,18 @@ class Embedder:
         self._session.run(ids, mask, np.zeros_like(ids))
 
     def embed(
-        self, texts: list[str], input_type: InputType = "passage", urgent: bool = False
+        self,
+        texts: list[str],
+        input_type: InputType = "passage",
+        urgent: bool = False,
+        observed: bool = True,
     ) -> EmbedResult:
         """Embed texts; queries get the manifest's instruction prefix, passages never do.
 
         `urgent` (live queries) takes the engine before any waiting bulk batch; the embedder
-        may be called from several threads."""
+        may be called from several threads. `observed=False` keeps the call out of the
+        observer's figures (a health probe is not work)."""
+        observer = self.observer if observed else NoObserver()
         if input_type == "query" and self.manifest.query_instruction:
             texts = [self.manifest.query_instruction + t for t in texts]
         started = time.perf_counter()
@@ -115,8 +121,8 @@ class Embedder:
                 vectors[batch] = l2_normalize(pooled) if self.manifest.normalize else pooled
                 engine_s = time.perf_counter() - started
             tokens = sum(lengths[i] for i in batch)
-            self.observer.engine_batch(len(batch), tokens, input_ids.size, engine_s, urgent)
-        self.observer.prepared(len(texts), prepare_s, urgent)
+            observer.engine_batch(len(batch), tokens, input_ids.size, engine_s, urgent)
+        observer.prepared(len(texts), prepare_s, urgent)
         return EmbedResult(
             vectors=vectors, truncated=[t.truncated for t in tokenized], token_counts=lengths
         )
