@@ -32,3 +32,26 @@ def psycopg_connection(conn: Connection) -> psycopg.Connection[Any]:
     if not isinstance(driver, psycopg.Connection):
         raise TypeError(f"expected a psycopg connection, got {type(driver).__name__}")
     return driver
+
+
+class ReconnectingConnection:
+    """One autocommit connection for a background thread (reconciler, index maintenance),
+    opened on first use and again after Postgres dropped it."""
+
+    def __init__(self, database_url: str, application_name: str) -> None:
+        self._url = libpq_url(database_url)
+        self._application_name = application_name
+        self._conn: psycopg.Connection[Any] | None = None
+
+    def get(self) -> psycopg.Connection[Any]:
+        """The open connection, reopened if it is closed or broken."""
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            self._conn = psycopg.connect(
+                self._url, autocommit=True, application_name=self._application_name
+            )
+        return self._conn
+
+    def close(self) -> None:
+        """Close it (the next get() opens a new one)."""
+        if self._conn is not None and not self._conn.closed:
+            self._conn.close()

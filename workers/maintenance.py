@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
 
 import psycopg
 
 from embedq_core.collection_index import build_hnsw_index, collections_to_index
-from embedq_core.db import libpq_url
+from embedq_core.db import ReconnectingConnection
 from embedq_core.settings import Settings
 from migrations.reembed.index_build import IndexOptions, build_index, migrations_to_index
 
@@ -35,22 +34,15 @@ class IndexMaintenance:
             maintenance_work_mem=settings.reembed_maintenance_work_mem,
             max_attempts=settings.reembed_max_step_attempts,
         )
-        self._conn: psycopg.Connection[Any] | None = None
+        self._db = ReconnectingConnection(
+            settings.require_database_url(), "embedq index maintenance"
+        )
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def _connection(self) -> psycopg.Connection[Any]:
-        if self._conn is None or self._conn.closed or self._conn.broken:
-            self._conn = psycopg.connect(
-                libpq_url(self._settings.require_database_url()),
-                autocommit=True,
-                application_name="embedq index maintenance",
-            )
-        return self._conn
-
     def run_once(self) -> int:
         """Build every index that is due and free; returns how many were built."""
-        conn = self._connection()
+        conn = self._db.get()
         built = 0
         for name in migrations_to_index(conn):
             if self._stop.is_set():
@@ -78,8 +70,7 @@ class IndexMaintenance:
                 self.run_once()
             except Exception as exc:  # outage of Postgres: try again next tick
                 log.warning("index maintenance pass failed: %s: %s", type(exc).__name__, exc)
-                if self._conn is not None and not self._conn.closed:
-                    self._conn.close()
+                self._db.close()
 
     def start(self) -> None:
         """Run in a daemon thread beside the worker."""
@@ -94,5 +85,5 @@ class IndexMaintenance:
         if self._thread is not None:
             self._thread.join(timeout=STOP_JOIN_S)
         idle = self._thread is None or not self._thread.is_alive()
-        if idle and self._conn is not None:
-            self._conn.close()
+        if idle:
+            self._db.close()

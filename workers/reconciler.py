@@ -21,7 +21,7 @@ from typing import Any
 import psycopg
 
 from embedq_core.batch_delivery import adopt_unrecorded_jobs, lost_batches, record_resent
-from embedq_core.db import libpq_url
+from embedq_core.db import ReconnectingConnection
 from embedq_core.queueing import (
     EMBED_BATCH_TASK,
     REEMBED_STEP_TASK,
@@ -49,20 +49,13 @@ class Reconciler:
         self._settings = settings
         self._celery = make_celery(settings)
         self._redis = make_redis(settings)
-        self._conn: psycopg.Connection[Any] | None = None
+        self._db = ReconnectingConnection(settings.require_database_url(), "embedq reconciler")
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def _connection(self) -> psycopg.Connection[Any]:
-        if self._conn is None or self._conn.closed or self._conn.broken:
-            self._conn = psycopg.connect(
-                libpq_url(self._settings.require_database_url()), autocommit=True
-            )
-        return self._conn
-
     def run_once(self) -> int:
         """One reconciliation pass; returns how many batches were sent again."""
-        conn = self._connection()
+        conn = self._db.get()
         with conn.transaction():
             locked = conn.execute(
                 "SELECT pg_try_advisory_xact_lock(%s)", (RECONCILER_LOCK_ID,)
@@ -149,8 +142,7 @@ class Reconciler:
                 self.run_once()
             except Exception as exc:  # outage of Postgres or Redis: try again next tick
                 log.warning("reconciler pass failed: %s: %s", type(exc).__name__, exc)
-                if self._conn is not None and not self._conn.closed:
-                    self._conn.close()
+                self._db.close()
 
     def start(self) -> None:
         """Run in a daemon thread beside the worker."""
@@ -162,6 +154,5 @@ class Reconciler:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
-        if self._conn is not None:
-            self._conn.close()
+        self._db.close()
         self._redis.close()
