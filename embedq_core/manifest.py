@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 MANIFEST_FILENAME = "embedq_manifest.json"
 
@@ -41,11 +41,29 @@ class ModelManifest(BaseModel):
     quality: dict[str, float] = Field(
         default_factory=dict, description="fidelity measured at export (INT8 vs FP32)"
     )
+    pooled_output: bool = Field(
+        default=False,
+        description="output_name is already pooled, (batch, dim), not token states",
+    )
+    # A BGE-M3-style lexical head: the graph's second output holds one weight per token
+    # (relu of a linear layer over its hidden state), max-pooled per token id by the engine.
+    sparse: bool = False
+    sparse_output_name: str | None = None
+    vocab_size: int | None = Field(default=None, gt=0, description="sparse vectors' dimension")
+    sparse_dropped_token_ids: list[int] = Field(
+        default_factory=list, description="special tokens (cls, eos, pad, unk) given no weight"
+    )
+
+    @model_validator(mode="after")
+    def sparse_complete(self) -> ModelManifest:
+        if self.sparse and (self.vocab_size is None or not self.sparse_output_name):
+            raise ValueError("a sparse manifest needs vocab_size and sparse_output_name")
+        return self
 
     @property
     def manifest_id(self) -> str:
         """A stable id: a readable slug plus a hash of everything that changes the vectors."""
-        identity = {
+        identity: dict[str, object] = {
             "source": self.source,
             "source_revision": self.source_revision,
             "weights_sha256": self.weights_sha256,
@@ -56,6 +74,13 @@ class ModelManifest(BaseModel):
             "precision": self.precision,
             "opset": self.opset,
         }
+        if self.sparse:  # only then: manifests written before these fields keep their ids
+            identity |= {
+                "sparse": True,
+                "vocab_size": self.vocab_size,
+                "sparse_dropped_token_ids": self.sparse_dropped_token_ids,
+                "pooled_output": self.pooled_output,
+            }
         digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
         slug = re.sub(r"[^a-z0-9]+", "-", Path(self.source).name.lower()).strip("-")[:40]
         return f"{slug}-{self.precision}-{digest}"

@@ -15,9 +15,12 @@ from pathlib import Path
 from typing import Literal
 
 from embedq_core.manifest import ModelManifest
+from ops.export_m3 import DENSE_OUTPUT, SPARSE_OUTPUT, SparseHead, export_m3
 from ops.model_config import (
     FAST_TOKENIZER_FILE,
+    SPARSE_LINEAR_FILE,
     Pooling,
+    is_bge_m3,
     needs_wordpiece_tokenizer,
     read_source_semantics,
 )
@@ -56,19 +59,17 @@ def resolve_source(source: str, revision: str | None) -> tuple[Path, str | None]
     return Path(local), revision or "main"
 
 
-def weights_sha256(model_dir: Path) -> str:
-    """sha256 over the weight files, so a manifest pins the exact weights."""
-    digest = hashlib.sha256()
-    found = False
-    for name in WEIGHT_FILES:
-        path = model_dir / name
-        if path.is_file():
-            found = True
-            with path.open("rb") as f:
-                for chunk in iter(lambda: f.read(1 << 20), b""):
-                    digest.update(chunk)
+def weights_sha256(model_dir: Path, extra_files: tuple[str, ...] = ()) -> str:
+    """sha256 over the weight files (and extra_files, e.g. a sparse head), so a manifest pins
+    the exact weights."""
+    found = [model_dir / name for name in WEIGHT_FILES if (model_dir / name).is_file()]
     if not found:
         raise FileNotFoundError(f"no weights ({', '.join(WEIGHT_FILES)}) in {model_dir}")
+    digest = hashlib.sha256()
+    for path in [*found, *(model_dir / name for name in extra_files)]:
+        with path.open("rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
     return digest.hexdigest()
 
 
@@ -87,12 +88,16 @@ def export_model(
 ) -> ModelManifest:
     """Export SOURCE to out_dir/model.onnx (+ model_int8.onnx) and write the manifest. `engine`
     runs the INT8 fidelity check (on ONNX Runtime's CPU provider, whatever its runtime says)."""
-    from optimum.exporters.onnx import main_export
-
     model_dir, revision = resolve_source(source, options.revision)
     source_id = options.source_id or source
     semantics = read_source_semantics(model_dir, source_id)
-    pooling = options.pooling or semantics.pooling
+    sparse = is_bge_m3(model_dir)
+    # BGE-M3's dense vector is its CLS state (FlagEmbedding's default pooling).
+    pooling = options.pooling or semantics.pooling or ("cls" if sparse else None)
+    if sparse and pooling != "cls":
+        raise ValueError(f"{source} is a BGE-M3 checkpoint: its dense vector is CLS-pooled")
+    if sparse and options.quantize == "int8":
+        raise ValueError("INT8 is not offered for BGE-M3 exports: its sparse head is unmeasured")
     if pooling is None:
         raise ValueError(
             f"{source} has no sentence-transformers pooling config: pass --pooling cls|mean"
@@ -100,34 +105,15 @@ def export_model(
     normalize = options.normalize if options.normalize is not None else semantics.normalize
     max_length = options.max_length or semantics.max_length
     out_dir.mkdir(parents=True, exist_ok=True)
-    log.info("exporting %s to %s (opset %d)", source, out_dir, options.opset)
-    # library_name=transformers: export the bare encoder (last_hidden_state); pooling and
-    # normalisation are ours, driven by the manifest, for every runtime alike.
-    with warnings.catch_warnings():
-        # Tracer warnings about constant masks are expected for encoder exports; fidelity is
-        # checked by the tests against the reference model instead.
-        warnings.simplefilter("ignore")
-        main_export(
-            str(model_dir),
-            output=str(out_dir),
-            task="feature-extraction",
-            library_name="transformers",
-            opset=options.opset,
-            do_validation=False,
-        )
-    if not (out_dir / FAST_TOKENIZER_FILE).is_file() and needs_wordpiece_tokenizer(model_dir):
-        # optimum saves no tokenizer when AutoTokenizer cannot load one (a legacy ALBERT with a
-        # BertTokenizer vocab.txt and no tokenizer config); build the one its model card names.
-        from ops.wordpiece_tokenizer import write_wordpiece_tokenizer
-
-        log.info("%s ships only vocab.txt: building a BERT WordPiece tokenizer.json", source)
-        write_wordpiece_tokenizer(model_dir, out_dir, max_length)
-    if not (out_dir / FAST_TOKENIZER_FILE).is_file():
-        raise FileNotFoundError(f"{source} has no fast tokenizer (tokenizer.json) to ship")
+    head: SparseHead | None = None
+    if sparse:
+        head = export_m3(model_dir, out_dir, options.opset)
+    else:
+        _export_encoder(source, model_dir, out_dir, options.opset, max_length)
     fp32 = ModelManifest(
         source=source_id,
         source_revision=revision,
-        weights_sha256=weights_sha256(model_dir),
+        weights_sha256=weights_sha256(model_dir, (SPARSE_LINEAR_FILE,) if sparse else ()),
         dimension=semantics.dimension,
         pooling=pooling,
         normalize=True if normalize is None else normalize,
@@ -137,6 +123,12 @@ def export_model(
         onnx_file="model.onnx",
         opset=options.opset,
         versions=_versions(),
+        output_name=DENSE_OUTPUT if head else "last_hidden_state",
+        pooled_output=head is not None,
+        sparse=head is not None,
+        sparse_output_name=SPARSE_OUTPUT if head else None,
+        vocab_size=head.vocab_size if head else None,
+        sparse_dropped_token_ids=head.dropped_token_ids if head else [],
     )
     manifest = fp32
     if options.quantize == "fp16":
@@ -148,6 +140,38 @@ def export_model(
         manifest = quantize_int8(out_dir, fp32, gate, engine, force=options.force)
     manifest.write(out_dir)
     return manifest
+
+
+def _export_encoder(
+    source: str, model_dir: Path, out_dir: Path, opset: int, max_length: int
+) -> None:
+    """The bare encoder with optimum (output last_hidden_state), and its fast tokenizer."""
+    from optimum.exporters.onnx import main_export
+
+    log.info("exporting %s to %s (opset %d)", source, out_dir, opset)
+    # library_name=transformers: export the bare encoder (last_hidden_state); pooling and
+    # normalisation are ours, driven by the manifest, for every runtime alike.
+    with warnings.catch_warnings():
+        # Tracer warnings about constant masks are expected for encoder exports; fidelity is
+        # checked by the tests against the reference model instead.
+        warnings.simplefilter("ignore")
+        main_export(
+            str(model_dir),
+            output=str(out_dir),
+            task="feature-extraction",
+            library_name="transformers",
+            opset=opset,
+            do_validation=False,
+        )
+    if not (out_dir / FAST_TOKENIZER_FILE).is_file() and needs_wordpiece_tokenizer(model_dir):
+        # optimum saves no tokenizer when AutoTokenizer cannot load one (a legacy ALBERT with a
+        # BertTokenizer vocab.txt and no tokenizer config); build the one its model card names.
+        from ops.wordpiece_tokenizer import write_wordpiece_tokenizer
+
+        log.info("%s ships only vocab.txt: building a BERT WordPiece tokenizer.json", source)
+        write_wordpiece_tokenizer(model_dir, out_dir, max_length)
+    if not (out_dir / FAST_TOKENIZER_FILE).is_file():
+        raise FileNotFoundError(f"{source} has no fast tokenizer (tokenizer.json) to ship")
 
 
 FP16_FILE = "model_fp16.onnx"

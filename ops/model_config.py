@@ -24,6 +24,8 @@ KNOWN_QUERY_INSTRUCTIONS = {
 FAST_TOKENIZER_FILE = "tokenizer.json"
 SENTENCEPIECE_FILE = "spiece.model"
 WORDPIECE_VOCAB_FILE = "vocab.txt"
+# BGE-M3 ships its lexical head as a torch state dict beside the encoder's weights.
+SPARSE_LINEAR_FILE = "sparse_linear.pt"
 
 
 @dataclass(frozen=True)
@@ -119,4 +121,15 @@ def is_wordpiece_albert(model_dir: Path, config: dict[str, Any]) -> bool:
     )
     return (
         tokenizer_class.startswith("BertTokenizer") or (model_dir / WORDPIECE_VOCAB_FILE).is_file()
+    )
+
+
+def is_bge_m3(model_dir: Path) -> bool:
+    """An XLM-RoBERTa encoder with a BGE-M3 sparse head (sparse_linear.pt) beside its weights;
+    a ColBERT head (colbert_linear.pt) may be there too and is not exported."""
+    config = _read_json(model_dir / "config.json")
+    return (
+        isinstance(config, dict)
+        and config.get("model_type") == "xlm-roberta"
+        and (model_dir / SPARSE_LINEAR_FILE).is_file()
     )

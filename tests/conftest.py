@@ -23,6 +23,8 @@ from ops.corpus import load_demo_corpus
 from ops.devstack import EmbeddedStack, free_port
 from ops.export_model import ExportOptions, export_model
 from ops.processes import ChildProcess, start_api, start_worker
+from tests.exact_words import exact_word_texts
+from tests.m3_model import build_tiny_m3
 from tests.model_factory import BGE_INSTRUCTION, EXTRA_CHARACTERS, build_tiny_bge
 from tests.support import PrivatePipeline, ServiceHandle, engine_config, make_manifest_variant
 
@@ -54,6 +56,22 @@ def tiny_bge_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     export_model(
         str(source), out, ExportOptions(query_instruction=BGE_INSTRUCTION), engine_config()
     )
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_m3_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A BGE-M3-shaped checkpoint (XLM-R, 8,192 tokens, random weights and sparse head) whose
+    vocabulary covers the exact-words labelled set and the demo corpus."""
+    texts = [*exact_word_texts(), *(text for _, text in load_demo_corpus())]
+    return build_tiny_m3(tmp_path_factory.mktemp("src") / "tiny-m3", texts)
+
+
+@pytest.fixture(scope="session")
+def tiny_m3_dir(tiny_m3_source: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny BGE-M3 exported by our exporter: one graph, dense + sparse outputs."""
+    out = tmp_path_factory.mktemp("onnx") / "tiny-m3"
+    export_model(str(tiny_m3_source), out, ExportOptions(), engine_config())
     return out
 
 

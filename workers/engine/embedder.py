@@ -19,6 +19,7 @@ from workers.engine.hardware import Hardware, detect_hardware
 from workers.engine.observer import EngineObserver, NoObserver
 from workers.engine.pooling import FloatArray, l2_normalize, pool
 from workers.engine.runtime import ModelSession, open_session
+from workers.engine.sparse import SparseWeights, dropped_ids, lexical_weights
 from workers.engine.tokenize import TextTokenizer
 
 log = logging.getLogger(__name__)
@@ -28,11 +29,13 @@ InputType = Literal["passage", "query"]
 
 @dataclass(frozen=True)
 class EmbedResult:
-    """Vectors in the caller's order, with per-text truncation flags and token counts."""
+    """Vectors in the caller's order, with per-text truncation flags and token counts; with a
+    sparse manifest also each text's lexical weights {token id: weight}."""
 
     vectors: FloatArray
     truncated: list[bool]
     token_counts: list[int]
+    sparse: list[SparseWeights] | None = None
 
 
 class Embedder:
@@ -51,6 +54,7 @@ class Embedder:
         self._max_batch_tokens = config.max_batch_tokens
         self._max_batch_size = config.max_batch_size
         self._gate = EngineGate()
+        self._dropped = dropped_ids(manifest.sparse_dropped_token_ids)
         # A worker installs its metrics here (workers/metrics.py); nothing is recorded otherwise.
         self.observer: EngineObserver = NoObserver()
 
@@ -68,7 +72,11 @@ class Embedder:
         manifest = manifest or ModelManifest.read(model_dir)
         backend = choose_backend(config.runtime, manifest, hardware or detect_hardware())
         session = open_session(
-            model_dir / manifest.onnx_file, backend, config.intra_op_threads, manifest.output_name
+            model_dir / manifest.onnx_file,
+            backend,
+            config.intra_op_threads,
+            manifest.output_name,
+            (manifest.sparse_output_name,) if manifest.sparse_output_name else (),
         )
         log.info("model %s on %s (%s)", manifest.manifest_id, backend.kind, backend.reason)
         tokenizer = TextTokenizer(model_dir / "tokenizer.json", manifest.max_length)
@@ -108,6 +116,7 @@ class Embedder:
         prepare_s = time.perf_counter() - started
         lengths = [len(t.ids) for t in tokenized]
         vectors = np.empty((len(texts), self.manifest.dimension), dtype=np.float32)
+        sparse: list[SparseWeights] = [{} for _ in texts]
         for batch in plan_batches(lengths, self._max_batch_tokens, self._max_batch_size):
             started = time.perf_counter()
             input_ids, attention_mask, token_type_ids = self._tokenizer.pad(
@@ -116,13 +125,24 @@ class Embedder:
             prepare_s += time.perf_counter() - started
             with self._gate.turn(urgent):
                 started = time.perf_counter()
-                hidden = self._session.run(input_ids, attention_mask, token_type_ids)
-                pooled = pool(hidden, attention_mask, self.manifest.pooling)
+                outputs = self._session.run_all(input_ids, attention_mask, token_type_ids)
+                pooled = (
+                    outputs[0]
+                    if self.manifest.pooled_output
+                    else pool(outputs[0], attention_mask, self.manifest.pooling)
+                )
                 vectors[batch] = l2_normalize(pooled) if self.manifest.normalize else pooled
                 engine_s = time.perf_counter() - started
+            if self.manifest.sparse:  # after the engine's turn: pooling needs no engine
+                weights = lexical_weights(input_ids, attention_mask, outputs[1], self._dropped)
+                for index, row in zip(batch, weights, strict=True):
+                    sparse[index] = row
             tokens = sum(lengths[i] for i in batch)
             observer.engine_batch(len(batch), tokens, input_ids.size, engine_s, urgent)
         observer.prepared(len(texts), prepare_s, urgent)
         return EmbedResult(
-            vectors=vectors, truncated=[t.truncated for t in tokenized], token_counts=lengths
+            vectors=vectors,
+            truncated=[t.truncated for t in tokenized],
+            token_counts=lengths,
+            sparse=sparse if self.manifest.sparse else None,
         )

@@ -25,7 +25,12 @@ class ModelSession(Protocol):
     def run(
         self, input_ids: IntArray, attention_mask: IntArray, token_type_ids: IntArray
     ) -> FloatArray:
-        """Run one padded batch."""
+        """Run one padded batch; the first output only."""
+
+    def run_all(
+        self, input_ids: IntArray, attention_mask: IntArray, token_type_ids: IntArray
+    ) -> list[FloatArray]:
+        """Run one padded batch; every output the session was opened with, in that order."""
 
 
 def _feeds(
@@ -41,7 +46,12 @@ class OrtSession:
     """ONNX Runtime on the CPU provider, or on CUDA with IO binding."""
 
     def __init__(
-        self, onnx_path: Path, use_cuda: bool, intra_op_threads: int, output_name: str
+        self,
+        onnx_path: Path,
+        use_cuda: bool,
+        intra_op_threads: int,
+        output_name: str,
+        extra_outputs: tuple[str, ...] = (),
     ) -> None:
         import onnxruntime as ort
 
@@ -61,31 +71,52 @@ class OrtSession:
             raise RuntimeError(f"CUDAExecutionProvider failed to initialise (active: {active})")
         self._use_cuda = use_cuda
         self._input_names = {i.name for i in self._session.get_inputs()}
-        self._output_name = output_name
+        self._output_names = [output_name, *extra_outputs]
         self.backend = "onnxruntime-cuda" if use_cuda else "onnxruntime-cpu"
 
     def run(
         self, input_ids: IntArray, attention_mask: IntArray, token_type_ids: IntArray
     ) -> FloatArray:
+        return self._run(self._output_names[:1], input_ids, attention_mask, token_type_ids)[0]
+
+    def run_all(
+        self, input_ids: IntArray, attention_mask: IntArray, token_type_ids: IntArray
+    ) -> list[FloatArray]:
+        return self._run(self._output_names, input_ids, attention_mask, token_type_ids)
+
+    def _run(
+        self,
+        names: list[str],
+        input_ids: IntArray,
+        attention_mask: IntArray,
+        token_type_ids: IntArray,
+    ) -> list[FloatArray]:
         feeds = _feeds(self._input_names, input_ids, attention_mask, token_type_ids)
         if not self._use_cuda:
-            (hidden,) = self._session.run([self._output_name], feeds)
-            return np.asarray(hidden, dtype=np.float32)
+            outputs = self._session.run(names, feeds)
+            return [np.asarray(o, dtype=np.float32) for o in outputs]
         # IO binding: inputs copied once to the device, output allocated there and copied back
         # once, instead of ORT staging every tensor through extra host buffers.
         binding = self._session.io_binding()
         for name, array in feeds.items():
             binding.bind_cpu_input(name, array)
-        binding.bind_output(self._output_name, "cuda")
+        for name in names:
+            binding.bind_output(name, "cuda")
         self._session.run_with_iobinding(binding)
-        (hidden,) = binding.copy_outputs_to_cpu()
-        return np.asarray(hidden, dtype=np.float32)
+        return [np.asarray(o, dtype=np.float32) for o in binding.copy_outputs_to_cpu()]
 
 
 class OpenVinoSession:
     """OpenVINO on the CPU reading the same ONNX file; BF16 inference precision on AMX."""
 
-    def __init__(self, onnx_path: Path, bf16: bool, threads: int, output_name: str) -> None:
+    def __init__(
+        self,
+        onnx_path: Path,
+        bf16: bool,
+        threads: int,
+        output_name: str,
+        extra_outputs: tuple[str, ...] = (),
+    ) -> None:
         import openvino as ov
 
         core = ov.Core()
@@ -98,23 +129,35 @@ class OpenVinoSession:
         compiled = core.compile_model(core.read_model(str(onnx_path)), "CPU", config)
         self._request = compiled.create_infer_request()
         self._input_names = {port.get_any_name() for port in compiled.inputs}
-        self._output = compiled.output(output_name)
+        self._outputs = [compiled.output(name) for name in (output_name, *extra_outputs)]
         self.backend = "openvino-bf16" if bf16 else "openvino-fp32"
 
     def run(
         self, input_ids: IntArray, attention_mask: IntArray, token_type_ids: IntArray
     ) -> FloatArray:
+        return self.run_all(input_ids, attention_mask, token_type_ids)[0]
+
+    def run_all(
+        self, input_ids: IntArray, attention_mask: IntArray, token_type_ids: IntArray
+    ) -> list[FloatArray]:
         feeds = _feeds(self._input_names, input_ids, attention_mask, token_type_ids)
         result = self._request.infer(feeds)
-        return np.asarray(result[self._output], dtype=np.float32)
+        return [np.asarray(result[output], dtype=np.float32) for output in self._outputs]
 
 
 def open_session(
-    onnx_path: Path, backend: BackendChoice, intra_op_threads: int, output_name: str
+    onnx_path: Path,
+    backend: BackendChoice,
+    intra_op_threads: int,
+    output_name: str,
+    extra_outputs: tuple[str, ...] = (),
 ) -> ModelSession:
-    """Open the chosen backend on onnx_path."""
+    """Open the chosen backend on onnx_path; `extra_outputs` (e.g. a sparse head's token
+    weights) come after output_name from run_all."""
     if backend.kind in ("openvino-bf16", "openvino-fp32"):
         return OpenVinoSession(
-            onnx_path, backend.kind == "openvino-bf16", intra_op_threads, output_name
+            onnx_path, backend.kind == "openvino-bf16", intra_op_threads, output_name, extra_outputs
         )
-    return OrtSession(onnx_path, backend.kind == "onnxruntime-cuda", intra_op_threads, output_name)
+    return OrtSession(
+        onnx_path, backend.kind == "onnxruntime-cuda", intra_op_threads, output_name, extra_outputs
+    )

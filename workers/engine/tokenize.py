@@ -29,8 +29,10 @@ class TextTokenizer:
         self._tokenizer.no_padding()
         self._tokenizer.enable_truncation(max_length=max_length)
         padding = self._tokenizer.padding
-        pad_id = self._tokenizer.token_to_id("[PAD]")
-        self.pad_id: int = padding["pad_id"] if padding else (pad_id if pad_id is not None else 0)
+        # BERT's [PAD], or XLM-R's <pad> (id 1: its position ids count from the padding id).
+        named = [self._tokenizer.token_to_id(name) for name in ("[PAD]", "<pad>")]
+        pad_id = next((i for i in named if i is not None), 0)
+        self.pad_id: int = padding["pad_id"] if padding else pad_id
 
     def tokenize(self, texts: list[str]) -> list[TokenizedText]:
         """Token ids per text, with whether the text was cut at max_length."""
