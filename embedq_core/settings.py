@@ -36,6 +36,10 @@ class Settings(BaseSettings):
     # Also bounds how long a live query waits behind bulk work: one engine batch at most.
     max_batch_tokens: int = Field(default=1024, ge=16)
     max_batch_size: int = Field(default=32, ge=1)
+    # Write a batch's vectors on a second thread while the next batch is claimed and embedded
+    # (its lock is held until the write commits; the message is acknowledged before that, and a
+    # worker that dies meanwhile leaves a claimed, pending batch that the reconciler re-sends).
+    write_behind: bool = True
 
     # Jobs
     items_per_task: int = Field(default=64, ge=1, le=10_000)

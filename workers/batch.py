@@ -22,6 +22,7 @@ from workers import engine_health, metrics
 from workers.batch_lock import BatchBusy, BatchLock
 from workers.context import WorkerContext
 from workers.db_retry import is_transient
+from workers.db_session import DbSession
 from workers.embed_isolation import Embedded, TextEmbedder, embed_isolating
 from workers.engine.pooling import FloatArray
 from workers.job_state import (
@@ -33,6 +34,8 @@ from workers.job_state import (
     record_batch_error,
     refund_attempt,
 )
+from workers.metrics import BatchTimer
+from workers.watchdog import time_limit
 from workers.write_plan import Action, decide
 from workers.writer import VectorRow, read_stored, refresh_unchanged, write_vectors
 
@@ -41,19 +44,36 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class BatchOutcome:
-    """What one delivery of a batch did. `done` counts unchanged and superseded items too."""
+    """What one delivery of a batch did. `done` counts unchanged and superseded items too;
+    `written_behind`: the write was handed to the writer thread, which ends the batch."""
 
     done: int
     failed: int
     unchanged: int = 0
     superseded: int = 0
     skipped_reason: str | None = None
+    written_behind: bool = False
+
+
+@dataclass(frozen=True)
+class EmbeddedBatch:
+    """A claimed batch with its vectors computed, ready to be written."""
+
+    batch: ClaimedBatch
+    candidates: list[ClaimedItem]
+    gave_up: dict[str, str]
+    embedded: Embedded
+    model_id: str
 
 
 def process_batch(ctx: WorkerContext, job_id: str, batch_no: int) -> BatchOutcome:
-    """Embed and store one batch; safe to run again, or twice at once, for the same batch."""
-    lock = BatchLock(ctx, job_id, batch_no)
+    """Claim and embed one batch, then write it: behind the engine when write-behind is on (the
+    writer thread then ends the batch), in line otherwise. Safe to run again, or twice at once,
+    for the same batch."""
+    lane = ctx.writes.lane()
+    lock = BatchLock(ctx.settings, lane, job_id, batch_no)
     timer = metrics.start_batch()
+    handed_over = False
     try:
         with timer.stage("claim"):
             batch = lock.run(lambda conn: claim_batch(conn, job_id, batch_no, ctx.worker_name))
@@ -65,35 +85,97 @@ def process_batch(ctx: WorkerContext, job_id: str, batch_no: int) -> BatchOutcom
         if any(item.attempts > 1 for item in batch.items):
             metrics.retry("redelivery")
         try:
-            return _embed_and_store(ctx, lock, batch)
+            prepared = _embed(ctx, lock, batch)
         except BatchBusy:
             raise
         except Exception as exc:
-            metrics.batch_failed(transient=is_transient(exc))
-            if not is_transient(exc):
-                if not engine_health.engine_works(ctx.embedder):
-                    lock.run(lambda conn: refund_attempt(conn, batch))
-                    engine_health.leave()
-                # Leave the items pending with the reason: the reconciler sends the batch
-                # again, and the attempt counter ends the retries.
-                reason = f"{type(exc).__name__}: {exc}"
-                lock.run(lambda conn: _record_error(conn, batch, reason))
-            # Transient past db_retry_timeout_s: the claim is recorded, so the reconciler
-            # sends the batch again once Postgres answers.
+            _record_failure(ctx, lock, batch, exc, probe_engine=True)
             raise
+        if isinstance(prepared, BatchOutcome):
+            return prepared
+        timer.hand_over()
+        handed_over = True
+        written = ctx.writes.submit(lane, lambda: _store(ctx, lane, lock, prepared, timer))
+        if written.done():
+            return written.result()
+        return BatchOutcome(0, 0, written_behind=True)
     except BatchBusy:
         # Its worker is alive; if it dies, its lock goes with its connection and the
         # reconciler sends the batch again, once the grace has passed since this claim.
-        _record_busy(ctx, job_id, batch_no)
+        _record_busy(lane, job_id, batch_no)
         return BatchOutcome(0, 0, skipped_reason="batch is being processed by another worker")
+    finally:
+        if not handed_over:
+            lock.release()
+            timer.finish()
+            ctx.writes.release(lane)
+
+
+def _store(
+    ctx: WorkerContext, lane: DbSession, lock: BatchLock, prepared: EmbeddedBatch, timer: BatchTimer
+) -> BatchOutcome:
+    """Write a batch and end it: committed, or its error recorded for the reconciler's re-send."""
+    batch = prepared.batch
+    timer.take_over()
+    what = f"writing job {batch.job_id} batch {batch.batch_no}"
+    try:
+        with (
+            time_limit(ctx.settings.task_time_limit_s, what, backstop=False),
+            metrics.stage("write"),
+        ):
+            outcome = lock.run(
+                lambda conn: _write_batch(
+                    conn,
+                    ctx.embedder,
+                    batch,
+                    prepared.candidates,
+                    prepared.gave_up,
+                    prepared.embedded,
+                    prepared.model_id,
+                )
+            )
+        metrics.batch_stored(outcome)
+    except BatchBusy:
+        _record_busy(lane, str(batch.job_id), batch.batch_no)
+        return BatchOutcome(0, 0, skipped_reason="batch is being processed by another worker")
+    except Exception as exc:
+        _record_failure(ctx, lock, batch, exc, probe_engine=False)
+        raise
     finally:
         lock.release()
         timer.finish()
+    log.info(
+        "job %s batch %d: %d embedded, %d unchanged, %d superseded, %d failed",
+        batch.job_id,
+        batch.batch_no,
+        outcome.done - outcome.unchanged - outcome.superseded,
+        outcome.unchanged,
+        outcome.superseded,
+        outcome.failed,
+    )
+    return outcome
 
 
-def _record_busy(ctx: WorkerContext, job_id: str, batch_no: int) -> None:
+def _record_failure(
+    ctx: WorkerContext, lock: BatchLock, batch: ClaimedBatch, exc: Exception, probe_engine: bool
+) -> None:
+    metrics.batch_failed(transient=is_transient(exc))
+    if is_transient(exc):
+        # Past db_retry_timeout_s: the claim is recorded, so the reconciler sends the batch
+        # again once Postgres answers.
+        return
+    if probe_engine and not engine_health.engine_works(ctx.embedder):
+        lock.run(lambda conn: refund_attempt(conn, batch))
+        engine_health.leave()
+    # Leave the items pending with the reason: the reconciler sends the batch again, and the
+    # attempt counter ends the retries.
+    reason = f"{type(exc).__name__}: {exc}"
+    lock.run(lambda conn: _record_error(conn, batch, reason))
+
+
+def _record_busy(lane: DbSession, job_id: str, batch_no: int) -> None:
     try:
-        record_busy(ctx.connection(), job_id, batch_no)
+        record_busy(lane.connection(), job_id, batch_no)
     except psycopg.Error as exc:
         # Best effort: without it the unclaimed-send backstop still re-sends the batch.
         log.warning(
@@ -106,7 +188,9 @@ def _record_error(conn: psycopg.Connection[Any], batch: ClaimedBatch, reason: st
         record_batch_error(conn, batch, reason)
 
 
-def _embed_and_store(ctx: WorkerContext, lock: BatchLock, batch: ClaimedBatch) -> BatchOutcome:
+def _embed(
+    ctx: WorkerContext, lock: BatchLock, batch: ClaimedBatch
+) -> EmbeddedBatch | BatchOutcome:
     model_id = ctx.embedder.manifest.manifest_id
     if batch.manifest_id != model_id:
         # Never embed with another model than the collection's: fail loudly, per item.
@@ -139,23 +223,7 @@ def _embed_and_store(ctx: WorkerContext, lock: BatchLock, batch: ClaimedBatch) -
         if decide(i.seq, i.content_hash, stored.get(i.external_id), model_id) is Action.WRITE
     ]
     embedded = embed_isolating(ctx.embedder, [(i.external_id, i.text) for i in to_embed])
-    with metrics.stage("write"):
-        outcome = lock.run(
-            lambda conn: _write_batch(
-                conn, ctx.embedder, batch, candidates, gave_up, embedded, model_id
-            )
-        )
-    metrics.batch_stored(outcome)
-    log.info(
-        "job %s batch %d: %d embedded, %d unchanged, %d superseded, %d failed",
-        batch.job_id,
-        batch.batch_no,
-        outcome.done - outcome.unchanged - outcome.superseded,
-        outcome.unchanged,
-        outcome.superseded,
-        outcome.failed,
-    )
-    return outcome
+    return EmbeddedBatch(batch, candidates, gave_up, embedded, model_id)
 
 
 def _fail_all(conn: psycopg.Connection[Any], batch: ClaimedBatch, failures: dict[str, str]) -> None:
@@ -199,7 +267,7 @@ def _write_batch(
             if i.external_id in embedded.errors
         }
         rows = [
-            _row(i, embedded.vectors[i.external_id][1])
+            _row(i, embedded.vectors[i.external_id][1], embedded.sparse.get(i.external_id))
             for i in writes
             if i.external_id not in failures
         ]
@@ -232,9 +300,9 @@ def _write_batch(
     return BatchOutcome(len(done_ids), len(failures), len(refreshed), superseded)
 
 
-def _row(item: ClaimedItem, truncated: bool) -> VectorRow:
+def _row(item: ClaimedItem, truncated: bool, sparse: dict[int, float] | None = None) -> VectorRow:
     return VectorRow(
-        item.external_id, item.text, item.metadata, item.content_hash, truncated, item.seq
+        item.external_id, item.text, item.metadata, item.content_hash, truncated, item.seq, sparse
     )
 
 

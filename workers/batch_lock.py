@@ -8,8 +8,9 @@ from typing import Any, TypeVar
 
 import psycopg
 
-from workers.context import WorkerContext
+from embedq_core.settings import Settings
 from workers.db_retry import with_db_retry
+from workers.db_session import DbSession
 from workers.job_state import try_lock_batch, unlock_batch
 
 T = TypeVar("T")
@@ -20,15 +21,17 @@ class BatchBusy(Exception):
 
 
 class BatchLock:
-    """Runs units of work on a connection that holds the batch's session lock.
+    """Runs units of work on a session (one of the worker's write lanes) that holds the batch's
+    session lock.
 
     The lock lives and dies with the Postgres session: a killed worker frees it at once. A
     worker that lost its connection lost the lock too, so after reconnecting it takes the lock
     again before going on, or stops with BatchBusy if another worker took the batch meanwhile.
     """
 
-    def __init__(self, ctx: WorkerContext, job_id: str, batch_no: int) -> None:
-        self._ctx = ctx
+    def __init__(self, settings: Settings, session: DbSession, job_id: str, batch_no: int) -> None:
+        self._settings = settings
+        self._session = session
         self._job_id = job_id
         self._batch_no = batch_no
         self._holder: psycopg.Connection[Any] | None = None
@@ -36,10 +39,10 @@ class BatchLock:
     def run(self, fn: Callable[[psycopg.Connection[Any]], T]) -> T:
         """fn(conn) under the lock; transient errors (connection loss, deadlock, serialization
         failure) run it again, for up to db_retry_timeout_s. fn must be one transaction."""
-        return with_db_retry(self._ctx.settings, lambda: fn(self._locked_connection()))
+        return with_db_retry(self._settings, lambda: fn(self._locked_connection()))
 
     def _locked_connection(self) -> psycopg.Connection[Any]:
-        conn = self._ctx.connection()
+        conn = self._session.connection()
         if conn is not self._holder:  # first use, or a new session after a reconnect
             self._holder = None
             if not try_lock_batch(conn, self._job_id, self._batch_no):

@@ -47,11 +47,16 @@ def build_worker_app(ctx: WorkerContext) -> Celery:
     step_options = StepOptions.from_settings(ctx.settings)
 
     @app.task(name=EMBED_BATCH_TASK)  # type: ignore[untyped-decorator]
-    def embed_batch(job_id: str, batch_no: int) -> dict[str, int | str | None]:
+    def embed_batch(job_id: str, batch_no: int) -> dict[str, int | str | bool | None]:
         # Celery's own time limits are not enforced by the solo pool: see workers/watchdog.py.
         with time_limit(ctx.settings.task_time_limit_s, f"job {job_id} batch {batch_no}"):
             outcome = process_batch(ctx, job_id, batch_no)
-        return {"done": outcome.done, "failed": outcome.failed, "skipped": outcome.skipped_reason}
+        return {
+            "done": outcome.done,
+            "failed": outcome.failed,
+            "skipped": outcome.skipped_reason,
+            "written_behind": outcome.written_behind,
+        }
 
     @app.task(name=REEMBED_STEP_TASK)  # type: ignore[untyped-decorator]
     def reembed_step(name: str, token: str) -> str:

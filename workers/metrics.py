@@ -257,6 +257,15 @@ class BatchTimer:
         if seconds is not None:
             self.add("queue_wait", seconds)
 
+    def hand_over(self) -> None:
+        """This thread is done with the batch; another thread goes on with it (take_over)."""
+        if getattr(_local, "timer", None) is self:
+            _local.timer = None
+
+    def take_over(self) -> None:
+        """This thread goes on with the batch: its stages count towards this timer."""
+        _local.timer = self
+
     def finish(self) -> None:
         """Record the delivery; the thread has no current batch afterwards."""
         if getattr(_local, "timer", None) is self:

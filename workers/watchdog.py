@@ -30,18 +30,21 @@ STDERR_FD = 2
 
 
 @contextmanager
-def time_limit(limit_s: float, what: str) -> Iterator[None]:
+def time_limit(limit_s: float, what: str, backstop: bool = True) -> Iterator[None]:
     """Run the body; if it is still running after limit_s, log `what`, dump every thread's
-    stack (where it hung) and exit the process with EXIT_CODE."""
+    stack (where it hung) and exit the process with EXIT_CODE. faulthandler keeps one timer per
+    process: only the consumer thread's limit has the backstop (backstop=False elsewhere)."""
     timer = threading.Timer(limit_s, _expire, args=(limit_s, what))
     timer.daemon = True
-    faulthandler.dump_traceback_later(limit_s + BACKSTOP_S, exit=True, file=STDERR_FD)
+    if backstop:
+        faulthandler.dump_traceback_later(limit_s + BACKSTOP_S, exit=True, file=STDERR_FD)
     timer.start()
     try:
         yield
     finally:
         timer.cancel()
-        faulthandler.cancel_dump_traceback_later()
+        if backstop:
+            faulthandler.cancel_dump_traceback_later()
 
 
 def _expire(limit_s: float, what: str) -> None:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from ops.bench.shapes import SHAPES
 from ops.config import configure
 
 
@@ -16,27 +17,36 @@ def bench() -> None:
 
 @bench.command("engine")
 @click.option(
+    "--shape",
+    type=click.Choice(sorted(SHAPES)),
+    default=None,
+    help="Bench a random-weight model with this architecture (ops/bench/shapes.py), built and "
+    "exported once under the data directory; speed depends on shape, not weights.",
+)
+@click.option(
     "--model-dir",
     type=click.Path(path_type=Path),
     default=None,
-    help="FP32 export to benchmark (default: the bundled MiniLM, exported if needed).",
-)
-@click.option(
-    "--int8-dir",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="INT8 export (default: MODEL_DIR-int8, exported if needed).",
+    help="FP32 export of a real model (default: the bundled MiniLM, exported if needed).",
 )
 @click.option(
     "--source-dir",
     type=click.Path(path_type=Path),
     default=None,
-    help="The Hugging Face directory of the model, for the torch/ST references.",
+    help="The Hugging Face directory of --model-dir, for the sentence-transformers peers.",
 )
 @click.option(
     "--threads", type=int, default=None, help="Threads for every variant (default: all cores)."
 )
 @click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--sentences", type=int, default=1000, show_default=True, help="Bench-corpus texts.")
+@click.option("--passages", type=int, default=300, show_default=True, help="Passages (50-450 tok).")
+@click.option("--repeats", type=int, default=2, show_default=True, help="Timed passes (best kept).")
+@click.option(
+    "--variants",
+    default=None,
+    help="Comma-separated subset (default: every peer and every variant of ours).",
+)
 @click.option(
     "--out",
     "out_json",
@@ -44,32 +54,33 @@ def bench() -> None:
     default=Path("bench-results/engine.json"),
     show_default=True,
 )
-@click.option(
-    "--infinity-python",
-    type=click.Path(path_type=Path, exists=True),
-    default=None,
-    help="Python of a venv with infinity-emb[optimum], to add its engine to the table.",
-)
-@click.option("--limit", type=int, default=None, help="Only the first N corpus texts (smoke runs).")
+@click.option("--limit", type=int, default=None, help="Cap both corpora at N texts (smoke runs).")
 def bench_engine(
+    shape: str | None,
     model_dir: Path | None,
-    int8_dir: Path | None,
     source_dir: Path | None,
     threads: int | None,
     batch_size: int,
+    sentences: int,
+    passages: int,
+    repeats: int,
+    variants: str | None,
     out_json: Path,
-    infinity_python: Path | None,
     limit: int | None,
 ) -> None:
-    """Throughput, padding, memory and fidelity of every engine variant on the bench corpus."""
+    """Our engine's variants against sentence-transformers (torch FP32, torch BF16, ONNX,
+    OpenVINO) on short texts and on passages: throughput, fidelity, memory, share of peak."""
+    import importlib.util
     import os
     from dataclasses import replace
 
     from rich.console import Console
 
-    from ops.bench.engine import run_engine_bench
-    from ops.bundled_model import BUNDLED_MODEL_ID, bundled_model_source, ensure_bundled_model
-    from ops.export_model import ExportOptions, export_model
+    from ops.bench.engine import DEFAULT_VARIANTS, LABELS, run_engine_bench
+    from ops.bench.shape_models import BenchModels, ensure_int8_openvino, ensure_shape_models
+    from ops.bench.shapes import shape_of_model_dir
+    from ops.bundled_model import bundled_model_source, ensure_bundled_model
+    from ops.corpus import load_bench_corpus, load_bench_passages
     from workers.engine import EngineConfig
 
     settings = configure(quiet=True)
@@ -78,39 +89,46 @@ def bench_engine(
         intra_op_threads=threads or os.cpu_count() or 1,
         max_batch_size=batch_size,
     )
-    model_dir = model_dir or settings.data_dir.resolve() / "models" / "all-minilm-l6-v2"
-    manifest = (
-        ensure_bundled_model(model_dir, engine)
-        if not (model_dir / "embedq_manifest.json").exists()
-        else None
-    )
-    from embedq_core.manifest import ModelManifest
-
-    manifest = manifest or ModelManifest.read(model_dir)
-    if source_dir is None:
-        if Path(manifest.source).is_dir():
-            source_dir = Path(manifest.source)
-        elif manifest.source == BUNDLED_MODEL_ID:
-            source_dir = bundled_model_source()
-        else:
-            raise click.UsageError("--source-dir is needed: the manifest's source is a hub id")
-    int8_dir = int8_dir or model_dir.with_name(model_dir.name + "-int8")
-    if not (int8_dir / "embedq_manifest.json").exists():
-        export_model(
-            str(source_dir),
-            int8_dir,
-            ExportOptions(quantize="int8", source_id=manifest.source),
-            engine,
+    console = Console()
+    models_root = settings.data_dir.resolve() / "models"
+    if shape is not None:
+        if model_dir is not None:
+            raise click.UsageError("--shape and --model-dir exclude each other")
+        model_shape = SHAPES[shape]
+        models = ensure_shape_models(model_shape, models_root, engine)
+    else:
+        if model_dir is None:
+            model_dir = models_root / "all-minilm-l6-v2"
+            ensure_bundled_model(model_dir, engine)
+            source_dir = source_dir or bundled_model_source()
+        if source_dir is None:
+            raise click.UsageError("--source-dir is needed with --model-dir")
+        int8_dir = model_dir.with_name(model_dir.name + "-int8-openvino")
+        ensure_int8_openvino(model_dir, int8_dir, engine)
+        models = BenchModels(source_dir, model_dir, int8_dir)
+        model_shape = shape_of_model_dir(source_dir)
+    chosen = variants.split(",") if variants else list(DEFAULT_VARIANTS)
+    unknown = [v for v in chosen if v not in LABELS]
+    if unknown or not chosen or chosen[0] != "st-torch-fp32":
+        raise click.UsageError(
+            f"--variants: st-torch-fp32 first (the reference), then any of {sorted(LABELS)}"
         )
+    if importlib.util.find_spec("infinity_emb") is None:
+        console.print("infinity-emb is not installed here: no infinity row")
+    else:
+        console.print("infinity-emb is installed, but this bench does not run it: no row")
+    count = {"sentences": sentences, "passages": passages}
+    if limit is not None:
+        count = {k: min(v, limit) for k, v in count.items()}
+    corpora = {
+        "sentences": [t for _, t in load_bench_corpus()][: count["sentences"]],
+        "passages": [t for _, t in load_bench_passages(max(count["passages"], 1))][
+            : count["passages"]
+        ],
+    }
+    corpora = {name: texts for name, texts in corpora.items() if texts}
     run_engine_bench(
-        model_dir,
-        int8_dir,
-        source_dir,
-        engine,
-        out_json,
-        infinity_python,
-        Console(),
-        limit,
+        models, model_shape, shape is not None, corpora, engine, chosen, out_json, console, repeats
     )
 
 
@@ -279,14 +297,15 @@ def bench_pipeline(
     runs = run_pipeline_bench(settings, model_dir, count, hnsw_variant)
     machine = machine_description()
     table = Table(title=f"{count} texts, one worker, {machine['cpu']} ({machine['cores']} cores)")
-    # The worker's own stage times; what is left of the wall time is broker hops and idling.
+    # The worker's own stage times. A write behind the engine overlaps it, so the stages can sum
+    # to more than the wall time; "engine idle" is the wall time the engine did not run.
     stages = ("claim", "tokenize", "engine", "write")
-    for column in ("variant", "seconds", "texts/s", "× bare engine", *stages, "broker+idle"):
+    for column in ("variant", "seconds", "texts/s", "× bare engine", *stages, "engine idle"):
         table.add_column(column, justify="left" if column == "variant" else "right")
     for run in runs:
         split = [f"{run.split_s[s]:.1f}s" if s in run.split_s else "" for s in stages]
-        busy = sum(run.split_s.get(s, 0.0) for s in stages)
-        split.append(f"{run.seconds - busy:.1f}s" if run.split_s else "")
+        idle_s = run.seconds - run.split_s.get("engine", 0.0)
+        split.append(f"{idle_s:.1f}s" if run.split_s else "")
         table.add_row(
             run.variant,
             f"{run.seconds:.1f}",

@@ -160,31 +160,26 @@ def run_pipeline_bench(
             }
         )
         upgrade_head(run_settings.require_database_url())
-        seconds, split = whole_path(run_settings, model_dir, texts, "bench_pipe", Path(data_dir))
-        runs.append(
-            PipelineRun(
-                "whole path (HTTP → Redis → worker → pgvector), new collection",
-                count,
-                seconds,
-                count / seconds,
-                0.0,
-                split,
-            )
-        )
-        if hnsw_variants:
+        # Each change's effect in one run: the write in line after the engine, then behind it.
+        variants = [
+            ("whole path, write in line, new collection", "bench_inline", False, False),
+            ("whole path, write behind the engine, new collection", "bench_behind", True, False),
+        ]
+        if hnsw_variants:  # a live table that already has its index: every insert pays a search
+            variants += [
+                ("whole path, write in line, HNSW-indexed table", "bench_inline_ix", False, True),
+                ("whole path, write behind, HNSW-indexed table", "bench_behind_ix", True, True),
+            ]
+        for variant, collection, write_behind, hnsw in variants:
             seconds, split = whole_path(
-                run_settings, model_dir, texts, "bench_pipe_indexed", Path(data_dir), hnsw=True
+                run_settings.model_copy(update={"write_behind": write_behind}),
+                model_dir,
+                texts,
+                collection,
+                Path(data_dir),
+                hnsw=hnsw,
             )
-            runs.append(
-                PipelineRun(
-                    "whole path, into a table that already has its HNSW index",
-                    count,
-                    seconds,
-                    count / seconds,
-                    0.0,
-                    split,
-                )
-            )
+            runs.append(PipelineRun(variant, count, seconds, count / seconds, 0.0, split))
     after_s = bare_engine(model_dir, config, texts, settings.items_per_task)
     runs.append(PipelineRun(f"{label} (after)", count, after_s, count / after_s))
     engine_s = (before_s + after_s) / 2

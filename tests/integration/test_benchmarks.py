@@ -123,3 +123,32 @@ def test_bench_write_path_compares_copy_with_executemany(tmp_path: Path) -> None
     rows = json.loads(out.read_text())["rows"]
     assert [r["variant"].split(" ")[0] for r in rows] == ["binary", "executemany", "binary"]
     assert all(r["rows"] > 0 and r["rows_per_s"] > 0 for r in rows)
+
+
+def test_bench_pipeline_compares_the_whole_path_with_the_bare_engine(
+    tmp_path: Path, minilm_dir: Path
+) -> None:
+    out = tmp_path / "pipeline.json"
+    result = _bench(
+        ["pipeline", "--model-dir", str(minilm_dir), "--texts", "150", "--no-hnsw-variant",
+         "--write-rows", "600", "--out", str(out)]
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "engine idle" in result.stdout
+    report = json.loads(out.read_text())
+    variants = [r["variant"] for r in report["runs"]]
+    assert variants[0].startswith("bare engine") and variants[-1].startswith("bare engine")
+    assert [v.split(",")[1].strip() for v in variants[1:-1]] == [
+        "write in line",
+        "write behind the engine",
+    ]
+    for run in report["runs"][1:-1]:
+        assert run["texts"] == 150 and run["ratio_to_engine"] > 0
+        # The worker's own stages were scraped: its engine time is part of the wall time.
+        assert 0 < run["split_s"]["engine"] <= run["seconds"]
+        assert run["split_s"]["write"] > 0
+    assert [r["variant"].split(" ")[0] for r in report["write_path"]] == [
+        "binary",
+        "executemany",
+        "binary",
+    ]

@@ -210,11 +210,13 @@ def test_a_real_job_in_the_worker_and_api_metrics(
     assert after.value("embedq_worker_items_total", **base, result="failed") == 1
     assert after.value("embedq_worker_errors_total", **base, kind="write") == 1
     assert after.value("embedq_worker_errors_total", **base, kind="delivery") == 1
-    assert after.value("embedq_worker_errors_total", **base, kind="task") == 1
+    # The write runs behind the engine, after the Celery task returned: a failed write is the
+    # batch's error (above), not a failed task.
+    assert after.total("embedq_worker_errors_total", kind="task") == 0
     assert after.value("embedq_worker_retries_total", **base, kind="redelivery") == 1
     assert (
         after.value("embedq_worker_tasks_total", **base, task="embedq.embed_batch", state="success")
-        == batches
+        == batches + 1
     )
     for stage in ("queue_wait", "claim", "tokenize", "engine", "write"):
         count = after.value("embedq_worker_batch_stage_seconds_count", **base, stage=stage)
