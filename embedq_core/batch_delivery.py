@@ -121,10 +121,11 @@ def record_claimed(
     return None if row is None or row[0] is None else max(float(row[0]), 0.0)
 
 
-def record_busy(conn: psycopg.Connection[Any], job_id: str, batch_no: int) -> None:
-    """A delivery found the batch locked by another live worker and was dropped: its message is
-    consumed, so date a claim (the holder's `claimed_by` stays). Once the holder's lock goes, the
-    grace rule re-sends the batch instead of waiting for the unclaimed-send backstop."""
+def date_claim(conn: psycopg.Connection[Any], job_id: str, batch_no: int) -> None:
+    """Date a claim for a delivery that holds no lock on the batch: one dropped because another
+    live worker holds the batch, or one waiting for its worker's write lane. Its message is
+    consumed (or will be), so once no lock is held the grace rule re-sends the batch instead of
+    waiting for the unclaimed-send backstop. The holder's `claimed_by` stays."""
     conn.execute(
         "UPDATE job_batches SET claimed_at = now()"
         " WHERE job_id = %s AND batch_no = %s AND finished_at IS NULL",

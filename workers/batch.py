@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import psycopg
 
-from embedq_core.batch_delivery import record_busy
+from embedq_core.batch_delivery import date_claim
 from workers import engine_health, metrics
 from workers.batch_lock import BatchBusy, BatchLock
 from workers.context import WorkerContext
@@ -70,7 +70,13 @@ def process_batch(ctx: WorkerContext, job_id: str, batch_no: int) -> BatchOutcom
     """Claim and embed one batch, then write it: behind the engine when write-behind is on (the
     writer thread then ends the batch), in line otherwise. Safe to run again, or twice at once,
     for the same batch."""
-    lane = ctx.writes.lane()
+    lane = ctx.writes.free_lane()
+    if lane is None:
+        # Both lanes hold batches still being written. Date a claim first: this message was
+        # fetched after the last one was acknowledged, and if the worker dies while waiting,
+        # the reconciler must find the batch by Postgres's grace rule, not an hour later.
+        _date_claim(ctx.connection(), job_id, batch_no)
+        lane = ctx.writes.lane()
     lock = BatchLock(ctx.settings, lane, job_id, batch_no)
     timer = metrics.start_batch()
     handed_over = False
@@ -102,7 +108,7 @@ def process_batch(ctx: WorkerContext, job_id: str, batch_no: int) -> BatchOutcom
     except BatchBusy:
         # Its worker is alive; if it dies, its lock goes with its connection and the
         # reconciler sends the batch again, once the grace has passed since this claim.
-        _record_busy(lane, job_id, batch_no)
+        _date_claim(lane.connection(), job_id, batch_no)
         return BatchOutcome(0, 0, skipped_reason="batch is being processed by another worker")
     finally:
         if not handed_over:
@@ -136,7 +142,7 @@ def _store(
             )
         metrics.batch_stored(outcome)
     except BatchBusy:
-        _record_busy(lane, str(batch.job_id), batch.batch_no)
+        _date_claim(lane.connection(), str(batch.job_id), batch.batch_no)
         return BatchOutcome(0, 0, skipped_reason="batch is being processed by another worker")
     except Exception as exc:
         _record_failure(ctx, lock, batch, exc, probe_engine=False)
@@ -173,14 +179,12 @@ def _record_failure(
     lock.run(lambda conn: _record_error(conn, batch, reason))
 
 
-def _record_busy(lane: DbSession, job_id: str, batch_no: int) -> None:
+def _date_claim(conn: psycopg.Connection[Any], job_id: str, batch_no: int) -> None:
     try:
-        record_busy(lane.connection(), job_id, batch_no)
+        date_claim(conn, job_id, batch_no)
     except psycopg.Error as exc:
         # Best effort: without it the unclaimed-send backstop still re-sends the batch.
-        log.warning(
-            "job %s batch %d: could not record the busy delivery: %s", job_id, batch_no, exc
-        )
+        log.warning("job %s batch %d: could not date a claim: %s", job_id, batch_no, exc)
 
 
 def _record_error(conn: psycopg.Connection[Any], batch: ClaimedBatch, reason: str) -> None:

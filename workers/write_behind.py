@@ -50,6 +50,13 @@ class BatchWrites:
         back with submit() or release()."""
         return self._free.get()
 
+    def free_lane(self) -> DbSession | None:
+        """A lane with no write pending, or None when every lane is still writing."""
+        try:
+            return self._free.get_nowait()
+        except queue.Empty:
+            return None
+
     def release(self, lane: DbSession) -> None:
         """Give back a lane whose batch ended without a write."""
         self._free.put(lane)
