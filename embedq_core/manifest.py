@@ -29,7 +29,7 @@ class ModelManifest(BaseModel):
     normalize: bool
     max_length: int = Field(gt=0, description="max tokens, special tokens included")
     query_instruction: str | None = None
-    precision: Literal["fp32", "fp16", "int8"]
+    precision: Literal["fp32", "fp16", "int8", "int8-openvino"]
     onnx_file: str = "model.onnx"
     opset: int
     output_name: str = "last_hidden_state"

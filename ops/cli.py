@@ -21,10 +21,11 @@ def main() -> None:
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True)
 @click.option(
     "--quantize",
-    type=click.Choice(["none", "int8", "fp16"]),
+    type=click.Choice(["none", "int8", "int8-openvino", "fp16"]),
     default="none",
     show_default=True,
-    help="int8: CPU model behind a quality gate; fp16: GPU model.",
+    help="int8: ONNX Runtime CPU model behind a quality gate; int8-openvino: OpenVINO IR "
+    "quantised with NNCF (behind the same gate); fp16: GPU model.",
 )
 @click.option(
     "--pooling",

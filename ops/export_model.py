@@ -39,7 +39,7 @@ class ExportOptions:
     normalize: bool | None = None
     max_length: int | None = None
     query_instruction: str | None = None
-    quantize: Literal["none", "int8", "fp16"] = "none"
+    quantize: Literal["none", "int8", "int8-openvino", "fp16"] = "none"
     int8_min_mean_cos: float = 0.99
     int8_min_recall_at_10: float = 0.90
     force: bool = False
@@ -138,6 +138,12 @@ def export_model(
 
         gate = QualityGate(options.int8_min_mean_cos, options.int8_min_recall_at_10)
         manifest = quantize_int8(out_dir, fp32, gate, engine, force=options.force)
+    elif options.quantize == "int8-openvino":
+        from ops.quantize import QualityGate
+        from ops.quantize_openvino import quantize_int8_openvino
+
+        gate = QualityGate(options.int8_min_mean_cos, options.int8_min_recall_at_10)
+        manifest = quantize_int8_openvino(out_dir, fp32, gate, engine, force=options.force)
     manifest.write(out_dir)
     return manifest
 

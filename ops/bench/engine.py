@@ -1,5 +1,6 @@
-"""`embedq bench engine`: the engine's backends against torch, sentence-transformers and
-infinity-emb on the same texts, in one run. Prints a table, writes JSON."""
+"""`embedq bench engine`: our engine's variants against the peers a user would pick, on the
+same texts in one run, each variant in its own process at the same thread count. Prints a
+table per corpus and writes JSON."""
 
 from __future__ import annotations
 
@@ -16,41 +17,58 @@ from typing import Any
 
 import numpy as np
 from rich.console import Console
-from rich.table import Table
 
 from embedq_core.manifest import ModelManifest
-from ops.corpus import load_bench_corpus
+from ops.bench.engine_report import print_tables
+from ops.bench.peak import detect_peak
+from ops.bench.peers import PEERS
+from ops.bench.shape_models import BenchModels
+from ops.bench.shapes import ModelShape, shape_flops_per_token
 from ops.fidelity import fidelity
-from workers.engine.batching import padding_ratio, plan_batches
+from workers.engine.backend_choice import choose_backend
 from workers.engine.config import EngineConfig
-from workers.engine.hardware import cpu_flags
+from workers.engine.hardware import cpu_flags, detect_hardware
 from workers.engine.tokenize import TextTokenizer
 
-# (label, child variant); the reference for fidelity is the first row.
-VARIANTS = [
-    ("torch eager FP32 (reference)", "torch-eager"),
-    ("sentence-transformers encode()", "sentence-transformers"),
-    ("ours: ONNX Runtime FP32", "onnxruntime-cpu"),
-    ("ours: ONNX Runtime INT8 (static)", "int8"),
-    ("ours: OpenVINO", "openvino"),
-    ("ours: default backend (auto)", "auto"),
-]
-INFINITY_LABEL = "infinity-emb optimum"
+LABELS = {
+    "st-torch-fp32": "sentence-transformers, torch FP32 (reference)",
+    "st-torch-bf16": "sentence-transformers, torch BF16 weights",
+    "st-onnx": 'sentence-transformers, backend="onnx"',
+    "st-openvino": 'sentence-transformers, backend="openvino"',
+    "infinity": "infinity-emb, optimum",
+    "ours-ort-fp32": "ours: ONNX Runtime FP32",
+    "ours-ov-fp32": "ours: OpenVINO FP32",
+    "ours-ov-bf16": "ours: OpenVINO BF16",
+    "ours-ov-int8": "ours: OpenVINO INT8 (NNCF)",
+    "ours-ov-int8-pad16": "ours: OpenVINO INT8, pad to 16",
+    "ours-ov-int8-2streams": "ours: OpenVINO INT8, 2 streams",
+    "ours-ov-bf16-pad16": "ours: OpenVINO BF16, pad to 16",
+    "ours-ov-bf16-2streams": "ours: OpenVINO BF16, 2 streams",
+}
+DEFAULT_VARIANTS = [*PEERS, *(v for v in LABELS if v.startswith("ours"))]
+# What each variant multiplies in (for the share of the CPU's peak).
+ARITHMETIC = {"st-torch-bf16": "bf16", "ours-ov-bf16": "bf16"}
 
 
 @dataclass
-class VariantResult:
-    """One row of the table."""
+class Row:
+    """One variant on one corpus."""
 
+    variant: str
     label: str
     backend: str
+    corpus: str
     texts_per_s: float
     tokens_per_s: float
-    padding_ratio: float | None
+    cold_texts_per_s: float  # the first timed pass: new input shapes included
+    ratio_to_best_peer: float | None
+    mean_cos: float
+    min_cos: float
+    recall_at_10: float
     peak_rss_mb: float
-    mean_cos: float | None
-    min_cos: float | None
-    recall_at_10: float | None
+    arithmetic: str
+    share_of_peak: float | None
+    is_default: bool
 
 
 def machine_description() -> dict[str, Any]:
@@ -62,12 +80,24 @@ def machine_description() -> dict[str, Any]:
             if line.startswith("model name"):
                 model_name = line.partition(":")[2].strip()
                 break
+    flags = cpu_flags()
     return {
         "cpu": model_name,
         "cores": os.cpu_count(),
-        "amx_bf16": "amx_bf16" in cpu_flags(),
+        "amx_bf16": "amx_bf16" in flags,
+        "avx512_bf16": "avx512_bf16" in flags,
+        "avx512_vnni": "avx512_vnni" in flags,
         "python": platform.python_version(),
     }
+
+
+def _arithmetic(variant: str) -> str:
+    if "int8" in variant:
+        return "int8"
+    if variant == "st-openvino" or variant.startswith("ours-ov-bf16"):
+        # OpenVINO's CPU default precision hint is BF16 wherever the CPU has BF16 instructions.
+        return "bf16" if detect_hardware().cpu_has_bf16 else "fp32"
+    return ARITHMETIC.get(variant, "fp32")
 
 
 def _run_child(command: list[str]) -> dict[str, Any]:
@@ -79,183 +109,118 @@ def _run_child(command: list[str]) -> dict[str, Any]:
 
 
 def run_engine_bench(
-    model_dir: Path,
-    int8_dir: Path,
-    source_dir: Path,
+    models: BenchModels,
+    shape: ModelShape,
+    random_weights: bool,
+    corpora: dict[str, list[str]],
     engine: EngineConfig,
+    variants: list[str],
     out_json: Path,
-    infinity_python: Path | None,
     console: Console,
-    limit: int | None = None,
-) -> list[VariantResult]:
-    """Run every variant on the bench corpus and report throughput, memory and fidelity.
-    `engine` gives every variant its threads and batch size, and our engine its token budget;
-    each variant of ours replaces only the runtime."""
-    threads, batch_size = engine.intra_op_threads, engine.max_batch_size
-    max_batch_tokens = engine.max_batch_tokens
-    manifest = ModelManifest.read(model_dir)
-    texts = [text for _, text in load_bench_corpus()][:limit]
-    tokenized = TextTokenizer(model_dir / "tokenizer.json", manifest.max_length).tokenize(texts)
-    lengths = [len(t.ids) for t in tokenized]
-    total_tokens = sum(lengths)
-    ours_padding = padding_ratio(lengths, plan_batches(lengths, max_batch_tokens, batch_size))
-    by_chars = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    count_batches = [by_chars[i : i + batch_size] for i in range(0, len(by_chars), batch_size)]
-    count_padding = padding_ratio(lengths, count_batches)
-
-    variants = list(VARIANTS)
-    if infinity_python is not None:
-        variants.append((INFINITY_LABEL, "infinity"))
-    results: list[VariantResult] = []
-    vectors: dict[str, np.ndarray] = {}
+    repeats: int = 2,
+) -> list[Row]:
+    """Run every variant on every corpus; throughput, memory, fidelity against the first
+    variant (sentence-transformers torch FP32) and share of the CPU's peak."""
+    manifest = ModelManifest.read(models.fp32_dir)
+    tokenizer = TextTokenizer(models.fp32_dir / "tokenizer.json", manifest.max_length)
+    lengths = {n: [len(t.ids) for t in tokenizer.tokenize(texts)] for n, texts in corpora.items()}
+    flops = {
+        name: sum(shape_flops_per_token(shape, n) * n for n in ns) for name, ns in lengths.items()
+    }
+    peak = detect_peak(os.cpu_count() or 1)
+    default_kind = choose_backend("auto", manifest, detect_hardware()).kind
+    measured: dict[str, dict[str, Any]] = {}
+    vectors: dict[tuple[str, str], np.ndarray] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        texts_file = Path(tmp) / "texts.json"
-        texts_file.write_text(json.dumps(texts, ensure_ascii=False), encoding="utf-8")
-        for label, variant in variants:
-            out_npy = Path(tmp) / f"{variant}.npy"
-            console.print(f"running {label} …")
-            if variant == "infinity":
-                assert infinity_python is not None
-                command = [
-                    str(infinity_python),
-                    str(Path(__file__).with_name("infinity_child.py")),
-                    "--texts",
-                    str(texts_file),
-                    "--out-npy",
-                    str(out_npy),
-                    "--source-dir",
-                    str(source_dir),
-                    "--fp32-onnx",
-                    str(model_dir / manifest.onnx_file),
-                    "--pooling",
-                    manifest.pooling,
-                    "--threads",
-                    str(threads),
-                    "--batch-size",
-                    str(batch_size),
+        corpus_args = []
+        for name, texts in corpora.items():
+            path = Path(tmp) / f"{name}.json"
+            path.write_text(json.dumps(texts, ensure_ascii=False), encoding="utf-8")
+            corpus_args += ["--corpus", f"{name}={path}"]
+        for variant in variants:
+            console.print(f"running {LABELS[variant]} …")
+            out_dir = Path(tmp) / variant
+            out_dir.mkdir()
+            measured[variant] = _run_child(
+                [
+                    sys.executable, "-m", "ops.bench.engine_variants", variant, *corpus_args,
+                    "--out-dir", str(out_dir), "--model-dir", str(models.fp32_dir),
+                    "--int8-dir", str(models.int8_dir), "--source-dir", str(models.source_dir),
+                    "--threads", str(engine.intra_op_threads),
+                    "--batch-size", str(engine.max_batch_size),
+                    "--max-batch-tokens", str(engine.max_batch_tokens),
+                    "--repeats", str(repeats),
                 ]
-            else:
-                command = [
-                    sys.executable,
-                    "-m",
-                    "ops.bench.engine_variants",
-                    variant,
-                    "--texts",
-                    str(texts_file),
-                    "--out-npy",
-                    str(out_npy),
-                    "--model-dir",
-                    str(model_dir),
-                    "--int8-dir",
-                    str(int8_dir),
-                    "--source-dir",
-                    str(source_dir),
-                    "--threads",
-                    str(threads),
-                    "--batch-size",
-                    str(batch_size),
-                    "--max-batch-tokens",
-                    str(max_batch_tokens),
-                ]
-            measured = _run_child(command)
-            vectors[label] = np.load(out_npy)
-            padding = (
-                None
-                if variant == "infinity"
-                else count_padding
-                if variant in ("torch-eager", "sentence-transformers")
-                else ours_padding
-            )
-            results.append(
-                VariantResult(
-                    label=label,
-                    backend=str(measured["backend"]),
-                    texts_per_s=len(texts) / measured["seconds"],
-                    tokens_per_s=total_tokens / measured["seconds"],
-                    padding_ratio=padding,
-                    peak_rss_mb=float(measured["peak_rss_mb"]),
-                    mean_cos=None,
-                    min_cos=None,
-                    recall_at_10=None,
+            )  # fmt: skip
+            for name in corpora:
+                vectors[(variant, name)] = np.load(out_dir / f"{name}.npy")
+    rows: list[Row] = []
+    for name, texts in corpora.items():
+        best_peer = max(
+            (len(texts) / measured[v]["corpora"][name]["best_s"] for v in variants if v in PEERS),
+            default=None,
+        )
+        for variant in variants:
+            timing = measured[variant]["corpora"][name]
+            texts_per_s = len(texts) / timing["best_s"]
+            f = fidelity(vectors[(variants[0], name)], vectors[(variant, name)])
+            arithmetic = _arithmetic(variant)
+            peak_ops = None if peak is None else peak.peak_ops_per_s(arithmetic)
+            share = None if peak_ops is None else flops[name] / timing["best_s"] / peak_ops
+            backend = str(measured[variant]["backend"])
+            rows.append(
+                Row(
+                    variant=variant,
+                    label=LABELS[variant],
+                    backend=backend,
+                    corpus=name,
+                    texts_per_s=texts_per_s,
+                    tokens_per_s=sum(lengths[name]) / timing["best_s"],
+                    cold_texts_per_s=len(texts) / timing["first_s"],
+                    ratio_to_best_peer=None if best_peer is None else texts_per_s / best_peer,
+                    mean_cos=f.mean_cos,
+                    min_cos=f.min_cos,
+                    recall_at_10=f.recall_at_10,
+                    peak_rss_mb=float(measured[variant]["peak_rss_mb"]),
+                    arithmetic=arithmetic,
+                    share_of_peak=share,
+                    is_default=variant.startswith("ours") and backend == default_kind,
                 )
-            )
-    reference = vectors[VARIANTS[0][0]]
-    for row in results:
-        f = fidelity(reference, vectors[row.label])
-        row.mean_cos, row.min_cos, row.recall_at_10 = f.mean_cos, f.min_cos, f.recall_at_10
-    _print_table(console, results, manifest, len(texts), total_tokens, threads)
+            )  # fmt: skip
+    title = (
+        f"{shape.name} ({'random weights' if random_weights else manifest.source}) on "
+        f"{machine_description()['cpu']}, {engine.intra_op_threads} threads"
+    )
+    print_tables(console, rows, title, {n: (len(t), sum(lengths[n])) for n, t in corpora.items()})
     out_json.parent.mkdir(parents=True, exist_ok=True)
-    out_json.write_text(
-        json.dumps(
-            {
-                "benchmark": "engine",
-                "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "machine": machine_description(),
-                "model": {
-                    "manifest_id": manifest.manifest_id,
-                    "source": manifest.source,
-                    "int8_quality": ModelManifest.read(int8_dir).quality,
-                },
-                "corpus": {"texts": len(texts), "tokens": total_tokens},
-                "threads": threads,
-                "batch_size": batch_size,
-                "max_batch_tokens": max_batch_tokens,
-                "results": [asdict(r) for r in results],
-            },
-            indent=2,
-            ensure_ascii=False,
-        )
-        + "\n",
-        encoding="utf-8",
-    )
+    payload = {
+        "benchmark": "engine",
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": machine_description(),
+        "peak": None if peak is None else asdict(peak),
+        "model": {
+            "shape": shape.name,
+            "stands_for": shape.stands_for,
+            "architecture": shape.architecture,
+            "random_weights": random_weights,
+            "note": "speed depends on the shape, not the weights; fidelity on random weights "
+            "says nothing about retrieval quality"
+            if random_weights
+            else "real weights",
+            "fp32_manifest_id": manifest.manifest_id,
+            "int8_quality": ModelManifest.read(models.int8_dir).quality,
+        },
+        "corpora": {
+            n: {"texts": len(t), "tokens": sum(lengths[n]), "max_tokens": max(lengths[n])}
+            for n, t in corpora.items()
+        },
+        "threads": engine.intra_op_threads,
+        "batch_size": engine.max_batch_size,
+        "max_batch_tokens": engine.max_batch_tokens,
+        "timed_passes": repeats,
+        "default_backend_here": default_kind,
+        "rows": [asdict(r) for r in rows],
+    }
+    out_json.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     console.print(f"wrote {out_json}")
-    return results
-
-
-def _print_table(
-    console: Console,
-    results: list[VariantResult],
-    manifest: ModelManifest,
-    n_texts: int,
-    n_tokens: int,
-    threads: int,
-) -> None:
-    def ratio(name: str, row: VariantResult) -> str:
-        base = next((r for r in results if r.label.startswith(name)), None)
-        return "" if base is None else f"{row.tokens_per_s / base.tokens_per_s:.2f}×"
-
-    machine = machine_description()
-    console.width = max(console.width, 170)  # a narrow pipe must not fold the figures
-    table = Table(
-        title=f"{manifest.source} on {machine['cpu']} ({threads} threads, "
-        f"AMX: {machine['amx_bf16']}); {n_texts} texts, {n_tokens} tokens"
-    )
-    for column in (
-        "variant",
-        "backend",
-        "texts/s",
-        "tokens/s",
-        "× ST",
-        "× infinity",
-        "padding",
-        "peak RSS MB",
-        "mean cos",
-        "min cos",
-        "recall@10",
-    ):
-        table.add_column(column, justify="left" if column in ("variant", "backend") else "right")
-    for row in results:
-        table.add_row(
-            row.label,
-            row.backend,
-            f"{row.texts_per_s:.0f}",
-            f"{row.tokens_per_s:.0f}",
-            ratio("sentence-transformers", row),
-            ratio(INFINITY_LABEL, row),
-            "n/a" if row.padding_ratio is None else f"{row.padding_ratio:.1%}",
-            f"{row.peak_rss_mb:.0f}",
-            f"{row.mean_cos:.5f}",
-            f"{row.min_cos:.5f}",
-            f"{row.recall_at_10:.3f}",
-        )
-    console.print(table)
+    return rows

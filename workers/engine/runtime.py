@@ -154,10 +154,12 @@ def open_session(
 ) -> ModelSession:
     """Open the chosen backend on onnx_path; `extra_outputs` (e.g. a sparse head's token
     weights) come after output_name from run_all."""
-    if backend.kind in ("openvino-bf16", "openvino-fp32"):
-        return OpenVinoSession(
-            onnx_path, backend.kind == "openvino-bf16", intra_op_threads, output_name, extra_outputs
+    if backend.kind.startswith("openvino"):
+        session = OpenVinoSession(
+            onnx_path, backend.openvino_bf16, intra_op_threads, output_name, extra_outputs
         )
+        session.backend = backend.kind  # openvino-int8 computes its float layers in BF16 or FP32
+        return session
     return OrtSession(
         onnx_path, backend.kind == "onnxruntime-cuda", intra_op_threads, output_name, extra_outputs
     )
