@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Connection, Engine, inspect, select
 from sqlalchemy.dialects.postgresql import insert
@@ -22,6 +23,11 @@ class Collection:
     dimension: int
     vector_table: str
     max_length: int
+    sparse_dimension: int | None = None  # a sparse model's vocabulary size
+
+
+def _sparse_dimension(manifest: dict[str, Any]) -> int | None:
+    return int(manifest["vocab_size"]) if manifest.get("sparse") else None
 
 
 class CollectionConflict(Exception):
@@ -72,6 +78,7 @@ def get_collection(conn: Connection, name: str) -> Collection | None:
         dimension=row["dimension"],
         vector_table=row["vector_table"],
         max_length=int(row["manifest"]["max_length"]),
+        sparse_dimension=_sparse_dimension(row["manifest"]),
     )
 
 
@@ -105,11 +112,17 @@ def create_collection(engine: Engine, name: str, manifest_id: str) -> Collection
             )
         )
         # The table only: its HNSW index is built after the bulk load (collection_index.py).
-        table = vector_table(name, dimension)
+        sparse_dimension = _sparse_dimension(manifest_row.manifest)
+        table = vector_table(name, dimension, sparse_dimension)
         if not inspect(conn).has_table(table.name):
             conn.execute(CreateTable(table))
     return Collection(
-        name, manifest_id, dimension, table_name, int(manifest_row.manifest["max_length"])
+        name,
+        manifest_id,
+        dimension,
+        table_name,
+        int(manifest_row.manifest["max_length"]),
+        sparse_dimension,
     )
 
 

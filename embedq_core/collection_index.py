@@ -16,6 +16,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from embedq_core.sparse_vectors import SPARSE_COLUMN
+
 log = logging.getLogger(__name__)
 
 # pgvector's HNSW indexes `vector` up to 2,000 dimensions; a wider model's table is scanned.
@@ -27,6 +29,11 @@ INDEX_LOCK_CLASS = 0x68_6E_73_77  # "hnsw"
 def hnsw_index_name(vector_table: str) -> str:
     """The name of a collection table's HNSW index (fits in 63 bytes: names are <= 40)."""
     return f"{vector_table}_embedding_hnsw"
+
+
+def sparse_index_name(vector_table: str) -> str:
+    """The name of a sparse collection's HNSW index on its lexical weights."""
+    return f"{vector_table}_sparse_hnsw"
 
 
 def collections_to_index(conn: psycopg.Connection[Any]) -> list[str]:
@@ -49,6 +56,27 @@ def collections_to_index(conn: psycopg.Connection[Any]) -> list[str]:
     return [r[0] for r in rows if _has_rows(conn, r[0])]
 
 
+def sparse_collections_to_index(conn: psycopg.Connection[Any]) -> list[str]:
+    """Vector tables of sparse models without a valid index on their lexical weights, whose
+    bulk load is over (rows, no unfinished job). Rows hold at most STORED_SPARSE_TOKENS
+    non-zeros, within what pgvector's HNSW takes (1,000)."""
+    rows = conn.execute(
+        """
+        SELECT c.vector_table FROM collections c
+        JOIN model_manifests m ON m.id = c.manifest_id
+        WHERE (m.manifest ->> 'sparse')::boolean
+          AND NOT EXISTS (
+                SELECT 1 FROM pg_index i JOIN pg_class x ON x.oid = i.indexrelid
+                WHERE x.relname = c.vector_table || '_sparse_hnsw' AND i.indisvalid)
+          AND NOT EXISTS (
+                SELECT 1 FROM jobs j WHERE j.collection = c.name AND j.finished_at IS NULL)
+          AND to_regclass(quote_ident(c.vector_table)) IS NOT NULL
+        ORDER BY c.name
+        """
+    ).fetchall()
+    return [r[0] for r in rows if _has_rows(conn, r[0])]
+
+
 def _has_rows(conn: psycopg.Connection[Any], vector_table: str) -> bool:
     query = sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(sql.Identifier(vector_table))
     row = conn.execute(query).fetchone()
@@ -60,8 +88,32 @@ def build_hnsw_index(
 ) -> bool:
     """Build the table's HNSW index unless another worker is; True when this call built it.
     conn must be in autocommit mode (CREATE INDEX CONCURRENTLY runs outside a transaction)."""
+    return _build(
+        conn, vector_table, hnsw_index_name(vector_table), "embedding vector_ip_ops",
+        maintenance_work_mem,
+    )  # fmt: skip
+
+
+def build_sparse_index(
+    conn: psycopg.Connection[Any], vector_table: str, maintenance_work_mem: str
+) -> bool:
+    """Build the HNSW index on a sparse table's lexical weights (inner product), as
+    build_hnsw_index does for its dense vectors."""
+    return _build(
+        conn, vector_table, sparse_index_name(vector_table),
+        f"{SPARSE_COLUMN} sparsevec_ip_ops", maintenance_work_mem,
+    )  # fmt: skip
+
+
+def _build(
+    conn: psycopg.Connection[Any],
+    vector_table: str,
+    index_name: str,
+    column_ops: str,
+    maintenance_work_mem: str,
+) -> bool:
     table = sql.Identifier(vector_table)
-    index = sql.Identifier(hnsw_index_name(vector_table))
+    index = sql.Identifier(index_name)
     lock = conn.execute(
         "SELECT pg_try_advisory_lock(%s, %s::regclass::oid::int)",
         (INDEX_LOCK_CLASS, vector_table),
@@ -73,19 +125,18 @@ def build_hnsw_index(
         invalid = conn.execute(
             "SELECT 1 FROM pg_index i JOIN pg_class x ON x.oid = i.indexrelid"
             " WHERE x.relname = %s AND NOT i.indisvalid",
-            (hnsw_index_name(vector_table),),
+            (index_name,),
         ).fetchone()
         if invalid:
             conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(index))
         conn.execute(
             sql.SQL("SET maintenance_work_mem = {}").format(sql.Literal(maintenance_work_mem))
         )
-        log.info("building the HNSW index of %s", vector_table)
+        log.info("building the HNSW index %s", index_name)
         conn.execute(
-            sql.SQL(
-                "CREATE INDEX CONCURRENTLY IF NOT EXISTS {} ON {}"
-                " USING hnsw (embedding vector_ip_ops)"
-            ).format(index, table)
+            sql.SQL("CREATE INDEX CONCURRENTLY IF NOT EXISTS {} ON {} USING hnsw ({})").format(
+                index, table, sql.SQL(column_ops)
+            )
         )
         return True
     finally:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from pgvector.sqlalchemy import Vector
+from pgvector.sqlalchemy import SPARSEVEC, Vector
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -26,6 +26,8 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB, UUID
+
+from embedq_core.sparse_vectors import SPARSE_COLUMN
 
 metadata = MetaData()
 
@@ -209,8 +211,12 @@ def vector_table_name(collection: str) -> str:
     return f"vectors_{collection}"
 
 
-def vector_table(collection: str, dimension: int) -> Table:
-    """The vectors table of one collection: one row per external id, the model's dimension."""
+def vector_table(collection: str, dimension: int, sparse_dimension: int | None = None) -> Table:
+    """The vectors table of one collection: one row per external id, the model's dimension;
+    with a sparse model also its lexical weights (sparsevec of the vocabulary's size)."""
+    sparse = (
+        [Column(SPARSE_COLUMN, SPARSEVEC(sparse_dimension))] if sparse_dimension is not None else []
+    )
     table = Table(
         vector_table_name(collection),
         MetaData(),
@@ -226,6 +232,7 @@ def vector_table(collection: str, dimension: int) -> Table:
         # The submission (job_items.seq) the row holds; only a newer or equal one replaces it.
         # Rows written by anything else count as the oldest.
         Column("seq", BigInteger, nullable=False, server_default="0"),
+        *sparse,
     )
     # Vectors are L2-normalised, so inner product ranks exactly as cosine and is cheaper.
     Index(
@@ -234,4 +241,11 @@ def vector_table(collection: str, dimension: int) -> Table:
         postgresql_using="hnsw",
         postgresql_ops={"embedding": "vector_ip_ops"},
     )
+    if sparse:  # lexical scores are inner products of the weights (FlagEmbedding's)
+        Index(
+            f"{table.name}_sparse_hnsw",
+            table.c[SPARSE_COLUMN],
+            postgresql_using="hnsw",
+            postgresql_ops={SPARSE_COLUMN: "sparsevec_ip_ops"},
+        )
     return table

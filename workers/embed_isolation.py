@@ -11,6 +11,7 @@ import numpy as np
 import numpy.typing as npt
 
 from workers.engine import EmbedResult
+from workers.engine.sparse import SparseWeights
 
 log = logging.getLogger(__name__)
 
@@ -25,15 +26,18 @@ class TextEmbedder(Protocol):
 
 @dataclass
 class Embedded:
-    """Vectors (with truncation flags) by id, and the ids that could not be embedded."""
+    """Vectors (with truncation flags) by id, and the ids that could not be embedded; with a
+    sparse model also the lexical weights by id."""
 
     vectors: dict[str, tuple[npt.NDArray[np.float32], bool]] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
+    sparse: dict[str, SparseWeights] = field(default_factory=dict)
 
     def update(self, other: Embedded) -> None:
         """Take in the results of another call."""
         self.vectors |= other.vectors
         self.errors |= other.errors
+        self.sparse |= other.sparse
 
 
 def embed_isolating(embedder: TextEmbedder, items: Sequence[tuple[str, str]]) -> Embedded:
@@ -68,7 +72,10 @@ def _collect(items: Sequence[tuple[str, str]], result: EmbedResult) -> Embedded:
         vectors={
             external_id: (result.vectors[index], result.truncated[index])
             for index, (external_id, _) in enumerate(items)
-        }
+        },
+        sparse={}
+        if result.sparse is None
+        else {external_id: result.sparse[index] for index, (external_id, _) in enumerate(items)},
     )
 
 

@@ -14,7 +14,12 @@ import threading
 
 import psycopg
 
-from embedq_core.collection_index import build_hnsw_index, collections_to_index
+from embedq_core.collection_index import (
+    build_hnsw_index,
+    build_sparse_index,
+    collections_to_index,
+    sparse_collections_to_index,
+)
 from embedq_core.db import ReconnectingConnection
 from embedq_core.settings import Settings
 from migrations.reembed.index_build import IndexOptions, build_index, migrations_to_index
@@ -49,11 +54,13 @@ class IndexMaintenance:
                 break
             if build_index(conn, name, self._options) == "built":
                 built += 1
-        for vector_table in collections_to_index(conn):
+        due = [(t, build_hnsw_index) for t in collections_to_index(conn)]
+        due += [(t, build_sparse_index) for t in sparse_collections_to_index(conn)]
+        for vector_table, build in due:
             if self._stop.is_set():
                 break
             try:
-                if build_hnsw_index(conn, vector_table, self._options.maintenance_work_mem):
+                if build(conn, vector_table, self._options.maintenance_work_mem):
                     built += 1
             except psycopg.OperationalError:
                 raise  # Postgres went away: the whole pass is retried next tick

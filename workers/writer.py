@@ -19,7 +19,9 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from embedq_core.sparse_vectors import SPARSE_COLUMN
 from embedq_core.staging import copy_to_stage
+from workers.sparse_rows import sparse_values
 
 STAGE_TABLE = "embedq_stage"
 
@@ -34,6 +36,7 @@ class VectorRow:
     content_hash: bytes
     truncated: bool
     seq: int
+    sparse: dict[int, float] | None = None  # a sparse model's lexical weights
 
 
 @dataclass(frozen=True)
@@ -70,10 +73,15 @@ def write_vectors(
     vectors: npt.NDArray[np.float32],
 ) -> set[str]:
     """Upsert rows with their vectors, keyed by external id, in the caller's transaction.
-    Returns the ids written; an id missing from it holds a newer submission, left as it is."""
+    Returns the ids written; an id missing from it holds a newer submission, left as it is.
+    Rows with lexical weights also write their top STORED_SPARSE_TOKENS to the sparse column,
+    in the same COPY and upsert."""
+    sparse = sparse_values(conn, vector_table, [r.sparse for r in rows])
+    # A temp table's columns are fixed once created on a connection: sparse rows get their own.
+    stage = STAGE_TABLE if sparse is None else f"{STAGE_TABLE}_sparse"
     copy_to_stage(
         conn,
-        STAGE_TABLE,
+        stage,
         [
             ("id", "text"),
             ("text", "text"),
@@ -82,29 +90,39 @@ def write_vectors(
             ("content_hash", "bytea"),
             ("truncated", "bool"),
             ("seq", "int8"),
+            *([] if sparse is None else [(SPARSE_COLUMN, "sparsevec")]),
         ],
         (
             (r.external_id, r.text, Jsonb(r.metadata), vector, r.content_hash, r.truncated, r.seq)
-            for r, vector in zip(rows, vectors, strict=True)
+            + (() if sparse is None else (sparse[i],))
+            for i, (r, vector) in enumerate(zip(rows, vectors, strict=True))
         ),
     )
+    column = sql.Identifier(SPARSE_COLUMN)
+    no_sql = sql.SQL("")
     written = conn.execute(
         sql.SQL(
             """
             INSERT INTO {table} AS v (id, text, metadata, embedding, manifest_id,
-                                      content_hash, truncated, job_id, seq, updated_at)
+                                      content_hash, truncated, job_id, seq, updated_at{insert})
             SELECT s.id, s.text, s.metadata, s.embedding, %s, s.content_hash, s.truncated,
-                   %s, s.seq, now()
+                   %s, s.seq, now(){select}
             FROM {stage} s ORDER BY s.id
             ON CONFLICT (id) DO UPDATE SET
                 text = EXCLUDED.text, metadata = EXCLUDED.metadata,
                 embedding = EXCLUDED.embedding, manifest_id = EXCLUDED.manifest_id,
                 content_hash = EXCLUDED.content_hash, truncated = EXCLUDED.truncated,
-                job_id = EXCLUDED.job_id, seq = EXCLUDED.seq, updated_at = now()
+                job_id = EXCLUDED.job_id, seq = EXCLUDED.seq, updated_at = now(){update}
             WHERE v.seq <= EXCLUDED.seq
             RETURNING v.id
             """
-        ).format(table=sql.Identifier(vector_table), stage=sql.Identifier(STAGE_TABLE)),
+        ).format(
+            table=sql.Identifier(vector_table),
+            stage=sql.Identifier(stage),
+            insert=no_sql if sparse is None else sql.SQL(", {}").format(column),
+            select=no_sql if sparse is None else sql.SQL(", s.{}").format(column),
+            update=no_sql if sparse is None else sql.SQL(", {0} = EXCLUDED.{0}").format(column),
+        ),
         (manifest_id, job_id),
     ).fetchall()
     return {r[0] for r in written}
