@@ -126,7 +126,7 @@ class EmbeddingsOut(BaseModel):
 class SearchIn(JsonBody):
     """A text query against one collection."""
 
-    _integer_fields = ("k", "ef_search")
+    _integer_fields = ("k", "ef_search", "rrf_k")
 
     query: NonBlankText = Field(description="embedded with the collection's model as a query")
     k: int = Field(default=10, ge=1, le=MAX_K, description="hits to return")
@@ -137,6 +137,21 @@ class SearchIn(JsonBody):
         default=None, ge=1, le=1000, description="HNSW candidate list size (hnsw.ef_search)"
     )
     exact: bool = Field(default=False, description="exact scan instead of the HNSW index")
+    mode: Literal["dense", "sparse", "hybrid"] = Field(
+        default="dense",
+        description="dense vectors, lexical (sparse) weights, or both fused; sparse and hybrid "
+        "need a collection whose model has a sparse head (BGE-M3)",
+    )
+    fusion: Literal["rrf", "weighted"] = Field(
+        default="rrf",
+        description="hybrid: reciprocal-rank fusion of the two rankings (score = sum of "
+        "1/(rrf_k + rank)), or dense_weight × cosine + sparse_weight × lexical score",
+    )
+    rrf_k: int = Field(default=60, ge=1, le=10_000, description="hybrid rrf: the rank offset")
+    dense_weight: float = Field(default=1.0, ge=0, le=1000, description="hybrid weighted")
+    sparse_weight: float = Field(
+        default=0.3, ge=0, le=1000, description="hybrid weighted (BGE-M3's own default: 0.3)"
+    )
 
     @field_validator("query")
     @classmethod
@@ -145,7 +160,8 @@ class SearchIn(JsonBody):
 
 
 class HitOut(BaseModel):
-    """One row of the collection and its cosine similarity to the query."""
+    """One row of the collection and its score: cosine similarity (dense), lexical score
+    (sparse: the inner product of the weights), or the fused score (hybrid)."""
 
     id: str
     score: float
@@ -154,7 +170,7 @@ class HitOut(BaseModel):
 
 
 class SearchOut(BaseModel):
-    """Hits ranked by cosine similarity, best first."""
+    """Hits ranked by score, best first."""
 
     hits: list[HitOut]
     model: str = Field(description="the manifest id the query was embedded with")

@@ -88,13 +88,15 @@ class QueryRequest:
 
 @dataclass(frozen=True)
 class QueryReply:
-    """Vectors in request order with the tokens each text used, or the worker's error."""
+    """Vectors in request order with the tokens each text used, or the worker's error; a sparse
+    model's answer also carries each text's lexical weights {token id: weight}."""
 
     manifest_id: str
     vectors: npt.NDArray[np.float32]
     token_counts: list[int]
     truncated: list[bool]
     error: str | None = None
+    sparse: list[dict[int, float]] | None = None
 
     def encode(self) -> bytes:
         """The message pushed onto the reply list."""
@@ -105,6 +107,10 @@ class QueryReply:
             "token_counts": self.token_counts,
             "truncated": self.truncated,
             "error": self.error,
+            # [[token ids], [weights]] per text: JSON object keys would be strings.
+            "sparse": None
+            if self.sparse is None
+            else [[list(w), list(w.values())] for w in self.sparse],
         }
         return json.dumps(payload).encode("utf-8")
 
@@ -125,6 +131,12 @@ class QueryReply:
             [int(n) for n in data["token_counts"]],
             [bool(b) for b in data["truncated"]],
             data.get("error"),
+            None
+            if data.get("sparse") is None
+            else [
+                {int(t): float(w) for t, w in zip(ids, weights, strict=True)}
+                for ids, weights in data["sparse"]
+            ],
         )
 
 

@@ -66,7 +66,11 @@ class QueryServer:
         try:
             result = self._embedder.embed(request.texts, request.input_type, urgent=True)
             reply = QueryReply(
-                self._manifest_id, result.vectors, result.token_counts, result.truncated
+                self._manifest_id,
+                result.vectors,
+                result.token_counts,
+                result.truncated,
+                sparse=result.sparse,
             )
         except Exception as exc:  # the caller gets the reason instead of a timeout
             log.exception("query %s failed", request.request_id)

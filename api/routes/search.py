@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -11,11 +12,13 @@ from sqlalchemy import Connection
 
 from api.deps import Resources
 from api.errors import field_error
-from api.fleet import embed_on_fleet
+from api.fleet import WorkerFailed, embed_on_fleet
+from api.hybrid_search import hybrid_rows, sparse_rows
 from api.query_schemas import HitOut, SearchIn, SearchOut
 from api.schemas import CollectionName
 from api.validation import check_json
 from embedq_core.catalog import Collection, get_collection
+from embedq_core.sparse_vectors import sparsevec_literal
 
 router = APIRouter(prefix="/v1/collections", tags=["query"])
 
@@ -29,10 +32,12 @@ def nearest(
     conn: Connection,
     collection: Collection,
     query_vector: npt.NDArray[np.float32],
+    query_sparse: str | None,
     body: SearchIn,
     ef_search: int,
 ) -> list[HitOut]:
-    """The k rows nearest to query_vector by inner product (cosine: vectors are unit length).
+    """The k rows nearest to the query by the body's mode: inner product of dense vectors
+    (cosine: they are unit length), of lexical weights, or both fused (api/hybrid_search.py).
 
     Iterative index scans keep a selective filter from starving the result; they return rows
     in relaxed order, so the hits are sorted again by score.
@@ -45,15 +50,24 @@ def nearest(
     )
     table = conn.dialect.identifier_preparer.quote(collection.vector_table)
     where = "WHERE metadata @> %(filter)s::jsonb" if body.filter is not None else ""
-    rows = conn.exec_driver_sql(
-        f"SELECT id, text, metadata, -(embedding <#> %(q)s::vector) AS score FROM {table} "
-        f"{where} ORDER BY embedding <#> %(q)s::vector LIMIT %(k)s",
-        {
-            "q": vector_literal(query_vector),
-            "k": body.k,
-            "filter": json.dumps(body.filter) if body.filter is not None else None,
-        },
-    ).all()
+    params: dict[str, Any] = {
+        "q": vector_literal(query_vector),
+        "s": query_sparse,
+        "k": body.k,
+        "filter": json.dumps(body.filter) if body.filter is not None else None,
+    }
+    if body.mode == "sparse":
+        rows = sparse_rows(conn, table, where, params)
+    elif body.mode == "hybrid":
+        rows = hybrid_rows(conn, table, where, params, body, max(ef_search, body.k))
+    else:
+        rows = list(
+            conn.exec_driver_sql(
+                f"SELECT id, text, metadata, -(embedding <#> %(q)s::vector) AS score FROM {table} "
+                f"{where} ORDER BY embedding <#> %(q)s::vector LIMIT %(k)s",
+                params,
+            ).all()
+        )
     hits = [HitOut(id=r.id, score=float(r.score), text=r.text, metadata=r.metadata) for r in rows]
     return sorted(hits, key=lambda hit: -hit.score)
 
@@ -61,19 +75,41 @@ def nearest(
 @router.post("/{name}/search")
 def search(name: CollectionName, body: SearchIn, resources: Resources) -> SearchOut:
     """The k rows of the collection most similar to `query` (embedded with the collection's
-    model and its query instruction), optionally only those whose metadata contains `filter`."""
+    model and its query instruction), optionally only those whose metadata contains `filter`;
+    `mode` picks dense, sparse (lexical) or hybrid ranking."""
     if body.filter is not None:
         problem = check_json(body.filter, resources.json_limits)
         if problem:
             raise field_error(422, ["filter"], problem, "json_invalid")
+    if (
+        body.mode == "hybrid"
+        and body.fusion == "weighted"
+        and body.dense_weight + body.sparse_weight == 0
+    ):
+        raise field_error(
+            422, ["sparse_weight"], "dense_weight and sparse_weight are both 0", "value_error"
+        )
     with resources.engine.connect() as conn:
         collection = get_collection(conn, name)
     if collection is None:
         raise field_error(404, ["name"], f"unknown collection {name!r}", "not_found", "path")
+    if body.mode != "dense" and collection.sparse_dimension is None:
+        raise field_error(
+            422,
+            ["mode"],
+            f"mode {body.mode!r} needs lexical weights; collection {name!r} is bound to "
+            f"{collection.manifest_id}, a dense-only model: use mode 'dense'",
+            "value_error",
+        )
     reply = embed_on_fleet(
         resources.redis, resources.settings, collection.manifest_id, [body.query], "query"
     )
+    query_sparse = None
+    if collection.sparse_dimension is not None and body.mode != "dense":
+        if reply.sparse is None:
+            raise WorkerFailed(f"the worker for {collection.manifest_id} sent no lexical weights")
+        query_sparse = sparsevec_literal(reply.sparse[0], collection.sparse_dimension)
     ef_search = body.ef_search or resources.settings.search_ef_search
     with resources.engine.begin() as conn:  # SET LOCAL-style settings need a transaction
-        hits = nearest(conn, collection, reply.vectors[0], body, ef_search)
+        hits = nearest(conn, collection, reply.vectors[0], query_sparse, body, ef_search)
     return SearchOut(hits=hits, model=collection.manifest_id)
