@@ -74,6 +74,11 @@ class EmbeddingsIn(JsonBody):
         default="passage",
         description="query: the model's query instruction is prefixed; passage: never",
     )
+    sparse: bool = Field(
+        default=False,
+        description="also return each text's lexical weights as `sparse_embedding`, pgvector's "
+        "sparsevec text form (models with a sparse head, such as BGE-M3, only)",
+    )
 
     @field_validator("input", mode="before")
     @classmethod
@@ -105,6 +110,9 @@ class EmbeddingOut(BaseModel):
     object: Literal["embedding"] = "embedding"
     index: int
     embedding: list[float] | str
+    sparse_embedding: str | None = Field(
+        default=None, description="with `sparse: true`: '{token id + 1:weight,...}/vocab size'"
+    )
 
 
 class UsageOut(BaseModel):

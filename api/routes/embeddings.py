@@ -9,14 +9,15 @@ from fastapi import APIRouter, Response
 
 from api.deps import Resources
 from api.errors import field_error
-from api.fleet import embed_on_fleet, pick_served
+from api.fleet import WorkerFailed, embed_on_fleet, pick_served
 from api.query_schemas import EmbeddingOut, EmbeddingsIn, EmbeddingsOut, UsageOut
 from embedq_core.catalog import candidate_models
+from embedq_core.sparse_vectors import sparsevec_literal
 
 router = APIRouter(prefix="/v1", tags=["query"])
 
 
-@router.post("/embeddings")
+@router.post("/embeddings", response_model_exclude_none=True)
 def create_embeddings(
     body: EmbeddingsIn, resources: Resources, response: Response
 ) -> EmbeddingsOut:
@@ -60,6 +61,13 @@ def create_embeddings(
                 f"at most {manifest.dimension} for model {manifest.manifest_id}",
                 "too_large",
             )
+    if body.sparse and not manifest.sparse:
+        raise field_error(
+            422,
+            ["sparse"],
+            f"model {manifest.manifest_id} has no sparse head (lexical weights)",
+            "unsupported",
+        )
     # `model` echoes the client's name, as OpenAI does; this says which export answered.
     response.headers["X-Embedq-Manifest-Id"] = manifest.manifest_id
     reply = embed_on_fleet(resources.redis, settings, manifest.manifest_id, texts, body.input_type)
@@ -69,6 +77,11 @@ def create_embeddings(
         if manifest.normalize:
             vectors = vectors / np.clip(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12, None)
     vectors = np.ascontiguousarray(vectors, dtype="<f4")
+    sparse: list[str | None] = [None] * len(texts)
+    if body.sparse and manifest.vocab_size is not None:
+        if reply.sparse is None:
+            raise WorkerFailed(f"the worker for {manifest.manifest_id} sent no lexical weights")
+        sparse = [sparsevec_literal(w, manifest.vocab_size) for w in reply.sparse]
     data = [
         EmbeddingOut(
             index=i,
@@ -77,6 +90,7 @@ def create_embeddings(
                 if body.encoding_format == "base64"
                 else row.tolist()
             ),
+            sparse_embedding=sparse[i],
         )
         for i, row in enumerate(vectors)
     ]

@@ -2,7 +2,8 @@
 
 A ```sql block runs on the fixture named by a `<!-- docs-sql: NAME -->` line just before it
 (README blocks default to the cookbook's `songs` collection). `$1` is bound to a unit query
-vector of the fixture's dimension; every SELECT must return rows.
+vector of the fixture's dimension, `$2` (the `hybrid` fixture: a BGE-M3-shaped collection
+`products`) to a sparse query vector; every SELECT must return rows.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 import numpy as np
 import psycopg
 import pytest
+from pgvector import SparseVector
 from pgvector.psycopg import register_vector
 from psycopg import sql
 
@@ -62,12 +64,15 @@ def unit_vector(dimension: int, seed: int) -> np.ndarray:
     return vector / np.linalg.norm(vector)
 
 
-def run_block(conn: psycopg.Connection[Any], block: str, dimension: int) -> int:
-    """Run each statement with $1 bound; return how many SELECTs returned rows."""
+def run_block(
+    conn: psycopg.Connection[Any], block: str, dimension: int, sparse: SparseVector | None = None
+) -> int:
+    """Run each statement with $1 (and $2) bound; return how many SELECTs returned rows."""
     query = unit_vector(dimension, seed=7)
     selects = 0
     for statement in statements(block):
-        cursor = conn.execute(statement.replace("$1", "%(q)s"), {"q": query})
+        sql_text = statement.replace("$1", "%(q)s").replace("$2", "%(s)s")
+        cursor = conn.execute(sql_text, {"q": query, "s": sparse})
         if statement.upper().startswith(("SELECT", "WITH")):
             assert cursor.rowcount > 0 or cursor.fetchall(), f"no rows from {statement}"
             selects += 1
@@ -143,13 +148,44 @@ def _runbook_table(conn: psycopg.Connection[Any], schema: str, phase: str) -> No
         conn.execute("DELETE FROM songs WHERE embedding IS NULL")
 
 
+def _hybrid_table(conn: psycopg.Connection[Any], services: ServiceHandle, m3_dir: Path) -> int:
+    """The README's `products` collection on the tiny BGE-M3: rows with unit vectors and random
+    lexical weights (the SQL is under test, not the model). Returns the vocabulary size."""
+    with services.engine.begin() as sa_conn:
+        manifest = register_model_dir(sa_conn, m3_dir)
+    create_collection(services.engine, "products", manifest.manifest_id)
+    assert manifest.vocab_size is not None
+    rng = np.random.default_rng(5)
+    conn.execute("TRUNCATE vectors_products")
+    with conn.cursor().copy(
+        "COPY vectors_products (id, text, embedding, sparse_embedding, manifest_id, content_hash)"
+        " FROM STDIN"
+    ) as copy:
+        for i in range(60):
+            tokens = rng.choice(np.arange(4, 40), size=6, replace=False)
+            weights = {
+                int(t): float(w) for t, w in zip(tokens, rng.uniform(0.1, 1, 6), strict=True)
+            }
+            sparse = SparseVector(weights, manifest.vocab_size)
+            vector = unit_vector(manifest.dimension, 500 + i)
+            copy.write_row((f"sku-{i}", f"product {i}", vector, sparse, manifest.manifest_id, b"h"))
+    return manifest.vocab_size
+
+
 @pytest.mark.parametrize(("where", "fixture", "block"), SQL_BLOCKS, ids=[b[0] for b in SQL_BLOCKS])
-def test_sql_snippet_runs(where: str, fixture: str, block: str, cookbook: ServiceHandle) -> None:
+def test_sql_snippet_runs(
+    where: str, fixture: str, block: str, cookbook: ServiceHandle, tiny_m3_dir: Path
+) -> None:
     url = libpq_url(cookbook.settings.require_database_url())
     with psycopg.connect(url, autocommit=True) as conn:
         register_vector(conn)
         if fixture == "cookbook":
             dimension = 1024
+        elif fixture == "hybrid":
+            vocab_size = _hybrid_table(conn, cookbook, tiny_m3_dir)
+            query = SparseVector({5: 0.8, 9: 0.5, 17: 0.3}, vocab_size)
+            assert run_block(conn, block, 32, query) > 0, f"{where} ran no query"
+            return
         else:
             phase = fixture.removeprefix("runbook-")
             assert phase in {"before", "during", "after"}, f"{where}: unknown fixture {fixture}"
@@ -165,6 +201,9 @@ def test_the_docs_have_the_cookbook_recipes() -> None:
         "halfvec_ip_ops", "binary_quantize",
     ):  # fmt: skip
         assert needle in cookbook_sql, needle
+    hybrid_sql = " ".join(block for _, fixture, block in SQL_BLOCKS if fixture == "hybrid")
+    for needle in ("sparse_embedding <#> $2", "FULL JOIN", "row_number()", "0.3 *"):
+        assert needle in hybrid_sql, needle
     assert len(SQL_BLOCKS) >= 10
 
 

@@ -215,3 +215,23 @@ def test_live_query_path_returns_lexical_weights(loaded: Loaded, tiny_m3_dir: Pa
     )
     assert reply.sparse is not None and local.sparse is not None
     assert set(reply.sparse[0]) == set(local.sparse[0]) and len(reply.sparse[0]) == 3
+
+
+def test_embeddings_endpoint_returns_sparsevec_text(loaded: Loaded) -> None:
+    from pgvector import SparseVector
+
+    services = loaded.services
+    body = {"model": COLLECTION, "input": ["warranty for cable"], "input_type": "query"}
+    plain = services.post("/v1/embeddings", body).json()
+    assert "sparse_embedding" not in plain["data"][0]  # the OpenAI shape, unless asked
+    data = services.post("/v1/embeddings", {**body, "sparse": True}).json()["data"][0]
+    weights = SparseVector.from_text(data["sparse_embedding"])
+    assert weights.dimensions() == loaded.manifest.vocab_size and len(weights.indices()) == 3
+    with services.engine.connect() as conn:  # usable as is for the README's $2
+        top = conn.exec_driver_sql(
+            f"SELECT id FROM {TABLE} ORDER BY sparse_embedding <#> %(s)s::sparsevec LIMIT 1",
+            {"s": data["sparse_embedding"]},
+        ).scalar_one()
+    assert top in {*loaded.ids.values(), "long"}
+    refused = services.post("/v1/embeddings", {"model": "docs", "input": "hi", "sparse": True})
+    assert refused.status_code == 422 and refused.json()["detail"][0]["loc"] == ["body", "sparse"]
