@@ -54,7 +54,7 @@ NO_AMX = Hardware(cpu_has_amx_bf16=False, has_cuda_provider=False, has_openvino=
         (
             "openvino",
             None,
-            "openvino-bf16" if detect_hardware().cpu_has_amx_bf16 else "openvino-fp32",
+            "openvino-bf16" if detect_hardware().cpu_has_bf16 else "openvino-fp32",
         ),
         ("auto", None, None),  # whatever this machine's default is
         ("auto", NO_AMX, "onnxruntime-cpu"),  # the path of a CPU without AMX

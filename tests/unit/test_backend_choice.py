@@ -12,6 +12,15 @@ GPU = Hardware(cpu_has_amx_bf16=True, has_cuda_provider=True, has_openvino=True)
 AMX = Hardware(cpu_has_amx_bf16=True, has_cuda_provider=False, has_openvino=True)
 AMX_NO_OV = Hardware(cpu_has_amx_bf16=True, has_cuda_provider=False, has_openvino=False)
 PLAIN = Hardware(cpu_has_amx_bf16=False, has_cuda_provider=False, has_openvino=True)
+# AMD Zen 4 and the like: BF16 and VNNI in AVX-512, no AMX.
+ZEN4 = Hardware(
+    cpu_has_amx_bf16=False,
+    has_cuda_provider=False,
+    has_openvino=True,
+    cpu_has_avx512_bf16=True,
+    cpu_has_vnni=True,
+)
+ZEN4_NO_OV = Hardware(False, False, False, cpu_has_avx512_bf16=True, cpu_has_vnni=True)
 
 
 def _manifest(precision: str) -> ModelManifest:
@@ -34,6 +43,8 @@ def _manifest(precision: str) -> ModelManifest:
         (AMX, "openvino-bf16"),
         (AMX_NO_OV, "onnxruntime-cpu"),
         (PLAIN, "onnxruntime-cpu"),
+        (ZEN4, "openvino-bf16"),
+        (ZEN4_NO_OV, "onnxruntime-cpu"),
     ],
 )
 def test_auto_picks_the_fastest_faithful_backend_for_fp32(hw: Hardware, expected: str) -> None:
@@ -48,6 +59,18 @@ def test_int8_model_runs_on_onnxruntime_cpu_even_with_a_gpu() -> None:
         choose_backend("openvino", _manifest("int8"), AMX)
 
 
+def test_openvino_int8_model_runs_on_openvino_only() -> None:
+    for hw in (ZEN4, AMX, PLAIN, GPU):
+        choice = choose_backend("auto", _manifest("int8-openvino"), hw)
+        assert choice.kind == "openvino-int8"
+        assert choice.openvino_bf16 == hw.cpu_has_bf16  # float layers in BF16 where it exists
+    assert "no VNNI" in choose_backend("openvino", _manifest("int8-openvino"), PLAIN).reason
+    with pytest.raises(BackendUnavailable):
+        choose_backend("onnxruntime-cpu", _manifest("int8-openvino"), ZEN4)
+    with pytest.raises(BackendUnavailable, match="openvino package"):
+        choose_backend("auto", _manifest("int8-openvino"), ZEN4_NO_OV)
+
+
 def test_fp16_model_never_falls_back_to_cpu() -> None:
     assert choose_backend("auto", _manifest("fp16"), GPU).kind == "onnxruntime-cuda"
     with pytest.raises(BackendUnavailable, match="needs a GPU"):
@@ -57,6 +80,7 @@ def test_fp16_model_never_falls_back_to_cpu() -> None:
 def test_explicit_choices_are_honoured_or_refused() -> None:
     assert choose_backend("onnxruntime-cpu", _manifest("fp32"), GPU).kind == "onnxruntime-cpu"
     assert choose_backend("openvino", _manifest("fp32"), PLAIN).kind == "openvino-fp32"
+    assert choose_backend("openvino", _manifest("fp32"), ZEN4).kind == "openvino-bf16"
     with pytest.raises(BackendUnavailable):
         choose_backend("onnxruntime-cuda", _manifest("fp32"), AMX)
     with pytest.raises(BackendUnavailable):
