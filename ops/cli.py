@@ -256,19 +256,32 @@ def keys_list() -> None:
     default=None,
     help="PNG of positive/negative cosine distributions per model (needs the eval extra).",
 )
+@click.option(
+    "--mode",
+    "modes",
+    type=click.Choice(["dense", "sparse", "hybrid"]),
+    multiple=True,
+    default=("dense",),
+    show_default=True,
+    help="Ranking to score; repeat to compare on the same embeddings. sparse (lexical weights) "
+    "and hybrid (reciprocal-rank fusion) need a model with a sparse head (BGE-M3).",
+)
 def eval_cmd(
     data_file: Path | None,
     model_dirs: tuple[Path, ...],
     out_json: Path | None,
     out_plot: Path | None,
+    modes: tuple[str, ...],
 ) -> None:
     """Compare exported models on labelled query/passage pairs: recall@k and MRR on the test
-    pool (each query's own pos + neg) and the global pool (every passage of the file)."""
+    pool (each query's own pos + neg) and the global pool (every passage of the file), in
+    dense, sparse or hybrid mode."""
     settings = configure(quiet=True)
     from rich.console import Console
 
     from embedq_core.manifest import ModelManifest
     from ops.evaluation.dataset import DatasetError, load_eval_set
+    from ops.evaluation.modes import MODES
     from ops.evaluation.report import (
         MissingExtraError,
         build_table,
@@ -285,13 +298,23 @@ def eval_cmd(
             require_matplotlib()
         eval_set = load_eval_set(data_file)
         for model_dir in model_dirs:
-            ModelManifest.read(model_dir)  # a missing manifest fails before any embedding
+            # A missing manifest, or a mode the model cannot rank in, fails before embedding.
+            sparse = ModelManifest.read(model_dir).sparse
+            if set(modes) - {"dense"} and not sparse:
+                raise ValueError(
+                    f"{model_dir}: --mode sparse and hybrid need a model with a sparse head "
+                    "(BGE-M3); this one is dense-only"
+                )
     except (MissingExtraError, DatasetError, FileNotFoundError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
     console = Console()
     # Progress on stderr: stdout carries only the table, so it can be piped or redirected.
     runs = run_models(
-        eval_set, model_dirs, EngineConfig.from_settings(settings), Console(stderr=True)
+        eval_set,
+        model_dirs,
+        EngineConfig.from_settings(settings),
+        Console(stderr=True),
+        [mode for mode in MODES if mode in modes],
     )
     console.print(build_table(eval_set, runs))
     for line in notes(eval_set, runs):

@@ -127,3 +127,19 @@ def evaluate(
         pos_scores=np.concatenate(pos_scores).astype(np.float32),
         neg_scores=np.concatenate(neg_scores).astype(np.float32),
     )
+
+
+def evaluate_matrix(
+    scores: FloatArray, pos_ids: list[list[int]], neg_ids: list[list[int]]
+) -> Evaluation:
+    """Every metric on both pools from a full score matrix (sparse and hybrid modes), with the
+    labelled scores behind them."""
+    return Evaluation(
+        metrics=evaluate_scores(scores, pos_ids, neg_ids),
+        pos_scores=np.concatenate([row[p] for row, p in zip(scores, pos_ids, strict=True)]).astype(
+            np.float32
+        ),
+        neg_scores=np.concatenate(
+            [row[n] for row, n in zip(scores, neg_ids, strict=True)] or [np.zeros(0)]
+        ).astype(np.float32),
+    )

@@ -11,6 +11,7 @@ from typing import Any
 
 from rich.table import Table
 
+from embedq_core.sparse_vectors import STORED_SPARSE_TOKENS
 from ops.evaluation.dataset import EvalSet
 from ops.evaluation.metrics import METRICS, POOLS
 from ops.evaluation.run import ModelRun
@@ -51,6 +52,8 @@ def build_table(eval_set: EvalSet, runs: Sequence[ModelRun]) -> Table:
     for run in runs:
         m = run.manifest
         header = f"{run.model_dir.name}\n{m.manifest_id}\n{m.precision} · {m.dimension}-d"
+        if run.mode != "dense" or any(r.mode != "dense" for r in runs):
+            header += f"\nmode {run.mode}"
         table.add_column(header, justify="right")
     rows = [(name, pool) for pool in POOLS for name in METRICS if name != "cos_gap"]
     # cos_gap ranks nothing, so it is one row ("both"); its value is stored under each pool.
@@ -78,6 +81,20 @@ def notes(eval_set: EvalSet, runs: Sequence[ModelRun]) -> list[str]:
         f"{run.model_dir.name}: {run.backend}, {run.texts_embedded} texts in "
         f"{run.embed_s:.2f}s (model load {run.load_s:.2f}s), {run.truncated} truncated"
         for run in runs
+        if run.mode == runs[0].mode
+    ]
+    if any(run.mode != "dense" for run in runs):
+        lines.append(
+            f"sparse: lexical score with passages cut to their {STORED_SPARSE_TOKENS} largest "
+            "weights, as stored; hybrid: reciprocal-rank fusion (k 60) of the dense and sparse "
+            "rankings; cos pos − neg is then a gap of those scores."
+        )
+    lines += [
+        f"{run.model_dir.name}: the {STORED_SPARSE_TOKENS}-token cut costs "
+        f"{run.uncut['global']['recall@10'] - run.evaluation.metrics['global']['recall@10']:.3f}"
+        f" recall@10 on the global pool ({run.uncut['global']['recall@10']:.3f} uncut)"
+        for run in runs
+        if run.uncut is not None
     ]
     return lines
 
@@ -105,6 +122,7 @@ def report_payload(eval_set: EvalSet, runs: Sequence[ModelRun]) -> dict[str, Any
                 "source": run.manifest.source,
                 "precision": run.manifest.precision,
                 "dimension": run.manifest.dimension,
+                "mode": run.mode,
                 "backend": run.backend,
                 "texts_embedded": run.texts_embedded,
                 "truncated": run.truncated,
@@ -114,6 +132,10 @@ def report_payload(eval_set: EvalSet, runs: Sequence[ModelRun]) -> dict[str, Any
                     pool: {name: _finite(run.evaluation.metrics[pool][name]) for name in METRICS}
                     for pool in POOLS
                 },
+                "uncut_metrics": None
+                if run.uncut is None
+                else {pool: {n: _finite(run.uncut[pool][n]) for n in METRICS} for pool in POOLS},
+                "sparse_stored_tokens": STORED_SPARSE_TOKENS if run.mode != "dense" else None,
             }
             for run in runs
         ],

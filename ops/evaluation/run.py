@@ -19,8 +19,10 @@ from rich.progress import (
 )
 
 from embedq_core.manifest import ModelManifest
+from embedq_core.sparse_vectors import SparseWeights
 from ops.evaluation.dataset import EvalSet
-from ops.evaluation.metrics import Evaluation, FloatArray, evaluate
+from ops.evaluation.metrics import Evaluation, FloatArray, evaluate, evaluate_matrix
+from ops.evaluation.modes import Mode, dense_scores, rrf_scores, sparse_scores
 from workers.engine import Embedder, EngineConfig
 from workers.engine.embedder import InputType
 
@@ -41,27 +43,38 @@ class ModelRun:
     load_s: float
     embed_s: float
     evaluation: Evaluation
+    mode: Mode = "dense"
+    # sparse mode: the figures with every passage's full weights, against the stored cut.
+    uncut: dict[str, dict[str, float]] | None = None
 
 
 def _embed(
     embedder: Embedder, texts: list[str], input_type: InputType, progress: Progress, task: TaskID
-) -> tuple[FloatArray, int]:
-    """Vectors for texts in order, and how many were truncated at the model's token limit."""
+) -> tuple[FloatArray, list[SparseWeights], int]:
+    """Vectors (and lexical weights, empty for a dense model) for texts in order, and how many
+    were truncated at the model's token limit."""
     vectors = np.empty((len(texts), embedder.manifest.dimension), dtype=np.float32)
+    sparse: list[SparseWeights] = []
     truncated = 0
     for start in range(0, len(texts), CHUNK_TEXTS):
         result = embedder.embed(texts[start : start + CHUNK_TEXTS], input_type=input_type)
         vectors[start : start + len(result.vectors)] = result.vectors
+        sparse += result.sparse or []
         truncated += sum(result.truncated)
         progress.advance(task, len(result.vectors))
-    return vectors, truncated
+    return vectors, sparse, truncated
 
 
 def run_model(
-    eval_set: EvalSet, model_dir: Path, engine: EngineConfig, progress: Progress
-) -> ModelRun:
+    eval_set: EvalSet,
+    model_dir: Path,
+    engine: EngineConfig,
+    progress: Progress,
+    modes: Sequence[Mode] = ("dense",),
+) -> list[ModelRun]:
     """Embed the set's distinct queries (as queries: the manifest's instruction applies) and
-    distinct passages (as passages) with one exported model, then score both pools."""
+    distinct passages (as passages) with one exported model once, then score both pools in
+    each mode (sparse and hybrid need a model with a sparse head)."""
     started = time.perf_counter()
     embedder = Embedder.from_model_dir(model_dir, engine)
     load_s = time.perf_counter() - started
@@ -69,30 +82,59 @@ def run_model(
     distinct_queries = list(dict.fromkeys(eval_set.queries))
     task = progress.add_task(model_dir.name, total=len(distinct_queries) + len(eval_set.passages))
     started = time.perf_counter()
-    query_vectors, query_truncated = _embed(embedder, distinct_queries, "query", progress, task)
-    passage_vectors, passage_truncated = _embed(
+    query_vectors, query_sparse, query_truncated = _embed(
+        embedder, distinct_queries, "query", progress, task
+    )
+    passage_vectors, passage_sparse, passage_truncated = _embed(
         embedder, eval_set.passages, "passage", progress, task
     )
     embed_s = time.perf_counter() - started
     row_of = {text: row for row, text in enumerate(distinct_queries)}
-    per_line = query_vectors[[row_of[q] for q in eval_set.queries]]
-    return ModelRun(
-        model_dir=model_dir,
-        manifest=embedder.manifest,
-        backend=embedder.backend,
-        texts_embedded=len(distinct_queries) + len(eval_set.passages),
-        truncated=query_truncated + passage_truncated,
-        load_s=load_s,
-        embed_s=embed_s,
-        evaluation=evaluate(per_line, passage_vectors, eval_set.pos_ids, eval_set.neg_ids),
-    )
+    lines = [row_of[q] for q in eval_set.queries]
+    per_line = query_vectors[lines]
+    pos, neg = eval_set.pos_ids, eval_set.neg_ids
+    runs = []
+    for mode in modes:
+        uncut = None
+        if mode == "dense":
+            evaluation = evaluate(per_line, passage_vectors, pos, neg)
+        else:
+            line_sparse = [query_sparse[i] for i in lines]
+            lexical = sparse_scores(line_sparse, passage_sparse)
+            if mode == "sparse":
+                evaluation = evaluate_matrix(lexical, pos, neg)
+                full = sparse_scores(line_sparse, passage_sparse, uncut=True)
+                uncut = evaluate_matrix(full, pos, neg).metrics
+            else:
+                fused = rrf_scores(dense_scores(per_line, passage_vectors), lexical)
+                evaluation = evaluate_matrix(fused, pos, neg)
+        runs.append(
+            ModelRun(
+                model_dir=model_dir,
+                manifest=embedder.manifest,
+                backend=embedder.backend,
+                texts_embedded=len(distinct_queries) + len(eval_set.passages),
+                truncated=query_truncated + passage_truncated,
+                load_s=load_s,
+                embed_s=embed_s,
+                evaluation=evaluation,
+                mode=mode,
+                uncut=uncut,
+            )
+        )
+    return runs
 
 
 def run_models(
-    eval_set: EvalSet, model_dirs: Sequence[Path], engine: EngineConfig, console: Console
+    eval_set: EvalSet,
+    model_dirs: Sequence[Path],
+    engine: EngineConfig,
+    console: Console,
+    modes: Sequence[Mode] = ("dense",),
 ) -> list[ModelRun]:
-    """Every model on the set, in the order given, one progress bar each on `console`
-    (rich draws live bars only on a terminal, and prints the final state once otherwise)."""
+    """Every model on the set in every mode, in the order given, one progress bar per model on
+    `console` (rich draws live bars only on a terminal, and prints the final state once
+    otherwise)."""
     columns = (
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
@@ -100,4 +142,8 @@ def run_models(
         TimeElapsedColumn(),
     )
     with Progress(*columns, console=console) as progress:
-        return [run_model(eval_set, model_dir, engine, progress) for model_dir in model_dirs]
+        return [
+            run
+            for model_dir in model_dirs
+            for run in run_model(eval_set, model_dir, engine, progress, modes)
+        ]
