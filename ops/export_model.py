@@ -96,8 +96,10 @@ def export_model(
     pooling = options.pooling or semantics.pooling or ("cls" if sparse else None)
     if sparse and pooling != "cls":
         raise ValueError(f"{source} is a BGE-M3 checkpoint: its dense vector is CLS-pooled")
-    if sparse and options.quantize == "int8":
-        raise ValueError("INT8 is not offered for BGE-M3 exports: its sparse head is unmeasured")
+    if sparse and options.quantize in ("int8", "int8-openvino"):
+        raise ValueError(
+            "INT8 is not offered for BGE-M3 exports: its effect on the sparse head is unmeasured"
+        )
     if pooling is None:
         raise ValueError(
             f"{source} has no sentence-transformers pooling config: pass --pooling cls|mean"
