@@ -278,13 +278,17 @@ def _write_batch(
         written: set[str] = set()
         if rows:
             vectors = np.stack([embedded.vectors[r.external_id][0] for r in rows])
+            # Ids without a row under the locks just taken: copied straight into the table.
+            absent = {r.external_id for r in rows} - stored.keys()
             if any(i.last_error for i in items):
                 # This batch failed before: write item by item, so a poison item fails alone.
-                written, write_failures = _write_isolated(conn, batch, model_id, rows, vectors)
+                written, write_failures = _write_isolated(
+                    conn, batch, model_id, rows, vectors, absent
+                )
                 failures |= write_failures
             else:
                 written = write_vectors(
-                    conn, batch.vector_table, model_id, batch.job_id, rows, vectors
+                    conn, batch.vector_table, model_id, batch.job_id, rows, vectors, absent
                 )
         unchanged = [_row(i, False) for i in items if actions[i.external_id] is Action.UNCHANGED]
         refreshed = refresh_unchanged(conn, batch.vector_table, model_id, batch.job_id, unchanged)
@@ -316,6 +320,7 @@ def _write_isolated(
     model_id: str,
     rows: list[VectorRow],
     vectors: FloatArray,
+    absent: set[str],
 ) -> tuple[set[str], dict[str, str]]:
     """Write each row under its own savepoint; returns the ids written and those that failed,
     with why."""
@@ -331,6 +336,7 @@ def _write_isolated(
                     batch.job_id,
                     [row],
                     vectors[index : index + 1],
+                    absent,
                 )
         except psycopg.Error as exc:
             if is_transient(exc):

@@ -1,4 +1,5 @@
-"""Writing vectors to pgvector: binary COPY into a staging table, then one upsert.
+"""Writing vectors to pgvector: new ids by binary COPY straight into the table, the others by
+binary COPY into a staging table, then one upsert.
 
 Every write is guarded by submission order: a row only takes an item whose seq is at least the
 row's, so a late redelivery of an older submission never overwrites a newer one. Rows are
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,33 +73,84 @@ def write_vectors(
     job_id: uuid.UUID,
     rows: Sequence[VectorRow],
     vectors: npt.NDArray[np.float32],
+    absent: AbstractSet[str],
 ) -> set[str]:
     """Upsert rows with their vectors, keyed by external id, in the caller's transaction.
     Returns the ids written; an id missing from it holds a newer submission, left as it is.
-    Rows with lexical weights also write their top STORED_SPARSE_TOKENS to the sparse column,
-    in the same COPY and upsert."""
+    Rows with lexical weights also write their top STORED_SPARSE_TOKENS to the sparse column.
+
+    `absent`: ids the caller saw without a row, under its row locks. Those rows go straight into
+    the table by binary COPY, skipping the staging table and the upsert (a bulk load's rows are
+    nearly all new); if another writer inserted one of them meanwhile, the COPY is rolled back
+    to its savepoint and those rows take the upsert like the rest."""
     sparse = sparse_values(conn, vector_table, [r.sparse for r in rows])
+    values = [
+        (r.external_id, r.text, Jsonb(r.metadata), vector, r.content_hash, r.truncated, r.seq)
+        + (() if sparse is None else (sparse[i],))
+        for i, (r, vector) in enumerate(zip(rows, vectors, strict=True))
+    ]
+    columns = [*STAGE_COLUMNS, *([] if sparse is None else [(SPARSE_COLUMN, "sparsevec")])]
+    fresh = sorted((v for v in values if v[0] in absent), key=lambda v: str(v[0]))
+    written: set[str] = set()
+    if fresh:
+        try:
+            with conn.transaction():
+                _copy_into_table(conn, vector_table, manifest_id, job_id, columns, fresh)
+            written = {str(v[0]) for v in fresh}
+        except psycopg.errors.UniqueViolation:
+            pass  # inserted by another writer since the caller looked: upsert them below
+    rest = [v for v in values if v[0] not in written]
+    if rest:
+        written |= _upsert_via_stage(conn, vector_table, manifest_id, job_id, columns, rest)
+    return written
+
+
+# Staged and copied columns, besides the sparse column of sparse models.
+STAGE_COLUMNS = [
+    ("id", "text"),
+    ("text", "text"),
+    ("metadata", "jsonb"),
+    ("embedding", "vector"),
+    ("content_hash", "bytea"),
+    ("truncated", "bool"),
+    ("seq", "int8"),
+]
+
+
+def _copy_into_table(
+    conn: psycopg.Connection[Any],
+    vector_table: str,
+    manifest_id: str,
+    job_id: uuid.UUID,
+    columns: Sequence[tuple[str, str]],
+    values: Sequence[tuple[Any, ...]],
+) -> None:
+    names = [c for c, _ in columns] + ["manifest_id", "job_id"]
+    with (
+        conn.cursor() as cur,
+        cur.copy(
+            sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
+                sql.Identifier(vector_table), sql.SQL(", ").join(map(sql.Identifier, names))
+            )
+        ) as copy,
+    ):
+        copy.set_types([t for _, t in columns] + ["text", "uuid"])
+        for value in values:
+            copy.write_row((*value, manifest_id, job_id))
+
+
+def _upsert_via_stage(
+    conn: psycopg.Connection[Any],
+    vector_table: str,
+    manifest_id: str,
+    job_id: uuid.UUID,
+    columns: Sequence[tuple[str, str]],
+    values: Sequence[tuple[Any, ...]],
+) -> set[str]:
+    sparse = any(c == SPARSE_COLUMN for c, _ in columns)
     # A temp table's columns are fixed once created on a connection: sparse rows get their own.
-    stage = STAGE_TABLE if sparse is None else f"{STAGE_TABLE}_sparse"
-    copy_to_stage(
-        conn,
-        stage,
-        [
-            ("id", "text"),
-            ("text", "text"),
-            ("metadata", "jsonb"),
-            ("embedding", "vector"),
-            ("content_hash", "bytea"),
-            ("truncated", "bool"),
-            ("seq", "int8"),
-            *([] if sparse is None else [(SPARSE_COLUMN, "sparsevec")]),
-        ],
-        (
-            (r.external_id, r.text, Jsonb(r.metadata), vector, r.content_hash, r.truncated, r.seq)
-            + (() if sparse is None else (sparse[i],))
-            for i, (r, vector) in enumerate(zip(rows, vectors, strict=True))
-        ),
-    )
+    stage = f"{STAGE_TABLE}_sparse" if sparse else STAGE_TABLE
+    copy_to_stage(conn, stage, columns, values)
     column = sql.Identifier(SPARSE_COLUMN)
     no_sql = sql.SQL("")
     written = conn.execute(
@@ -119,9 +172,9 @@ def write_vectors(
         ).format(
             table=sql.Identifier(vector_table),
             stage=sql.Identifier(stage),
-            insert=no_sql if sparse is None else sql.SQL(", {}").format(column),
-            select=no_sql if sparse is None else sql.SQL(", s.{}").format(column),
-            update=no_sql if sparse is None else sql.SQL(", {0} = EXCLUDED.{0}").format(column),
+            insert=sql.SQL(", {}").format(column) if sparse else no_sql,
+            select=sql.SQL(", s.{}").format(column) if sparse else no_sql,
+            update=sql.SQL(", {0} = EXCLUDED.{0}").format(column) if sparse else no_sql,
         ),
         (manifest_id, job_id),
     ).fetchall()

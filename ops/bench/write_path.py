@@ -1,10 +1,12 @@
-"""The write path alone: 1024-d vectors into pgvector by the workers' writer (binary COPY into a
-staging table, then one upsert) against `executemany` of single-row upserts, on the same rows."""
+"""The write path alone: 1024-d vectors into pgvector by the workers' writer (new ids by binary
+COPY straight into the table; stored ids by COPY into a staging table and one upsert) against
+`executemany` of single-row upserts and a round trip per row, on the same rows."""
 
 from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +18,7 @@ from psycopg.types.json import Jsonb
 
 from embedq_core.db import libpq_url, make_engine
 from embedq_core.tables import vector_table
-from workers.writer import VectorRow, write_vectors
+from workers.writer import VectorRow, read_stored, write_vectors
 
 MANIFEST_ID = "bench-write-path"
 
@@ -66,56 +68,94 @@ def _fresh_table(database_url: str, name: str, dimension: int, hnsw: bool) -> st
 Rows = list[VectorRow]
 
 
-def _copy_upsert(
+def _worker_write(
     conn: psycopg.Connection[Any], table: str, rows: Rows, vectors: np.ndarray, batch: int
 ) -> float:
+    """As a worker writes a batch: lock the ids' rows, then write (new ids by COPY straight into
+    the table, stored ones by COPY into the staging table and an upsert)."""
     job_id = uuid.uuid4()
     started = time.perf_counter()
     for i in range(0, len(rows), batch):
         chunk, chunk_vectors = rows[i : i + batch], vectors[i : i + batch]
+        ids = [r.external_id for r in chunk]
         with conn.transaction():
-            write_vectors(conn, table, MANIFEST_ID, job_id, chunk, chunk_vectors)
+            stored = read_stored(conn, table, ids, lock=True)
+            absent = set(ids) - stored.keys()
+            write_vectors(conn, table, MANIFEST_ID, job_id, chunk, chunk_vectors, absent)
     return time.perf_counter() - started
+
+
+UPSERT_ONE = (
+    "INSERT INTO {} AS v (id, text, metadata, embedding, manifest_id, content_hash,"
+    " truncated, job_id, seq, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, now())"
+    " ON CONFLICT (id) DO UPDATE SET text = EXCLUDED.text, metadata = EXCLUDED.metadata,"
+    " embedding = EXCLUDED.embedding, seq = EXCLUDED.seq WHERE v.seq <= EXCLUDED.seq"
+)
+
+
+def _params(rows: Rows, vectors: np.ndarray, job_id: uuid.UUID) -> list[tuple[Any, ...]]:
+    return [
+        (
+            *(r.external_id, r.text, Jsonb(r.metadata), v, MANIFEST_ID),
+            *(r.content_hash, r.truncated, job_id, r.seq),
+        )
+        for r, v in zip(rows, vectors, strict=True)
+    ]
 
 
 def _executemany(
     conn: psycopg.Connection[Any], table: str, rows: Rows, vectors: np.ndarray, batch: int
 ) -> float:
+    """psycopg 3's executemany of single-row upserts (it pipelines them: few round trips)."""
     job_id = uuid.uuid4()
-    query = sql.SQL(
-        "INSERT INTO {} AS v (id, text, metadata, embedding, manifest_id, content_hash,"
-        " truncated, job_id, seq, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, now())"
-        " ON CONFLICT (id) DO UPDATE SET text = EXCLUDED.text, metadata = EXCLUDED.metadata,"
-        " embedding = EXCLUDED.embedding, seq = EXCLUDED.seq WHERE v.seq <= EXCLUDED.seq"
-    ).format(sql.Identifier(table))
+    query = sql.SQL(UPSERT_ONE).format(sql.Identifier(table))
     started = time.perf_counter()
     for i in range(0, len(rows), batch):
-        params = [
-            (
-                *(r.external_id, r.text, Jsonb(r.metadata), v, MANIFEST_ID),
-                *(r.content_hash, r.truncated, job_id, r.seq),
-            )
-            for r, v in zip(rows[i : i + batch], vectors[i : i + batch], strict=True)
-        ]
+        params = _params(rows[i : i + batch], vectors[i : i + batch], job_id)
         with conn.transaction(), conn.cursor() as cur:
             cur.executemany(query, params)
     return time.perf_counter() - started
 
 
+def _row_by_row(
+    conn: psycopg.Connection[Any], table: str, rows: Rows, vectors: np.ndarray, batch: int
+) -> float:
+    """One upsert per row, each its own round trip: an encode-then-insert script's loop."""
+    job_id = uuid.uuid4()
+    query = sql.SQL(UPSERT_ONE).format(sql.Identifier(table))
+    started = time.perf_counter()
+    for i in range(0, len(rows), batch):
+        params = _params(rows[i : i + batch], vectors[i : i + batch], job_id)
+        with conn.transaction(), conn.cursor() as cur:
+            for one in params:
+                cur.execute(query, one)
+    return time.perf_counter() - started
+
+
+Writer = Callable[[psycopg.Connection[Any], str, Rows, np.ndarray, int], float]
+
+
 def run_write_path(database_url: str, rows: int, dimension: int, batch: int) -> list[WriteRow]:
-    """COPY + upsert and executemany into a fresh table without the HNSW index (as a bulk load
-    runs), and COPY + upsert into one with it (as live writes into an indexed table run)."""
+    """The worker's writer into a fresh table without the HNSW index (as a bulk load runs), again
+    over the same ids (a re-submission: the upsert), against executemany and a round trip per
+    row, and into a table with its index (as live writes into an indexed table run)."""
     data, vectors = _rows(rows, dimension, seed=1)
     results: list[WriteRow] = []
+    small = min(rows, 5000)
+    variants: list[tuple[str, Writer, bool, int, bool]] = [
+        # name, writer, HNSW index, rows, into the previous variant's table
+        ("binary COPY, new ids (no HNSW index yet)", _worker_write, False, rows, False),
+        ("binary COPY + upsert, ids already stored", _worker_write, False, rows, True),
+        ("executemany upsert (psycopg 3, pipelined)", _executemany, False, small, False),
+        ("one upsert per row, a round trip each", _row_by_row, False, min(rows, 2000), False),
+        ("binary COPY, new ids, HNSW index present", _worker_write, True, small, False),
+    ]
     with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
         register_vector(conn)
-        variants = [
-            ("binary COPY + upsert (no HNSW index yet)", _copy_upsert, False, rows),
-            ("executemany upsert (no HNSW index yet)", _executemany, False, min(rows, 5000)),
-            ("binary COPY + upsert, HNSW index present", _copy_upsert, True, min(rows, 5000)),
-        ]
-        for name, write, hnsw, count in variants:
-            table = _fresh_table(database_url, "bench_write", dimension, hnsw)
+        table = ""
+        for name, write, hnsw, count, again in variants:
+            if not again:
+                table = _fresh_table(database_url, "bench_write", dimension, hnsw)
             seconds = write(conn, table, data[:count], vectors[:count], batch)
             results.append(WriteRow(name, count, seconds, count / seconds))
         conn.execute("DROP TABLE IF EXISTS vectors_bench_write")

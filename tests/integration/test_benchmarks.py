@@ -125,7 +125,13 @@ def test_bench_write_path_compares_copy_with_executemany(tmp_path: Path) -> None
     assert result.returncode == 0, result.stderr[-3000:]
     assert "vs executemany" in result.stdout
     rows = json.loads(out.read_text())["rows"]
-    assert [r["variant"].split(" ")[0] for r in rows] == ["binary", "executemany", "binary"]
+    assert [r["variant"].split(",")[0] for r in rows] == [
+        "binary COPY",
+        "binary COPY + upsert",
+        "executemany upsert (psycopg 3",
+        "one upsert per row",
+        "binary COPY",
+    ]
     assert all(r["rows"] > 0 and r["rows_per_s"] > 0 for r in rows)
 
 
@@ -151,8 +157,5 @@ def test_bench_pipeline_compares_the_whole_path_with_the_bare_engine(
         # The worker's own stages were scraped: its engine time is part of the wall time.
         assert 0 < run["split_s"]["engine"] <= run["seconds"]
         assert run["split_s"]["write"] > 0
-    assert [r["variant"].split(" ")[0] for r in report["write_path"]] == [
-        "binary",
-        "executemany",
-        "binary",
-    ]
+    assert len(report["write_path"]) == 5
+    assert all(r["rows_per_s"] > 0 for r in report["write_path"])

@@ -133,22 +133,32 @@ def test_the_upsert_itself_refuses_an_older_submission(services: ServiceHandle) 
         v[0, 0] = value
         return v
 
+    older = vector(-1.0)
     url = libpq_url(services.settings.require_database_url())
     with psycopg.connect(url, autocommit=True) as conn:
         register_vector(conn)
         with conn.transaction():
             assert write_vectors(
-                conn, "vectors_guard", manifest_id, job, [row("new", 2, 20)], vector(1.0)
+                conn, "vectors_guard", manifest_id, job, [row("new", 2, 20)], vector(1.0), {"g"}
             ) == {"g"}
         with conn.transaction():
             assert (
                 write_vectors(
-                    conn, "vectors_guard", manifest_id, job, [row("old", 1, 19)], vector(-1.0)
+                    conn, "vectors_guard", manifest_id, job, [row("old", 1, 19)], older, set()
                 )
                 == set()
             )
             assert (
                 refresh_unchanged(conn, "vectors_guard", manifest_id, job, [row("new", 1, 19)])
+                == set()
+            )
+        with conn.transaction():
+            # The row landed after the writer saw the id absent: its straight COPY fails on the
+            # key, and the upsert it falls back to keeps the guard.
+            assert (
+                write_vectors(
+                    conn, "vectors_guard", manifest_id, job, [row("old", 1, 19)], older, {"g"}
+                )
                 == set()
             )
         stored = conn.execute(
