@@ -146,7 +146,7 @@ def run_write_path(database_url: str, rows: int, dimension: int, batch: int) -> 
         # name, writer, HNSW index, rows, into the previous variant's table
         ("binary COPY, new ids (no HNSW index yet)", _worker_write, False, rows, False),
         ("binary COPY + upsert, ids already stored", _worker_write, False, rows, True),
-        ("executemany upsert (psycopg 3, pipelined)", _executemany, False, small, False),
+        ("executemany upsert (psycopg 3, pipelined)", _executemany, False, rows, False),
         ("one upsert per row, a round trip each", _row_by_row, False, min(rows, 2000), False),
         ("binary COPY, new ids, HNSW index present", _worker_write, True, small, False),
     ]
