@@ -41,7 +41,12 @@ def bench() -> None:
 @click.option("--batch-size", type=int, default=32, show_default=True)
 @click.option("--sentences", type=int, default=1000, show_default=True, help="Bench-corpus texts.")
 @click.option("--passages", type=int, default=300, show_default=True, help="Passages (50-450 tok).")
-@click.option("--repeats", type=int, default=2, show_default=True, help="Timed passes (best kept).")
+@click.option(
+    "--repeats",
+    type=int,
+    default=None,
+    help="Timed passes, best kept (default 2; 1 for a long-input shape such as bge-m3).",
+)
 @click.option(
     "--variants",
     default=None,
@@ -63,13 +68,16 @@ def bench_engine(
     batch_size: int,
     sentences: int,
     passages: int,
-    repeats: int,
+    repeats: int | None,
     variants: str | None,
     out_json: Path,
     limit: int | None,
 ) -> None:
     """Our engine's variants against sentence-transformers (torch FP32, torch BF16, ONNX,
-    OpenVINO) on short texts and on passages: throughput, fidelity, memory, share of peak."""
+    OpenVINO) on short texts and on passages: throughput, fidelity, memory, share of peak.
+    A long-input shape (bge-m3) runs texts of its lengths (512, 2,048, 8,192 tokens) instead,
+    and a sparse one only our own variants by default (ONNX Runtime FP32 and the default CPU
+    path here): no peers, and never INT8."""
     import importlib.util
     import os
     from dataclasses import replace
@@ -77,7 +85,13 @@ def bench_engine(
     from rich.console import Console
 
     from ops.bench.engine import DEFAULT_VARIANTS, LABELS, run_engine_bench
-    from ops.bench.shape_models import BenchModels, ensure_int8_openvino, ensure_shape_models
+    from ops.bench.long_inputs import long_input_corpora, sparse_shape_variants
+    from ops.bench.shape_models import (
+        BenchModels,
+        ensure_int8_openvino,
+        ensure_shape_models,
+        int8_refusal,
+    )
     from ops.bench.shapes import shape_of_model_dir
     from ops.bundled_model import bundled_model_source, ensure_bundled_model
     from ops.corpus import load_bench_corpus, load_bench_passages
@@ -107,11 +121,17 @@ def bench_engine(
         ensure_int8_openvino(model_dir, int8_dir, engine)
         models = BenchModels(source_dir, model_dir, int8_dir)
         model_shape = shape_of_model_dir(source_dir)
-    chosen = variants.split(",") if variants else list(DEFAULT_VARIANTS)
+    refusal = int8_refusal(model_shape) if shape is not None else None
+    defaults = sparse_shape_variants(models.fp32_dir) if refusal else list(DEFAULT_VARIANTS)
+    chosen = variants.split(",") if variants else defaults
+    if refusal and any("int8" in v for v in chosen):
+        console.print(f"skipping the INT8 variants: {refusal}")
+        chosen = [v for v in chosen if "int8" not in v]
+    reference = defaults[0]
     unknown = [v for v in chosen if v not in LABELS]
-    if unknown or not chosen or chosen[0] != "st-torch-fp32":
+    if unknown or not chosen or chosen[0] != reference:
         raise click.UsageError(
-            f"--variants: st-torch-fp32 first (the reference), then any of {sorted(LABELS)}"
+            f"--variants: {reference} first (the reference), then any of {sorted(LABELS)}"
         )
     if importlib.util.find_spec("infinity_emb") is None:
         console.print("infinity-emb is not installed here: no infinity row")
@@ -126,10 +146,18 @@ def bench_engine(
             : count["passages"]
         ],
     }
+    warmup_texts = None
+    if model_shape.long_inputs and shape is not None:
+        # Minutes a pass at 8,192 tokens: one warm-up text a length, one timed pass.
+        lengths = [(n, c if limit is None else min(c, limit)) for n, c in model_shape.long_inputs]
+        corpora = long_input_corpora(models.fp32_dir / "tokenizer.json", lengths)
+        warmup_texts, repeats = 1, repeats or 1
+        console.print("random weights: speed depends on the shape, not the weights")
     corpora = {name: texts for name, texts in corpora.items() if texts}
     run_engine_bench(
-        models, model_shape, shape is not None, corpora, engine, chosen, out_json, console, repeats
-    )
+        models, model_shape, shape is not None, corpora, engine, chosen, out_json, console,
+        repeats or 2, warmup_texts,
+    )  # fmt: skip
 
 
 @bench.command("migrate")

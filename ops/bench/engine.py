@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 
-from embedq_core.manifest import ModelManifest
+from embedq_core.manifest import MANIFEST_FILENAME, ModelManifest
 from ops.bench.engine_report import print_tables
 from ops.bench.peak import detect_peak
 from ops.bench.peers import PEERS
@@ -118,6 +118,7 @@ def run_engine_bench(
     out_json: Path,
     console: Console,
     repeats: int = 2,
+    warmup_texts: int | None = None,
 ) -> list[Row]:
     """Run every variant on every corpus; throughput, memory, fidelity against the first
     variant (sentence-transformers torch FP32) and share of the CPU's peak."""
@@ -150,6 +151,7 @@ def run_engine_bench(
                     "--batch-size", str(engine.max_batch_size),
                     "--max-batch-tokens", str(engine.max_batch_tokens),
                     "--repeats", str(repeats),
+                    *([] if warmup_texts is None else ["--warmup-texts", str(warmup_texts)]),
                 ]
             )  # fmt: skip
             for name in corpora:
@@ -208,7 +210,9 @@ def run_engine_bench(
             if random_weights
             else "real weights",
             "fp32_manifest_id": manifest.manifest_id,
-            "int8_quality": ModelManifest.read(models.int8_dir).quality,
+            "int8_quality": ModelManifest.read(models.int8_dir).quality
+            if (models.int8_dir / MANIFEST_FILENAME).is_file()
+            else None,  # no INT8 model (a sparse shape): see int8_refusal
         },
         "corpora": {
             n: {"texts": len(t), "tokens": sum(lengths[n]), "max_tokens": max(lengths[n])}
@@ -218,6 +222,7 @@ def run_engine_bench(
         "batch_size": engine.max_batch_size,
         "max_batch_tokens": engine.max_batch_tokens,
         "timed_passes": repeats,
+        "warmup_texts": engine.max_batch_size if warmup_texts is None else warmup_texts,
         "default_backend_here": default_kind,
         "rows": [asdict(r) for r in rows],
     }

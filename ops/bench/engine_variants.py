@@ -76,6 +76,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, required=True)
     parser.add_argument("--max-batch-tokens", type=int, required=True)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--warmup-texts", type=int, default=None, help="default: --batch-size")
     args = parser.parse_args()
     if args.variant in PEERS:
         embed, backend = sentence_transformers_peer(
@@ -93,7 +94,9 @@ def main() -> None:
     for item in args.corpus:
         name, _, path = item.partition("=")
         texts: list[str] = json.loads(Path(path).read_text(encoding="utf-8"))
-        embed(texts[: args.batch_size])  # warm-up: first-call allocations are not throughput
+        warmup = args.batch_size if args.warmup_texts is None else args.warmup_texts
+        if warmup > 0:  # warm-up: first-call allocations are not throughput
+            embed(texts[:warmup])
         passes: list[float] = []
         vectors = None
         for _ in range(args.repeats):

@@ -9,7 +9,9 @@ To add a shape, add a `ModelShape` to `SHAPES`: `model_type` is a transformers m
 (`AutoConfig.for_model`), `architecture` the config fields that set its size. A shape whose
 tokenizer is not BERT WordPiece (an XLM-R one such as bge-m3) names another entry of
 `TOKENIZERS`: a function that writes the tokenizer files into the model directory and returns
-the vocabulary size.
+the vocabulary size. A shape with `sparse_head` gets BGE-M3's lexical head (`sparse_linear.pt`,
+random too), so export-model exports it as BGE-M3 (dense + sparse); `long_inputs` replaces the
+bench's corpora with texts of exactly those token lengths.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ops.model_config import Pooling
+from ops.model_config import SPARSE_LINEAR_FILE, Pooling
+from ops.xlmr_tokenizer import write_xlmr_tokenizer
 
 # The instruction bge-*-zh-v1.5 puts before queries (passages never get it).
 BGE_ZH_QUERY_INSTRUCTION = "为这个句子生成表示以用于检索相关文章："
@@ -38,6 +41,8 @@ class ModelShape:
     tokenizer: str = "wordpiece-zh"
     query_instruction: str | None = None
     extra_config: dict[str, object] = field(default_factory=dict)
+    sparse_head: bool = False  # BGE-M3's sparse_linear.pt beside the weights
+    long_inputs: tuple[tuple[int, int], ...] = ()  # (tokens per text, texts) per bench corpus
 
 
 def _bert(hidden: int, layers: int, heads: int, intermediate: int) -> dict[str, int]:
@@ -48,6 +53,16 @@ def _bert(hidden: int, layers: int, heads: int, intermediate: int) -> dict[str, 
         "intermediate_size": intermediate,
     }
 
+
+M3_MAX_TOKENS = 8192
+# XLM-R's ids (<s>=0, <pad>=1, </s>=2) and position table: positions start after the pad id.
+_XLMR_CONFIG: dict[str, object] = {
+    "max_position_embeddings": M3_MAX_TOKENS + 2,
+    "type_vocab_size": 1,
+    "pad_token_id": 1,
+    "bos_token_id": 0,
+    "eos_token_id": 2,
+}
 
 SHAPES: dict[str, ModelShape] = {
     shape.name: shape
@@ -79,8 +94,35 @@ SHAPES: dict[str, ModelShape] = {
             512,
             query_instruction=BGE_ZH_QUERY_INSTRUCTION,
         ),
+        # XLM-RoBERTa large with 8,194 positions (8,192 tokens plus XLM-R's padding offset) and
+        # the full 250,002-row embedding matrix (1 GB FP32), as BAAI/bge-m3's config.json.
+        ModelShape(
+            "bge-m3",
+            "BAAI/bge-m3",
+            "xlm-roberta",
+            _bert(1024, 24, 16, 4096),
+            "cls",
+            M3_MAX_TOKENS,
+            tokenizer="unigram-xlmr",
+            extra_config={"vocab_size": 250_002, **_XLMR_CONFIG},
+            sparse_head=True,
+            # Few texts: at 8,192 tokens one text is ~11.5 TFLOP (minutes on 2 cores).
+            long_inputs=((512, 8), (2048, 2), (8192, 1)),
+        ),
         # For smoke runs and tests only: seconds to build, export and quantise.
         ModelShape("tiny-bert", "(none: a test shape)", "bert", _bert(64, 2, 2, 128), "cls", 512),
+        ModelShape(
+            "tiny-m3",
+            "(none: a test shape)",
+            "xlm-roberta",
+            _bert(32, 2, 2, 64),
+            "cls",
+            M3_MAX_TOKENS,
+            tokenizer="unigram-xlmr",
+            extra_config=_XLMR_CONFIG,
+            sparse_head=True,
+            long_inputs=((32, 4), (128, 2), (512, 1)),
+        ),
     )
 }
 
@@ -117,7 +159,16 @@ def _wordpiece_zh(model_dir: Path, texts: list[str]) -> int:
     return len(vocab)
 
 
-TOKENIZERS: dict[str, Callable[[Path, list[str]], int]] = {"wordpiece-zh": _wordpiece_zh}
+def _unigram_xlmr(model_dir: Path, texts: list[str]) -> int:
+    """An XLM-R-style Unigram tokenizer (ops.xlmr_tokenizer). Unspaced Chinese goes one token a
+    character (words over 16 characters get no piece), about what bge-m3's tokenizer gives."""
+    return write_xlmr_tokenizer(model_dir, texts, M3_MAX_TOKENS, max_word_chars=16)
+
+
+TOKENIZERS: dict[str, Callable[[Path, list[str]], int]] = {
+    "wordpiece-zh": _wordpiece_zh,
+    "unigram-xlmr": _unigram_xlmr,
+}
 
 
 def _write_sentence_transformers_files(model_dir: Path, shape: ModelShape) -> None:
@@ -158,6 +209,9 @@ def build_shape_source(shape: ModelShape, model_dir: Path, texts: list[str], see
     torch.manual_seed(seed)
     model = AutoModel.from_config(config)  # type: ignore[no-untyped-call]
     model.eval().save_pretrained(model_dir, safe_serialization=True)
+    if shape.sparse_head:  # BGE-M3's lexical head: Linear(hidden, 1), random like the rest
+        head = torch.nn.Linear(shape.architecture["hidden_size"], 1)
+        torch.save(head.state_dict(), model_dir / SPARSE_LINEAR_FILE)
     _write_sentence_transformers_files(model_dir, shape)
     return model_dir
 

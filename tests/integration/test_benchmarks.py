@@ -54,6 +54,37 @@ def test_bench_engine_smoke_run_on_a_tiny_shape(tmp_path: Path) -> None:
     assert "mean_cos_vs_fp32" in report["model"]["int8_quality"]
 
 
+def test_bench_engine_long_inputs_on_a_tiny_sparse_shape(tmp_path: Path) -> None:
+    """A long-input sparse shape (tiny-m3, bge-m3's layout at toy size) runs a corpus per token
+    length, texts of exactly that many tokens, only our FP32 variants: no peer, no INT8 model."""
+    out = tmp_path / "engine-m3.json"
+    data = tmp_path / "data"
+    result = subprocess.run(
+        [sys.executable, "-m", "ops.cli", "bench", "engine", "--shape", "tiny-m3",
+         "--limit", "2", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "COLUMNS": "200", "EMBEDQ_DATA_DIR": str(data)},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "random weights" in result.stdout
+    report = json.loads(out.read_text())
+    assert report["model"]["shape"] == "tiny-m3" and report["model"]["random_weights"]
+    assert report["model"]["int8_quality"] is None
+    assert not (data / "models" / "shape-tiny-m3" / "int8-openvino").exists()
+    lengths = {"32 tokens": (2, 32), "128 tokens": (2, 128), "512 tokens": (1, 512)}
+    assert {name: (c["texts"], c["max_tokens"]) for name, c in report["corpora"].items()} == lengths
+    assert all(report["corpora"][n]["tokens"] == t * n_tok for n, (t, n_tok) in lengths.items())
+    variants = {row["variant"] for row in report["rows"]}
+    assert "ours-ort-fp32" in variants
+    assert variants <= {"ours-ort-fp32", "ours-ov-bf16", "ours-ov-fp32"}  # no peer, no INT8
+    assert {(v, n) for v in variants for n in lengths} == {
+        (row["variant"], row["corpus"]) for row in report["rows"]
+    }
+    assert all(r["texts_per_s"] > 0 and r["peak_rss_mb"] > 0 for r in report["rows"])
+
+
 def test_bench_migrate_compares_the_migration_with_the_bare_engine(
     tmp_path: Path, minilm_dir: Path
 ) -> None:
