@@ -106,8 +106,18 @@ def main() -> None:
         assert vectors is not None
         np.save(args.out_dir / f"{name}.npy", vectors)
         corpora[name] = {"first_s": passes[0], "best_s": min(passes)}
-    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"backend": backend, "corpora": corpora, "peak_rss_mb": peak_rss_mb}))
+    print(json.dumps({"backend": backend, "corpora": corpora, "peak_rss_mb": _peak_rss_mb()}))
+
+
+def _peak_rss_mb() -> float:
+    """This process's own peak RSS. Not getrusage's ru_maxrss: Linux carries the parent's
+    high-water mark through fork and exec, so a child of a large parent reports the parent's."""
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 if __name__ == "__main__":
