@@ -27,9 +27,12 @@ def _unit(vectors: FloatArray) -> FloatArray:
 
 def recall_at_k(reference: FloatArray, candidate: FloatArray, k: int = 10) -> float:
     """Mean share of each text's k nearest neighbours (by reference) that candidate also ranks
-    in its top k, over the corpus itself (each text is a query, itself excluded)."""
+    in its top k, over the corpus itself (each text is a query, itself excluded); nan for one
+    text."""
     ref, cand = _unit(reference), _unit(candidate)
     k = min(k, len(ref) - 1)
+    if k < 1:  # one text has no neighbours to rank
+        return float("nan")
     ref_sim, cand_sim = ref @ ref.T, cand @ cand.T
     np.fill_diagonal(ref_sim, -np.inf)
     np.fill_diagonal(cand_sim, -np.inf)

@@ -54,7 +54,11 @@ def _ours(variant: str, fp32_dir: Path, int8_dir: Path, config: EngineConfig) ->
         streams = StreamsEmbedder(model_dir, manifest, backend, config, streams=2)
         return streams.embed, f"{backend.kind}, 2 streams"
     session = open_session(
-        model_dir / manifest.onnx_file, backend, config.intra_op_threads, manifest.output_name
+        model_dir / manifest.onnx_file,
+        backend,
+        config.intra_op_threads,
+        manifest.output_name,
+        (manifest.sparse_output_name,) if manifest.sparse_output_name else (),
     )
     label: str = backend.kind
     if step == "pad16":

@@ -37,9 +37,18 @@ expected-statuses = {positive}
 
 # Embeddings of the real collection's model, at its real dimension: `dimensions` other than
 # the model's is refused (422) for models without Matryoshka training, which no schema knows.
+# `"sparse": true` is refused (422) likewise: this collection's model has no sparse head.
 [[operations]]
 include-path = "/v1/embeddings"
 parameters = {{ "body.model" = "docs", "body.dimensions" = {dimension} }}
+checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "404", "409", "422", "429"]
+
+# Sparse and hybrid search need a collection whose model has a sparse head (422 otherwise),
+# and the two fusion weights cannot both be 0: rules of the collection and of two values
+# together, which JSON Schema cannot state.
+[[operations]]
+include-path = "/v1/collections/{{name}}/search"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "404", "409", "422", "429"]
 
 # Ids must be unique within one submission (422 naming the duplicate), and with "strict": true
 # a text over the model's token limit is refused: rules of the items' values together, which
