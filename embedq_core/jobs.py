@@ -16,6 +16,7 @@ from embedq_core.catalog import Collection
 from embedq_core.db import psycopg_connection
 from embedq_core.queueing import EMBED_BATCH_TASK, embed_queue
 from embedq_core.tables import job_items, jobs
+from embedq_core.task_batches import task_numbers
 
 
 @dataclass(frozen=True)
@@ -57,11 +58,17 @@ def content_hash(text: str) -> bytes:
 
 
 def create_job(
-    engine: Engine, collection: Collection, items: list[NewItem], items_per_task: int
+    engine: Engine,
+    collection: Collection,
+    items: list[NewItem],
+    items_per_task: int,
+    tokens_per_task: int,
 ) -> tuple[uuid.UUID, int]:
-    """Record a job and all its items in one transaction; return its id and batch count."""
+    """Record a job and all its items in one transaction, cut into tasks by count and by
+    estimated tokens (embedq_core.task_batches); return its id and batch count."""
     job_id = uuid.uuid4()
-    batches = (len(items) + items_per_task - 1) // items_per_task
+    numbers = task_numbers([item.text for item in items], items_per_task, tokens_per_task)
+    batches = numbers[-1] + 1 if numbers else 0
     with engine.begin() as conn:
         conn.execute(
             insert(jobs).values(
@@ -78,7 +85,7 @@ def create_job(
                 {
                     "job_id": job_id,
                     "item_index": index,
-                    "batch_no": index // items_per_task,
+                    "batch_no": numbers[index],
                     "external_id": item.external_id,
                     "text": item.text,
                     "metadata": item.metadata,

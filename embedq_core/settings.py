@@ -42,7 +42,11 @@ class Settings(BaseSettings):
     write_behind: bool = True
 
     # Jobs
-    items_per_task: int = Field(default=64, ge=1, le=10_000)
+    # A task (one queued batch) holds at most items_per_task items and, past its first item, at
+    # most tokens_per_task estimated tokens: many short texts sort together (less padding),
+    # long passages make short tasks (embedq_core/task_batches.py).
+    items_per_task: int = Field(default=1024, ge=1, le=10_000)
+    tokens_per_task: int = Field(default=8192, ge=1)
     max_items_per_job: int = Field(default=2048, ge=1)
     max_id_chars: int = Field(default=256, ge=1)
     max_task_attempts: int = Field(default=5, ge=1)

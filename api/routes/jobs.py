@@ -97,8 +97,9 @@ def submit_job(name: CollectionName, body: JobIn, resources: Resources) -> JobAc
         _check_strict(body, collection, resources)
     _check_backpressure(collection, resources)
     items = [NewItem(i.id, i.text, i.metadata) for i in body.items]
+    settings = resources.settings
     job_id, batches = create_job(
-        resources.engine, collection, items, resources.settings.items_per_task
+        resources.engine, collection, items, settings.items_per_task, settings.tokens_per_task
     )
     try:
         enqueue_batches(resources.celery, job_id, collection.manifest_id, list(range(batches)))

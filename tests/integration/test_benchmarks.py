@@ -178,12 +178,21 @@ def test_bench_pipeline_compares_the_whole_path_with_the_bare_engine(
     assert "engine idle" in result.stdout
     report = json.loads(out.read_text())
     variants = [r["variant"] for r in report["runs"]]
-    assert variants[0].startswith("bare engine") and variants[-1].startswith("bare engine")
-    assert [v.split(",")[1].strip() for v in variants[1:-1]] == [
+    # Bare engine before and after (all texts in one call, then one task's chunk each time).
+    assert variants[0] == "bare engine, all 150 texts in one call (before)"
+    assert variants[1].startswith("bare engine, one call per task (")
+    assert variants[1].endswith(" tasks, as the API cuts them) (before)")
+    assert variants[-2:] == [v.replace("(before)", "(after)") for v in variants[:2]]
+    assert [v.split(",")[1].strip() for v in variants[2:-2]] == [
         "write in line",
         "write behind the engine",
     ]
-    for run in report["runs"][1:-1]:
+    # The ratio is against the one-call figure (mean of before and after).
+    one_call = (report["runs"][0]["seconds"] + report["runs"][-2]["seconds"]) / 2
+    assert report["runs"][0]["ratio_to_engine"] == pytest.approx(
+        one_call / report["runs"][0]["seconds"]
+    )
+    for run in report["runs"][2:-2]:
         assert run["texts"] == 150 and run["ratio_to_engine"] > 0
         # The worker's own stages were scraped: its engine time is part of the wall time.
         assert 0 < run["split_s"]["engine"] <= run["seconds"]

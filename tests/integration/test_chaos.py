@@ -58,7 +58,11 @@ def test_job_survives_kills_broker_flush_and_postgres_outage(
     if stack.postgres_server is None:
         pytest.fail("the chaos test stops Postgres itself: run it on the embedded stack")
     pipeline = private_pipeline(
-        "chaos", items_per_task=ITEMS_PER_TASK, max_items_per_job=TOTAL, requeue_grace_s=3.0
+        "chaos",
+        items_per_task=ITEMS_PER_TASK,
+        tokens_per_task=10**9,  # tasks of exactly ITEMS_PER_TASK items: the bounds count them
+        max_items_per_job=TOTAL,
+        requeue_grace_s=3.0,
     )
     _audit_writes(pipeline.handle.engine, "vectors_chaos")  # before any worker runs
     corpus = [t for _, t in load_demo_corpus()]

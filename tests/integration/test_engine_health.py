@@ -72,7 +72,7 @@ def test_a_broken_engine_leaves_without_spending_the_attempt(
         collection = get_collection(conn, name)
     assert collection is not None
     items = [NewItem(f"p{i}", f"poison text {i}", {}) for i in range(3)]
-    job_id, _ = create_job(engine, collection, items, items_per_task=16)
+    job_id, _ = create_job(engine, collection, items, 16, 10**9)
     engine.dispose()
     result = subprocess.run(
         [sys.executable, "-c", DELIVERY, database_url, settings.require_redis_url(),

@@ -9,6 +9,7 @@ from pgvector.psycopg import register_vector
 
 from embedq_core.db import libpq_url
 from embedq_core.manifest import ModelManifest
+from embedq_core.task_batches import task_numbers
 from ops.bundled_model import bundled_model_source
 from ops.corpus import load_demo_corpus
 from tests.support import ServiceHandle
@@ -37,7 +38,11 @@ def test_job_is_embedded_into_pgvector_like_sentence_transformers(
     assert response.status_code == 202, response.text
     accepted = response.json()
     assert accepted["total"] == len(items)
-    assert accepted["batches"] == -(-len(items) // services.settings.items_per_task)
+    settings = services.settings
+    tasks = task_numbers(
+        [i["text"] for i in items], settings.items_per_task, settings.tokens_per_task
+    )
+    assert accepted["batches"] == tasks[-1] + 1
 
     job = services.wait_job(accepted["job_id"])
     assert job["status"] == "completed", job

@@ -313,7 +313,7 @@ def test_a_job_recorded_but_never_enqueued_is_sent_by_the_reconciler(
         collection = get_collection(conn, "docs")
     assert collection is not None
     items = [NewItem(f"never-sent-{i}", f"A job nobody enqueued, item {i}.") for i in range(20)]
-    job_id, batches = create_job(services.engine, collection, items, items_per_task=16)
+    job_id, batches = create_job(services.engine, collection, items, 16, 10**9)
     assert batches == 2
     settings = services.settings
     job = services.wait_job(

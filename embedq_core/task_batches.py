@@ -1,0 +1,51 @@
+"""Cutting a job's items into tasks (queued batches) by an estimated token budget and a count.
+
+A task is the engine's sorting window: the worker sorts a task's texts by length before it cuts
+engine batches, so a task of many short texts pads little, while a task of long passages must
+stay small enough to finish well inside the task time limit and to be cheap to re-run. The API
+has no tokenizer (it serves every model), so tokens are estimated from characters: one per
+CJK character (BERT-style Chinese vocabularies split every Han character), one per four other
+characters, plus the two special tokens. The estimate only shapes tasks; the engine's own
+token budget (`max_batch_tokens`) still cuts what the model sees.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+SPECIAL_TOKENS = 2  # [CLS] and [SEP], or <s> and </s>
+CHARS_PER_OTHER_TOKEN = 4
+
+
+def _is_cjk(char: str) -> bool:
+    code = ord(char)
+    return (
+        0x4E00 <= code <= 0x9FFF  # CJK Unified Ideographs
+        or 0x3400 <= code <= 0x4DBF  # Extension A
+        or 0x3040 <= code <= 0x30FF  # Hiragana, Katakana
+        or 0xAC00 <= code <= 0xD7AF  # Hangul syllables
+        or 0xF900 <= code <= 0xFAFF  # Compatibility ideographs
+        or 0x20000 <= code <= 0x2FA1F  # Extensions B onwards
+    )
+
+
+def estimate_tokens(text: str) -> int:
+    """A tokenizer-free estimate of a text's tokens (CJK characters count one each)."""
+    cjk = sum(1 for char in text if _is_cjk(char))
+    other = sum(1 for char in text if not char.isspace()) - cjk
+    return SPECIAL_TOKENS + cjk + -(-other // CHARS_PER_OTHER_TOKEN)
+
+
+def task_numbers(texts: Sequence[str], items_per_task: int, tokens_per_task: int) -> list[int]:
+    """The task (batch_no) of each text, in order: a task closes at items_per_task texts, or
+    before the text that would take its estimated tokens past tokens_per_task (a task always
+    holds at least one text, however long)."""
+    numbers: list[int] = []
+    task, items, tokens = 0, 0, 0
+    for text in texts:
+        estimate = estimate_tokens(text)
+        if items and (items == items_per_task or tokens + estimate > tokens_per_task):
+            task, items, tokens = task + 1, 0, 0
+        numbers.append(task)
+        items, tokens = items + 1, tokens + estimate
+    return numbers
