@@ -68,7 +68,7 @@ def create_job(
     estimated tokens (embedq_core.task_batches); return its id and batch count."""
     job_id = uuid.uuid4()
     numbers = task_numbers([item.text for item in items], items_per_task, tokens_per_task)
-    batches = numbers[-1] + 1 if numbers else 0
+    batches = max(numbers, default=-1) + 1
     with engine.begin() as conn:
         conn.execute(
             insert(jobs).values(

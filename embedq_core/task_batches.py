@@ -1,8 +1,10 @@
 """Cutting a job's items into tasks (queued batches) by an estimated token budget and a count.
 
 A task is the engine's sorting window: the worker sorts a task's texts by length before it cuts
-engine batches, so a task of many short texts pads little, while a task of long passages must
-stay small enough to finish well inside the task time limit and to be cheap to re-run. The API
+engine batches, so the job's texts are dealt into tasks shortest first (a job's order is kept
+by item_index, not by task). A task of many short texts pads little, while a task of long
+passages must stay small enough to finish well inside the task time limit and to be cheap to
+re-run. The API
 has no tokenizer (it serves every model), so tokens are estimated from characters: one per
 CJK character (BERT-style Chinese vocabularies split every Han character), one per four other
 characters, plus the two special tokens. The estimate only shapes tasks; the engine's own
@@ -37,15 +39,18 @@ def estimate_tokens(text: str) -> int:
 
 
 def task_numbers(texts: Sequence[str], items_per_task: int, tokens_per_task: int) -> list[int]:
-    """The task (batch_no) of each text, in order: a task closes at items_per_task texts, or
-    before the text that would take its estimated tokens past tokens_per_task (a task always
-    holds at least one text, however long)."""
-    numbers: list[int] = []
+    """The task (batch_no) of each text, in the texts' order. Texts are taken shortest first
+    (by estimate; ties keep submission order), so each task holds texts of like length and its
+    engine batches pad little, as if the whole job were sorted in one window. A task closes at
+    items_per_task texts, or before the text that would take its estimated tokens past
+    tokens_per_task (a task always holds at least one text, however long)."""
+    estimates = [estimate_tokens(text) for text in texts]
+    numbers = [0] * len(texts)
     task, items, tokens = 0, 0, 0
-    for text in texts:
-        estimate = estimate_tokens(text)
+    for index in sorted(range(len(texts)), key=estimates.__getitem__):
+        estimate = estimates[index]
         if items and (items == items_per_task or tokens + estimate > tokens_per_task):
             task, items, tokens = task + 1, 0, 0
-        numbers.append(task)
+        numbers[index] = task
         items, tokens = items + 1, tokens + estimate
     return numbers

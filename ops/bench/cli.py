@@ -304,6 +304,7 @@ def bench_pipeline(
     the write path alone (1024-d COPY + upsert against executemany)."""
     import json
     import tempfile
+    import time
     from dataclasses import asdict
 
     from rich.console import Console
@@ -357,12 +358,14 @@ def bench_pipeline(
     console.print(write_table)
     out_json.parent.mkdir(parents=True, exist_ok=True)
     payload = {
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": machine,
         "model_dir": str(model_dir),
         "settings": {
             "max_batch_tokens": settings.max_batch_tokens,
             "max_batch_size": settings.max_batch_size,
             "items_per_task": settings.items_per_task,
+            "tokens_per_task": settings.tokens_per_task,
         },
         "runs": [asdict(r) for r in runs],
         "write_path": [asdict(w) for w in writes],

@@ -47,6 +47,21 @@ def bench_texts(count: int) -> list[str]:
     return [f"{corpus[i % len(corpus)]} #{i}" for i in range(count)]
 
 
+def api_task_numbers(texts: list[str], settings: Settings) -> list[int]:
+    """Each text's task as the API cuts the bench's submissions (jobs of max_items_per_job
+    texts, each cut by task_numbers), numbered across the jobs."""
+    numbers: list[int] = []
+    for start in range(0, len(texts), settings.max_items_per_job):
+        job = task_numbers(
+            texts[start : start + settings.max_items_per_job],
+            settings.items_per_task,
+            settings.tokens_per_task,
+        )
+        offset = max(numbers, default=-1) + 1
+        numbers.extend(offset + number for number in job)
+    return numbers
+
+
 def bare_engine(model_dir: Path, config: EngineConfig, texts: list[str], tasks: list[int]) -> float:
     """Seconds the engine alone takes on texts, one call per task (`tasks`: each text's task
     number; all zeros: every text in one call, the engine's best, each text sorted by length
@@ -162,10 +177,10 @@ def run_pipeline_bench(
     # machine that drifts during the run (other tenants, clocks) shifts both sides alike. The
     # ratio is against all texts in one call, the engine's best; the worker's chunks (one task
     # each) show what cutting a job into tasks costs the engine alone.
-    tasks = task_numbers(texts, settings.items_per_task, settings.tokens_per_task)
+    tasks = api_task_numbers(texts, settings)
     bare = [
         (f"bare engine, all {count} texts in one call", [0] * count),
-        (f"bare engine, one call per task ({tasks[-1] + 1} tasks, as the API cuts them)", tasks),
+        (f"bare engine, one call per task ({max(tasks) + 1} tasks, as the API cuts them)", tasks),
     ]
     runs: list[PipelineRun] = []
     for label, numbers in bare:

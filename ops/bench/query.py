@@ -174,6 +174,7 @@ def run_query_bench(
                     "max_batch_tokens": run_settings.max_batch_tokens,
                     "max_batch_size": run_settings.max_batch_size,
                     "items_per_task": run_settings.items_per_task,
+                    "tokens_per_task": run_settings.tokens_per_task,
                 },
                 "bulk_texts": bulk_texts,
                 "rows": [asdict(r) for r in rows],

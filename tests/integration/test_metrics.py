@@ -26,6 +26,7 @@ from embedq_core.catalog import create_collection, register_model_dir
 from embedq_core.db import make_engine
 from embedq_core.manifest import ModelManifest
 from embedq_core.settings import Settings
+from embedq_core.task_batches import task_numbers
 from migrations.app_role import ensure_app_role
 from migrations.schema_upgrade import upgrade_head
 from ops.corpus import load_demo_corpus
@@ -185,19 +186,20 @@ def test_a_real_job_in_the_worker_and_api_metrics(
     assert live.status_code == 200, live.text
     after = scrape(f"{worker_url}/metrics")
 
-    # Counts match the job. The refused id's batch (batch 0) was delivered twice: the first
-    # delivery failed on the write, the reconciler sent it again, the second wrote item by item.
+    # Counts match the job. The refused id's batch was delivered twice: the first delivery
+    # failed on the write, the reconciler sent it again, the second wrote item by item.
     tokenizer = TextTokenizer(model_dir / "tokenizer.json", manifest.max_length)
-    batch_size = handle.settings.items_per_task
+    numbers = task_numbers(texts, handle.settings.items_per_task, handle.settings.tokens_per_task)
+    redone = [i for i, number in enumerate(numbers) if number == numbers[0]]
     tokens = [len(t.ids) for t in tokenizer.tokenize(texts)]
-    batches = -(-len(items) // batch_size)
-    assert (
-        after.value("embedq_worker_texts_embedded_total", **base, work="job")
-        == len(items) + batch_size
-    )
+    batches = max(numbers) + 1
+    assert len(redone) > 1 and batches > 1
+    assert after.value("embedq_worker_texts_embedded_total", **base, work="job") == len(
+        items
+    ) + len(redone)
     assert after.value("embedq_worker_tokens_embedded_total", **base, work="job") == sum(
         tokens
-    ) + sum(tokens[:batch_size])
+    ) + sum(tokens[i] for i in redone)
     padded = after.value("embedq_worker_padded_tokens_total", **base, work="job")
     assert padded >= sum(tokens)
     assert 0 <= after.value("embedq_worker_padding_ratio", **base, work="job") < 1
