@@ -10,7 +10,7 @@ batch again and that delivery writes item by item, so a poison item fails alone.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +40,12 @@ from workers.write_plan import Action, decide
 from workers.writer import VectorRow, read_stored, refresh_unchanged, write_vectors
 
 log = logging.getLogger(__name__)
+
+
+class ClaimNotRecorded(Exception):
+    """Postgres stayed unreachable through db_retry_timeout_s before this delivery's claim was
+    recorded. Postgres then knows nothing of the delivery, so its message must go back to the
+    queue: acknowledged, the batch would wait for the unclaimed-send backstop (an hour)."""
 
 
 @dataclass(frozen=True)
@@ -75,14 +81,17 @@ def process_batch(ctx: WorkerContext, job_id: str, batch_no: int) -> BatchOutcom
         # Both lanes hold batches still being written. Date a claim first: this message was
         # fetched after the last one was acknowledged, and if the worker dies while waiting,
         # the reconciler must find the batch by Postgres's grace rule, not an hour later.
-        _date_claim(ctx.connection(), job_id, batch_no)
+        _date_claim(ctx.connection, job_id, batch_no)
         lane = ctx.writes.lane()
     lock = BatchLock(ctx.settings, lane, job_id, batch_no)
     timer = metrics.start_batch()
     handed_over = False
     try:
         with timer.stage("claim"):
-            batch = lock.run(lambda conn: claim_batch(conn, job_id, batch_no, ctx.worker_name))
+            try:
+                batch = lock.run(lambda conn: claim_batch(conn, job_id, batch_no, ctx.worker_name))
+            except psycopg.OperationalError as exc:  # transient, and retried until it gave up
+                raise ClaimNotRecorded(f"job {job_id} batch {batch_no}: {exc}") from exc
         if batch is None:
             return BatchOutcome(0, 0, skipped_reason="job not found")
         if not batch.items:
@@ -108,7 +117,7 @@ def process_batch(ctx: WorkerContext, job_id: str, batch_no: int) -> BatchOutcom
     except BatchBusy:
         # Its worker is alive; if it dies, its lock goes with its connection and the
         # reconciler sends the batch again, once the grace has passed since this claim.
-        _date_claim(lane.connection(), job_id, batch_no)
+        _date_claim(lane.connection, job_id, batch_no)
         return BatchOutcome(0, 0, skipped_reason="batch is being processed by another worker")
     finally:
         if not handed_over:
@@ -142,7 +151,7 @@ def _store(
             )
         metrics.batch_stored(outcome)
     except BatchBusy:
-        _date_claim(lane.connection(), str(batch.job_id), batch.batch_no)
+        _date_claim(lane.connection, str(batch.job_id), batch.batch_no)
         return BatchOutcome(0, 0, skipped_reason="batch is being processed by another worker")
     except Exception as exc:
         _record_failure(ctx, lock, batch, exc, probe_engine=False)
@@ -179,9 +188,9 @@ def _record_failure(
     lock.run(lambda conn: _record_error(conn, batch, reason))
 
 
-def _date_claim(conn: psycopg.Connection[Any], job_id: str, batch_no: int) -> None:
+def _date_claim(connect: Callable[[], psycopg.Connection[Any]], job_id: str, batch_no: int) -> None:
     try:
-        date_claim(conn, job_id, batch_no)
+        date_claim(connect(), job_id, batch_no)
     except psycopg.Error as exc:
         # Best effort: without it the unclaimed-send backstop still re-sends the batch.
         log.warning("job %s batch %d: could not date a claim: %s", job_id, batch_no, exc)

@@ -7,6 +7,7 @@ import logging
 import numpy as np
 import numpy.typing as npt
 from celery import Celery
+from celery.exceptions import Reject
 
 from embedq_core.queueing import (
     EMBED_BATCH_TASK,
@@ -17,7 +18,8 @@ from embedq_core.queueing import (
     reembed_queue,
 )
 from migrations.reembed.backfill import StepOptions, run_step, step_is_current
-from workers.batch import process_batch
+from workers import metrics
+from workers.batch import ClaimNotRecorded, process_batch
 from workers.context import WorkerContext
 from workers.db_retry import with_db_retry
 from workers.watchdog import time_limit
@@ -49,8 +51,13 @@ def build_worker_app(ctx: WorkerContext) -> Celery:
     @app.task(name=EMBED_BATCH_TASK)  # type: ignore[untyped-decorator]
     def embed_batch(job_id: str, batch_no: int) -> dict[str, int | str | bool | None]:
         # Celery's own time limits are not enforced by the solo pool: see workers/watchdog.py.
-        with time_limit(ctx.settings.task_time_limit_s, f"job {job_id} batch {batch_no}"):
-            outcome = process_batch(ctx, job_id, batch_no)
+        try:
+            with time_limit(ctx.settings.task_time_limit_s, f"job {job_id} batch {batch_no}"):
+                outcome = process_batch(ctx, job_id, batch_no)
+        except ClaimNotRecorded as exc:
+            log.warning("%s; Postgres unreachable before the claim: message back to the queue", exc)
+            metrics.retry("claim_requeued")
+            raise Reject(str(exc), requeue=True) from exc
         return {
             "done": outcome.done,
             "failed": outcome.failed,

@@ -167,7 +167,8 @@ ERRORS = Counter(
 RETRIES = Counter(
     "embedq_worker_retries",
     "Retries by kind: redelivery (a delivery of a batch already attempted), db (a transaction "
-    "run again after a transient database error)",
+    "run again after a transient database error), claim_requeued (a message put back on the "
+    "queue: Postgres stayed unreachable through db_retry_timeout_s before the claim)",
     _labels("kind"),
     registry=REGISTRY,
 )

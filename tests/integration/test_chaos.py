@@ -1,5 +1,6 @@
 """A 5,000-item job survives two SIGKILLed workers, a flushed broker and a 20 s Postgres outage,
-and ends with every item in pgvector, written exactly once (an audit trigger counts the writes)."""
+and ends with every item in pgvector, written exactly once (an audit trigger counts the writes);
+deliveries that cannot claim through an outage longer than the retries go back to the queue."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ import pytest
 import redis
 from sqlalchemy import Engine, text
 
+from embedq_core.catalog import get_collection
+from embedq_core.jobs import NewItem, create_job, mark_enqueued
+from embedq_core.queueing import EMBED_BATCH_TASK, embed_queue, make_celery
 from ops.bundled_model import BUNDLED_MODEL_ID
 from ops.corpus import load_demo_corpus
 from ops.devstack import EmbeddedStack
@@ -132,3 +136,47 @@ def test_job_survives_kills_broker_flush_and_postgres_outage(
     # redelivery, re-send or retry after the outage wrote a finished item again.
     assert set(writes) == {item["id"] for item in items}
     assert Counter(writes.values()) == {1: TOTAL}, Counter(writes.values())
+
+
+def test_a_delivery_that_cannot_claim_through_an_outage_goes_back_to_the_queue(
+    stack: EmbeddedStack, private_pipeline: Callable[..., PrivatePipeline]
+) -> None:
+    if stack.postgres_server is None:
+        pytest.fail("this test stops Postgres itself: run it on the embedded stack")
+    # Retries give up after 1 s, well inside the outage; the unclaimed-send backstop (the
+    # visibility timeout, an hour) is far beyond this test's wait.
+    pipeline = private_pipeline("longoutage", items_per_task=8, db_retry_timeout_s=1.0)
+    settings = pipeline.handle.settings
+    assert settings.visibility_timeout_s >= 3600
+    worker = pipeline.start_worker()
+    with pipeline.handle.engine.connect() as conn:
+        collection = get_collection(conn, "longoutage")
+    assert collection is not None
+    items = [NewItem(f"o{i}", f"Sent while Postgres is down, item {i}.") for i in range(24)]
+    # Recorded as sent (as the API does), published only once Postgres is down.
+    job_id, batches = create_job(pipeline.handle.engine, collection, items, 8, 10**9)
+    mark_enqueued(pipeline.handle.engine, job_id)
+    assert batches == 3
+    requeued = "message back to the queue"
+    _stop_postgres(stack)
+    try:
+        celery = make_celery(settings)
+        for batch_no in range(batches):
+            celery.send_task(
+                EMBED_BATCH_TASK,
+                args=[str(job_id), batch_no],
+                queue=embed_queue(collection.manifest_id),
+            )
+        # More failed claims than messages: only possible if failed deliveries are requeued
+        # (acknowledged, each message would fail once and be gone).
+        deadline = time.monotonic() + 60
+        while worker.log_text().count(requeued) <= batches:
+            assert time.monotonic() < deadline, worker.log_tail()
+            time.sleep(0.1)
+    finally:
+        _start_postgres(stack)
+    job = pipeline.handle.wait_job(str(job_id), timeout_s=120)
+    assert (job["status"], job["done"], job["failed"]) == ("completed", len(items), 0)
+    # A requeued delivery recorded nothing: each item was claimed once, by the delivery that
+    # found Postgres back.
+    assert pipeline.items_sql(str(job_id), "attempts <> 1") == 0
