@@ -150,7 +150,7 @@ def start(
 
     with_lock_retries(conn, draft.table, "start", policy, attempt)
     # CONCURRENTLY: outside a transaction, and with no lock_timeout (see locking.py).
-    conn.execute(ddl.pending_index_statement(draft))
+    ddl.ensure_pending_index(conn, draft)
     with conn.transaction():
         count = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(draft.table)).fetchone()
         set_fields(conn, draft.name, rows_total=int(count[0]) if count else 0)
@@ -192,10 +192,20 @@ def pause(conn: psycopg.Connection[Any], name: str) -> None:
 
 def resume(conn: psycopg.Connection[Any], name: str, celery: Celery) -> None:
     """Continue from the checkpoint (also after a failure, with a fresh attempt budget)."""
-    with conn.transaction():
+
+    def resumable() -> Migration:
         m = load(conn, name, lock=True)
         if m.status not in ("paused", "failed", "running"):
             raise MigrationStateError(f"{name} is {m.status}; only paused or failed resume")
+        return m
+
+    with conn.transaction():
+        m = resumable()
+    # A start interrupted before or while its pending-rows index was built left it missing or
+    # invalid: built first (CONCURRENTLY, outside a transaction), before any step runs again.
+    ddl.ensure_pending_index(conn, m)
+    with conn.transaction():
+        m = resumable()
         set_fields(conn, name, status="running", error=None, step_attempts=0, index_attempts=0)
         token = new_step_token(conn, name)
     send_step(celery, m, token)

@@ -120,18 +120,27 @@ def hnsw_index_statement(m: Migration) -> sql.Composed:
     ).format(new=sql.Identifier(m.columns.new), **n)
 
 
-def drop_invalid_index(conn: psycopg.Connection[Any], m: Migration) -> bool:
-    """A CREATE INDEX CONCURRENTLY killed half-way leaves an invalid index: drop it to retry."""
+def drop_invalid_index(conn: psycopg.Connection[Any], m: Migration, kind: str = "hnsw") -> bool:
+    """A CREATE INDEX CONCURRENTLY killed half-way leaves an invalid index, which the planner
+    ignores and IF NOT EXISTS keeps: drop it so the build can be retried. kind: "hnsw" or
+    "pending"."""
     n = _names(m)
     row = conn.execute(
         "SELECT NOT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
         " JOIN pg_namespace s ON s.oid = c.relnamespace WHERE s.nspname = %s AND c.relname = %s",
-        (m.table_schema, f"{m.object_prefix}_hnsw"),
+        (m.table_schema, f"{m.object_prefix}_{kind}"),
     ).fetchone()
     if row is not None and row[0]:
-        conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(n["hnsw_index_q"]))
+        conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(n[f"{kind}_index_q"]))
         return True
     return False
+
+
+def ensure_pending_index(conn: psycopg.Connection[Any], m: Migration) -> None:
+    """The pending-rows index, valid: built if missing, rebuilt if a build was interrupted
+    (without it every pass scans the whole table). Autocommit connection: CONCURRENTLY."""
+    drop_invalid_index(conn, m, "pending")
+    conn.execute(pending_index_statement(m))
 
 
 def swap_statements(m: Migration, to_cut_over: bool) -> list[sql.Composed]:

@@ -740,7 +740,21 @@ def test_pause_resume_status_api_and_metrics(
     assert 'embedq_reembed_rows_per_second{migration="paused"}' in metrics
     assert env.state("paused")["chunks_done"] == frozen
 
+    # As a start interrupted during CREATE INDEX CONCURRENTLY leaves it: the pending-rows index
+    # invalid (the planner ignores it; IF NOT EXISTS would keep it). Resume rebuilds it.
+    pending_valid = (
+        "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+        " WHERE c.relname = 'embedq_paused_pending'"
+    )
+    with env.connect() as conn:
+        conn.execute(
+            "UPDATE pg_index SET indisvalid = false"
+            " WHERE indexrelid = '\"Shop Data\".embedq_paused_pending'::regclass"
+        )
+        assert conn.execute(pending_valid).fetchone() == (False,)
     env.cli("reembed", "resume", "paused")
+    with env.connect() as conn:
+        assert conn.execute(pending_valid).fetchone() == (True,)
     env.wait(lambda: env.state("paused")["phase"] == "following", "completion after resume")
     watched = env.cli("reembed", "status", "paused", "--watch").stdout
     assert "following" in watched
