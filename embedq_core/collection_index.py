@@ -1,11 +1,12 @@
 """A collection's HNSW index is built after its bulk load, not row by row during it.
 
 Inserting into an HNSW index costs a graph search per row: measured with `embedq bench
-write-path`, 1024-d rows go in about 50× slower with the index present than without. So a new
-collection's table starts without it; once the collection has rows and no unfinished job, a
-worker's maintenance thread builds it `CONCURRENTLY` (readers and writers go on), and from then
-on Postgres keeps it up to date. Until then a search scans the table exactly: right answers,
-slower on large tables.
+write-path`, 1024-d rows go in about 50× slower with the index present than without. So a new collection's table starts without it; once the collection has rows and its
+unfinished jobs hold fewer than `index_pending_items_below` pending items (its bulk load is
+over, or what arrives is a steady stream of small jobs, which would otherwise keep a job
+unfinished at every moment and the table unindexed for ever), a worker's maintenance thread
+builds it `CONCURRENTLY` (readers and writers go on), and from then on Postgres keeps it up to
+date. Until then a search scans the table exactly: right answers, slower on large tables.
 """
 
 from __future__ import annotations
@@ -36,29 +37,37 @@ def sparse_index_name(vector_table: str) -> str:
     return f"{vector_table}_sparse_hnsw"
 
 
-def collections_to_index(conn: psycopg.Connection[Any]) -> list[str]:
-    """Vector tables without a valid HNSW index whose collection has rows and no unfinished
-    job: their bulk load is over."""
+# A collection's pending items: what its unfinished jobs have not yet done or failed.
+_PENDING_BELOW = """
+          AND (SELECT coalesce(sum(j.total - j.done - j.failed), 0) FROM jobs j
+               WHERE j.collection = c.name AND j.finished_at IS NULL) < %(pending_below)s"""
+
+
+def collections_to_index(conn: psycopg.Connection[Any], pending_items_below: int) -> list[str]:
+    """Vector tables without a valid HNSW index whose collection has rows and fewer than
+    pending_items_below items pending in unfinished jobs: their bulk load is over."""
     rows = conn.execute(
         """
         SELECT c.vector_table FROM collections c
-        WHERE c.dimension <= %s
+        WHERE c.dimension <= %(max_dimensions)s
           AND NOT EXISTS (
                 SELECT 1 FROM pg_index i JOIN pg_class x ON x.oid = i.indexrelid
                 WHERE x.relname = c.vector_table || '_embedding_hnsw' AND i.indisvalid)
-          AND NOT EXISTS (
-                SELECT 1 FROM jobs j WHERE j.collection = c.name AND j.finished_at IS NULL)
-          AND to_regclass(quote_ident(c.vector_table)) IS NOT NULL
+          AND to_regclass(quote_ident(c.vector_table)) IS NOT NULL"""
+        + _PENDING_BELOW
+        + """
         ORDER BY c.name
         """,
-        (MAX_HNSW_DIMENSIONS,),
+        {"max_dimensions": MAX_HNSW_DIMENSIONS, "pending_below": pending_items_below},
     ).fetchall()
     return [r[0] for r in rows if _has_rows(conn, r[0])]
 
 
-def sparse_collections_to_index(conn: psycopg.Connection[Any]) -> list[str]:
+def sparse_collections_to_index(
+    conn: psycopg.Connection[Any], pending_items_below: int
+) -> list[str]:
     """Vector tables of sparse models without a valid index on their lexical weights, whose
-    bulk load is over (rows, no unfinished job). Rows hold at most STORED_SPARSE_TOKENS
+    bulk load is over (as collections_to_index). Rows hold at most STORED_SPARSE_TOKENS
     non-zeros, within what pgvector's HNSW takes (1,000)."""
     rows = conn.execute(
         """
@@ -68,11 +77,12 @@ def sparse_collections_to_index(conn: psycopg.Connection[Any]) -> list[str]:
           AND NOT EXISTS (
                 SELECT 1 FROM pg_index i JOIN pg_class x ON x.oid = i.indexrelid
                 WHERE x.relname = c.vector_table || '_sparse_hnsw' AND i.indisvalid)
-          AND NOT EXISTS (
-                SELECT 1 FROM jobs j WHERE j.collection = c.name AND j.finished_at IS NULL)
-          AND to_regclass(quote_ident(c.vector_table)) IS NOT NULL
+          AND to_regclass(quote_ident(c.vector_table)) IS NOT NULL"""
+        + _PENDING_BELOW
+        + """
         ORDER BY c.name
-        """
+        """,
+        {"pending_below": pending_items_below},
     ).fetchall()
     return [r[0] for r in rows if _has_rows(conn, r[0])]
 

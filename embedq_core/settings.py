@@ -82,6 +82,11 @@ class Settings(BaseSettings):
     reembed_lock_retry_timeout_s: float = Field(default=120.0, gt=0)
     # How often each worker's maintenance thread looks for an HNSW index to build.
     reembed_index_poll_interval_s: float = Field(default=5.0, gt=0)
+    # A collection's HNSW index is built once its unfinished jobs hold fewer pending items than
+    # this: after a bulk load, and under a steady stream of small jobs that never drains (few
+    # items pending at any moment, where a bulk load holds many). Small, so the tail of a load
+    # written with the index present (a graph search per row) stays short.
+    index_pending_items_below: int = Field(default=256, ge=1)
 
     # API
     api_host: str = "127.0.0.1"

@@ -54,8 +54,9 @@ class IndexMaintenance:
                 break
             if build_index(conn, name, self._options) == "built":
                 built += 1
-        due = [(t, build_hnsw_index) for t in collections_to_index(conn)]
-        due += [(t, build_sparse_index) for t in sparse_collections_to_index(conn)]
+        pending_below = self._settings.index_pending_items_below
+        due = [(t, build_hnsw_index) for t in collections_to_index(conn, pending_below)]
+        due += [(t, build_sparse_index) for t in sparse_collections_to_index(conn, pending_below)]
         for vector_table, build in due:
             if self._stop.is_set():
                 break
