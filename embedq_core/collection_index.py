@@ -1,12 +1,13 @@
 """A collection's HNSW index is built after its bulk load, not row by row during it.
 
 Inserting into an HNSW index costs a graph search per row: measured with `embedq bench
-write-path`, 1024-d rows go in about 50× slower with the index present than without. So a new collection's table starts without it; once the collection has rows and its
-unfinished jobs hold fewer than `index_pending_items_below` pending items (its bulk load is
-over, or what arrives is a steady stream of small jobs, which would otherwise keep a job
-unfinished at every moment and the table unindexed for ever), a worker's maintenance thread
-builds it `CONCURRENTLY` (readers and writers go on), and from then on Postgres keeps it up to
-date. Until then a search scans the table exactly: right answers, slower on large tables.
+write-path`, 1024-d rows go in about 50× slower with the index present than without. So a new
+collection's table starts without it; once the collection has rows and its unfinished jobs hold
+fewer than `index_pending_items_below` pending items (its bulk load is over, or what arrives is
+a steady stream of small jobs, which would otherwise keep a job unfinished at every moment and
+the table unindexed for ever), a worker's maintenance thread builds it `CONCURRENTLY` (readers
+and writers go on), and from then on Postgres keeps it up to date. Until then a search scans
+the table exactly: right answers, slower on large tables.
 """
 
 from __future__ import annotations
