@@ -4,37 +4,31 @@ A task is the engine's sorting window: the worker sorts a task's texts by length
 engine batches, so the job's texts are dealt into tasks shortest first (a job's order is kept
 by item_index, not by task). A task of many short texts pads little, while a task of long
 passages must stay small enough to finish well inside the task time limit and to be cheap to
-re-run. The API
-has no tokenizer (it serves every model), so tokens are estimated from characters: one per
-CJK character (BERT-style Chinese vocabularies split every Han character), one per four other
-characters, plus the two special tokens. The estimate only shapes tasks; the engine's own
-token budget (`max_batch_tokens`) still cuts what the model sees.
+re-run. The API has no tokenizer (it serves every model), so tokens are estimated from
+characters: one per CJK character (BERT-style Chinese vocabularies split every Han character),
+one per four other characters, plus the two special tokens. The estimate only shapes tasks;
+the engine's own token budget (`max_batch_tokens`) still cuts what the model sees.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 SPECIAL_TOKENS = 2  # [CLS] and [SEP], or <s> and </s>
 CHARS_PER_OTHER_TOKEN = 4
-
-
-def _is_cjk(char: str) -> bool:
-    code = ord(char)
-    return (
-        0x4E00 <= code <= 0x9FFF  # CJK Unified Ideographs
-        or 0x3400 <= code <= 0x4DBF  # Extension A
-        or 0x3040 <= code <= 0x30FF  # Hiragana, Katakana
-        or 0xAC00 <= code <= 0xD7AF  # Hangul syllables
-        or 0xF900 <= code <= 0xFAFF  # Compatibility ideographs
-        or 0x20000 <= code <= 0x2FA1F  # Extensions B onwards
-    )
+# Characters a BERT-style CJK vocabulary splits one by one: CJK Unified Ideographs, Extension
+# A, Hiragana and Katakana, Hangul syllables, compatibility ideographs, Extensions B onwards.
+_CJK = re.compile(
+    "[\u4e00-\u9fff\u3400-\u4dbf\u3040-\u30ff\uac00-\ud7af\uf900-\ufaff\U00020000-\U0002fa1f]"
+)
+_SPACE = re.compile(r"\s")
 
 
 def estimate_tokens(text: str) -> int:
     """A tokenizer-free estimate of a text's tokens (CJK characters count one each)."""
-    cjk = sum(1 for char in text if _is_cjk(char))
-    other = sum(1 for char in text if not char.isspace()) - cjk
+    cjk = len(_CJK.findall(text))
+    other = len(text) - len(_SPACE.findall(text)) - cjk
     return SPECIAL_TOKENS + cjk + -(-other // CHARS_PER_OTHER_TOKEN)
 
 

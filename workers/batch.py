@@ -90,8 +90,10 @@ def process_batch(ctx: WorkerContext, job_id: str, batch_no: int) -> BatchOutcom
         with timer.stage("claim"):
             try:
                 batch = lock.run(lambda conn: claim_batch(conn, job_id, batch_no, ctx.worker_name))
-            except psycopg.OperationalError as exc:  # transient, and retried until it gave up
-                raise ClaimNotRecorded(f"job {job_id} batch {batch_no}: {exc}") from exc
+            except Exception as exc:
+                if is_transient(exc):  # lock.run retried it until db_retry_timeout_s ran out
+                    raise ClaimNotRecorded(f"job {job_id} batch {batch_no}: {exc}") from exc
+                raise
         if batch is None:
             return BatchOutcome(0, 0, skipped_reason="job not found")
         if not batch.items:

@@ -10,7 +10,7 @@ the table's own UPDATE triggers fire), and a trigger marks rows whose text chang
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import psycopg
 from psycopg import sql
@@ -120,10 +120,14 @@ def hnsw_index_statement(m: Migration) -> sql.Composed:
     ).format(new=sql.Identifier(m.columns.new), **n)
 
 
-def drop_invalid_index(conn: psycopg.Connection[Any], m: Migration, kind: str = "hnsw") -> bool:
+IndexKind = Literal["hnsw", "pending"]
+
+
+def drop_invalid_index(
+    conn: psycopg.Connection[Any], m: Migration, kind: IndexKind = "hnsw"
+) -> bool:
     """A CREATE INDEX CONCURRENTLY killed half-way leaves an invalid index, which the planner
-    ignores and IF NOT EXISTS keeps: drop it so the build can be retried. kind: "hnsw" or
-    "pending"."""
+    ignores and IF NOT EXISTS keeps: drop it so the build can be retried."""
     n = _names(m)
     row = conn.execute(
         "SELECT NOT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"

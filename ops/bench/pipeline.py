@@ -182,10 +182,16 @@ def run_pipeline_bench(
         (f"bare engine, all {count} texts in one call", [0] * count),
         (f"bare engine, one call per task ({max(tasks) + 1} tasks, as the API cuts them)", tasks),
     ]
-    runs: list[PipelineRun] = []
-    for label, numbers in bare:
-        seconds = bare_engine(model_dir, config, texts, numbers)
-        runs.append(PipelineRun(f"{label} (before)", count, seconds, count / seconds))
+
+    def bare_runs(when: str) -> list[PipelineRun]:
+        runs = []
+        for label, numbers in bare:
+            seconds = bare_engine(model_dir, config, texts, numbers)
+            runs.append(PipelineRun(f"{label} ({when})", count, seconds, count / seconds))
+        return runs
+
+    before = bare_runs("before")
+    pipelines: list[PipelineRun] = []
     with (
         tempfile.TemporaryDirectory() as data_dir,
         EmbeddedStack(settings, Path(data_dir)) as stack,
@@ -218,11 +224,10 @@ def run_pipeline_bench(
                 Path(data_dir),
                 hnsw=hnsw,
             )
-            runs.append(PipelineRun(variant, count, seconds, count / seconds, 0.0, split))
-    for label, numbers in bare:
-        seconds = bare_engine(model_dir, config, texts, numbers)
-        runs.append(PipelineRun(f"{label} (after)", count, seconds, count / seconds))
-    engine_s = (runs[0].seconds + runs[-2].seconds) / 2  # all texts in one call, before/after
+            pipelines.append(PipelineRun(variant, count, seconds, count / seconds, 0.0, split))
+    after = bare_runs("after")
+    engine_s = (before[0].seconds + after[0].seconds) / 2  # all texts in one call
+    runs = before + pipelines + after
     for run in runs:
         run.ratio_to_engine = engine_s / run.seconds
     return runs

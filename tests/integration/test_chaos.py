@@ -169,10 +169,9 @@ def test_a_delivery_that_cannot_claim_through_an_outage_goes_back_to_the_queue(
             )
         # More failed claims than messages: only possible if failed deliveries are requeued
         # (acknowledged, each message would fail once and be gone).
-        deadline = time.monotonic() + 60
-        while worker.log_text().count(requeued) <= batches:
-            assert time.monotonic() < deadline, worker.log_tail()
-            time.sleep(0.1)
+        pipeline.wait_until(
+            lambda: worker.log_text().count(requeued) > batches, 60, "requeued deliveries"
+        )
     finally:
         _start_postgres(stack)
     job = pipeline.handle.wait_job(str(job_id), timeout_s=120)
