@@ -81,10 +81,33 @@ def test_job_survives_kills_broker_flush_and_postgres_outage(
     def in_flight() -> bool:
         return pipeline.items_sql(job_id, "status = 'pending' AND attempts > 0") > 0
 
+    def in_flight_batches() -> list[int]:
+        with pipeline.handle.engine.connect() as conn:
+            rows = conn.execute(
+                text(
+                    "SELECT DISTINCT batch_no FROM job_items"
+                    " WHERE job_id = :j AND status = 'pending' AND attempts > 0"
+                ),
+                {"j": job_id},
+            ).all()
+        return [r[0] for r in rows]
+
+    def finished(batches: list[int]) -> bool:
+        numbers = ",".join(str(b) for b in batches) or "-1"
+        return pipeline.items_sql(job_id, f"status = 'pending' AND batch_no IN ({numbers})") == 0
+
     worker = pipeline.start_worker()
+    interrupted: list[int] = []
     for threshold in (300, 1000):  # SIGKILL twice while a batch is claimed and not yet written
-        pipeline.wait_until(lambda t=threshold: done() >= t and in_flight(), 120, f"{threshold}")
+        # The batches the first kill interrupted are finished before the second kill, so no
+        # batch is interrupted twice (the bound on attempts below allows one interruption).
+        pipeline.wait_until(
+            lambda t=threshold, i=interrupted: done() >= t and in_flight() and finished(i),
+            120,
+            f"{threshold}",
+        )
         worker.kill()
+        interrupted = in_flight_batches()  # the worker is dead: nothing moves now
         worker = pipeline.start_worker()
 
     pipeline.wait_until(lambda: done() >= 2000, 120, "2000 done")
