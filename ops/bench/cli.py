@@ -303,6 +303,7 @@ def bench_pipeline(
     """Whole path against the bare engine on the same texts, the worker's own time split, and
     the write path alone (1024-d COPY + upsert against executemany)."""
     import json
+    import os
     import tempfile
     import time
     from dataclasses import asdict
@@ -311,6 +312,7 @@ def bench_pipeline(
     from rich.table import Table
 
     from migrations.schema_upgrade import upgrade_head
+    from ops.bench.cpu_share import ROLES
     from ops.bench.engine import machine_description
     from ops.bench.pipeline import run_pipeline_bench
     from ops.bench.write_path import run_write_path
@@ -343,6 +345,23 @@ def bench_pipeline(
             *split,
         )
     console.print(table)
+    # What shares the cores with the engine: the worker's own CPU includes the engine's threads.
+    cpu_table = Table(title="CPU seconds used during each whole-path run, by part of the stack")
+    roles = (*ROLES, "idle")
+    # A new collection's HNSW index is built after its bulk load; the bench waits for it before
+    # the next run, so a build never runs into another measurement.
+    for column in ("variant", "wall × cores", *roles, "HNSW valid after"):
+        cpu_table.add_column(column, justify="left" if column == "variant" else "right")
+    cores = os.cpu_count() or 1
+    for run in runs:
+        if run.cpu_s:
+            cpu_table.add_row(
+                run.variant,
+                f"{run.seconds * cores:.1f}",
+                *(f"{run.cpu_s.get(role, 0.0):.1f}" for role in roles),
+                f"{run.index_ready_s:.1f}s" if run.index_ready_s is not None else "",
+            )
+    console.print(cpu_table)
     with (
         tempfile.TemporaryDirectory() as data_dir,
         EmbeddedStack(settings, Path(data_dir)) as stack,

@@ -3,6 +3,7 @@ bare engine on the same texts, in one run, with the time split the worker itself
 
 from __future__ import annotations
 
+import os
 import re
 import tempfile
 import time
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from sqlalchemy import Engine
 
 from embedq_core.api_keys import create_key
 from embedq_core.catalog import create_collection, register_model_dir
@@ -20,6 +22,7 @@ from embedq_core.db import make_engine
 from embedq_core.settings import Settings
 from embedq_core.task_batches import task_numbers
 from migrations.schema_upgrade import upgrade_head
+from ops.bench import cpu_share
 from ops.corpus import load_bench_corpus
 from ops.devstack import EmbeddedStack, free_port
 from ops.processes import ChildProcess, start_api, start_worker
@@ -39,6 +42,20 @@ class PipelineRun:
     texts_per_s: float
     ratio_to_engine: float = 1.0
     split_s: dict[str, float] = field(default_factory=dict)
+    cpu_s: dict[str, float] = field(default_factory=dict)
+    # A new collection's HNSW index: valid this long after its last job finished.
+    index_ready_s: float | None = None
+
+
+@dataclass(frozen=True)
+class WholePath:
+    """One whole-path run: wall seconds, the worker's stage sums, CPU seconds by part of the
+    stack, and when a new collection's HNSW index was ready (None when it had one already)."""
+
+    seconds: float
+    split_s: dict[str, float]
+    cpu_s: dict[str, float]
+    index_ready_s: float | None
 
 
 def bench_texts(count: int) -> list[str]:
@@ -94,9 +111,11 @@ def whole_path(
     collection: str,
     log_dir: Path,
     hnsw: bool = False,
-) -> tuple[float, dict[str, float]]:
-    """Seconds from the first submission to the last job completed, and the worker's stage
-    sums (queue wait, claim, tokenize, engine, write) over that run."""
+) -> WholePath:
+    """Seconds from the first submission to the last job completed, the worker's stage sums
+    (queue wait, claim, tokenize, engine, write) and the CPU seconds each part of the stack used
+    over that run. Returns once a new collection's HNSW index is built, so the build does not
+    run into the next measurement."""
     engine = make_engine(settings.require_database_url(), pool_size=1)
     with engine.begin() as conn:
         manifest = register_model_dir(conn, model_dir)
@@ -120,6 +139,12 @@ def whole_path(
         )
         metrics_url = f"http://{settings.worker_metrics_host}:{settings.worker_metrics_port}"
         before = _stage_sums(httpx.get(f"{metrics_url}/metrics", timeout=10).text)
+        roles = {
+            os.getpid(): "bench client",
+            children[0].popen.pid: "api",
+            children[1].popen.pid: "worker",
+        }
+        cpu_before = cpu_share.snapshot(roles)
         per_job = settings.max_items_per_job
         started = time.time()  # wall clock: compared with Postgres's finished_at, same machine
         job_ids = []
@@ -131,6 +156,7 @@ def whole_path(
             response.raise_for_status()
             job_ids.append(response.json()["job_id"])
         _wait(client, job_ids, children)
+        cpu = cpu_share.used_between(cpu_before, cpu_share.snapshot(roles))
         # When the last job finished, as Postgres recorded it: the client's polling interval
         # is not part of the pipeline's time.
         engine = make_engine(settings.require_database_url(), pool_size=1)
@@ -139,14 +165,38 @@ def whole_path(
                 "SELECT extract(epoch FROM max(finished_at)) FROM jobs WHERE id = ANY(%(ids)s)",
                 {"ids": [uuid.UUID(j) for j in job_ids]},
             ).scalar_one()
-        engine.dispose()
         seconds = float(finished) - started
         after = _stage_sums(httpx.get(f"{metrics_url}/metrics", timeout=10).text)
+        index_ready_s = None
+        if not hnsw:
+            _wait_for_index(engine, hnsw_index_name(created.vector_table), children)
+            index_ready_s = time.time() - float(finished)
+        engine.dispose()
     finally:
         for child in reversed(children):
             child.stop()
     split = {stage: after.get(stage, 0.0) - before.get(stage, 0.0) for stage in after}
-    return seconds, split
+    return WholePath(seconds, split, cpu, index_ready_s)
+
+
+def _wait_for_index(engine: Engine, index_name: str, children: list[ChildProcess]) -> None:
+    """Wait until the worker's maintenance thread has built index_name (it looks every
+    reembed_index_poll_interval_s once the bulk load is over)."""
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        for child in children:
+            if not child.alive():
+                raise RuntimeError(f"{child.name} died:\n{child.log_tail()}")
+        with engine.connect() as conn:
+            valid = conn.exec_driver_sql(
+                "SELECT i.indisvalid FROM pg_index i JOIN pg_class x ON x.oid = i.indexrelid"
+                " WHERE x.relname = %(name)s",
+                {"name": index_name},
+            ).scalar()
+        if valid:
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"index {index_name} was not built in 600 s")
 
 
 def _wait(client: httpx.Client, job_ids: list[str], children: list[ChildProcess]) -> None:
@@ -216,7 +266,7 @@ def run_pipeline_bench(
                 ("whole path, write behind, HNSW-indexed table", "bench_behind_ix", True, True),
             ]
         for variant, collection, write_behind, hnsw in variants:
-            seconds, split = whole_path(
+            run = whole_path(
                 run_settings.model_copy(update={"write_behind": write_behind}),
                 model_dir,
                 texts,
@@ -224,10 +274,21 @@ def run_pipeline_bench(
                 Path(data_dir),
                 hnsw=hnsw,
             )
-            pipelines.append(PipelineRun(variant, count, seconds, count / seconds, 0.0, split))
+            pipelines.append(
+                PipelineRun(
+                    variant,
+                    count,
+                    run.seconds,
+                    count / run.seconds,
+                    0.0,
+                    run.split_s,
+                    run.cpu_s,
+                    run.index_ready_s,
+                )
+            )
     after = bare_runs("after")
     engine_s = (before[0].seconds + after[0].seconds) / 2  # all texts in one call
     runs = before + pipelines + after
-    for run in runs:
-        run.ratio_to_engine = engine_s / run.seconds
+    for measured in runs:
+        measured.ratio_to_engine = engine_s / measured.seconds
     return runs
