@@ -6,6 +6,8 @@ This module owns every transition of a batch's delivery, whoever makes it:
 - sent: `sends` + 1 and `sent_at`, dated no later than the publish of the message (the API
   dates its first send at the job's creation; the reconciler dates a re-send at the start of
   the transaction that publishes it), so a claim of that message is always at or after it;
+- waiting: sent, and not claimed since (its message is in the queue); a worker coalescing
+  small batches may claim it before its message arrives (the message then finds nothing);
 - claimed: `claimed_at`, `claimed_by`, in the worker's claim transaction; also `claimed_at`
   alone when a delivery found the batch locked by another live worker (its message is consumed:
   if that worker then fails, the grace rule sends the batch again);
@@ -56,6 +58,52 @@ WHERE b.finished_at IS NULL AND j.finished_at IS NULL
               WHERE i.job_id = b.job_id AND i.batch_no = b.batch_no AND i.status = 'pending')
 ORDER BY j.created_at, b.batch_no
 """
+
+
+_WAITING_SMALL_BATCHES_SQL = """
+SELECT b.job_id::text, b.batch_no, count(*)::int
+FROM job_batches b
+JOIN jobs j ON j.id = b.job_id
+JOIN job_items i ON i.job_id = b.job_id AND i.batch_no = b.batch_no AND i.status = 'pending'
+WHERE j.manifest_id = %(manifest_id)s AND j.finished_at IS NULL AND b.finished_at IS NULL
+  AND b.sent_at IS NOT NULL AND (b.claimed_at IS NULL OR b.claimed_at < b.sent_at)
+  AND NOT (b.job_id = %(job_id)s AND b.batch_no = %(batch_no)s)
+GROUP BY b.job_id, b.batch_no, b.sent_at
+HAVING count(*) < %(items_below)s
+ORDER BY b.sent_at, b.job_id, b.batch_no
+LIMIT %(limit)s
+"""
+
+
+@dataclass(frozen=True)
+class WaitingBatch:
+    """A small batch whose message waits in the queue (sent, not claimed since)."""
+
+    job_id: str
+    batch_no: int
+    pending_items: int
+
+
+def waiting_small_batches(
+    conn: psycopg.Connection[Any],
+    manifest_id: str,
+    besides: tuple[str, int],
+    items_below: int,
+    limit: int,
+) -> list[WaitingBatch]:
+    """Up to `limit` batches of the model's unfinished jobs, other than `besides` (job, batch),
+    that wait in the queue with fewer than items_below pending items; oldest send first."""
+    rows = conn.execute(
+        _WAITING_SMALL_BATCHES_SQL,
+        {
+            "manifest_id": manifest_id,
+            "job_id": besides[0],
+            "batch_no": besides[1],
+            "items_below": items_below,
+            "limit": limit,
+        },
+    ).fetchall()
+    return [WaitingBatch(r[0], r[1], r[2]) for r in rows]
 
 
 @dataclass(frozen=True)

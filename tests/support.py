@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from embedq_core.manifest import MANIFEST_FILENAME, ModelManifest
 from embedq_core.settings import Settings
@@ -114,3 +114,42 @@ class PrivatePipeline:
             time.sleep(0.02)
         tails = "\n".join(f"--- {c.name}\n{c.log_tail()}" for c in self.handle.children)
         raise AssertionError(f"timed out waiting for {what}\n{tails}")
+
+
+# Writes into the collection wait for this advisory lock while the test holds it.
+WRITE_GATE = 4242
+
+
+def gate_writes_and_audit(pipeline: PrivatePipeline) -> None:
+    """Make every insert or update of the collection's table wait while WRITE_GATE is held
+    exclusively, and record each write in <table>_writes (committed writes only)."""
+    table = f"vectors_{pipeline.collection}"
+    with pipeline.handle.engine.begin() as conn:
+        conn.execute(text(f"CREATE TABLE {table}_writes (id text NOT NULL)"))
+        conn.execute(
+            text(
+                f"CREATE FUNCTION {table}_gate() RETURNS trigger LANGUAGE plpgsql AS $$"
+                f" BEGIN PERFORM pg_advisory_lock_shared({WRITE_GATE});"
+                f" PERFORM pg_advisory_unlock_shared({WRITE_GATE});"
+                f" INSERT INTO {table}_writes VALUES (NEW.id); RETURN NEW; END $$"
+            )
+        )
+        conn.execute(
+            text(
+                f"CREATE TRIGGER {table}_gate BEFORE INSERT OR UPDATE ON {table}"
+                f" FOR EACH ROW EXECUTE FUNCTION {table}_gate()"
+            )
+        )
+
+
+def writes_waiting(pipeline: PrivatePipeline) -> int:
+    """How many writes of the collection wait at the gate now."""
+    with pipeline.handle.engine.connect() as conn:
+        waiting = conn.execute(
+            text(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                " AND objid = :gate"
+            ),
+            {"gate": WRITE_GATE},
+        ).scalar_one()
+    return int(waiting)

@@ -1,45 +1,50 @@
-"""Processing one batch: claim its pending items, embed, write vectors, mark items done.
+"""Processing one delivery: claim its batch's pending items, embed, write vectors, finish items.
 
 One delivery is one claim, and one attempt. Transient database errors (connection loss,
 failover, deadlock, serialization failure) run the failed transaction again with the claim and
 the vectors already computed: they spend no attempt. A text the engine cannot embed fails
 alone. A write error fails the delivery with its reason on the items; the reconciler sends the
-batch again and that delivery writes item by item, so a poison item fails alone.
+batch again and that delivery writes item by item, so a poison item fails alone. A small batch
+takes other waiting small batches of its model into the same engine call (workers/coalesce.py);
+each is still written and finished on its own.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
-import numpy as np
 import psycopg
 
 from embedq_core.batch_delivery import date_claim
 from workers import engine_health, metrics
 from workers.batch_lock import BatchBusy, BatchLock
+from workers.batch_write import fail_all, write_batch
+from workers.coalesce import HeldBatch, claim_companions, embed_together
 from workers.context import WorkerContext
 from workers.db_retry import is_transient
 from workers.db_session import DbSession
-from workers.embed_isolation import Embedded, TextEmbedder, embed_isolating
-from workers.engine.pooling import FloatArray
+from workers.embed_isolation import Embedded
 from workers.job_state import (
     ClaimedBatch,
     ClaimedItem,
     claim_batch,
-    finish_batch,
-    pending_ids,
     record_batch_error,
     refund_attempt,
 )
 from workers.metrics import BatchTimer
+from workers.outcome import BatchOutcome
 from workers.watchdog import time_limit
 from workers.write_plan import Action, decide
-from workers.writer import VectorRow, read_stored, refresh_unchanged, write_vectors
+from workers.writer import read_stored
 
 log = logging.getLogger(__name__)
+
+__all__ = ["BatchOutcome", "ClaimNotRecorded", "process_batch"]
 
 
 class ClaimNotRecorded(Exception):
@@ -49,33 +54,30 @@ class ClaimNotRecorded(Exception):
 
 
 @dataclass(frozen=True)
-class BatchOutcome:
-    """What one delivery of a batch did. `done` counts unchanged and superseded items too;
-    `written_behind`: the write was handed to the writer thread, which ends the batch."""
-
-    done: int
-    failed: int
-    unchanged: int = 0
-    superseded: int = 0
-    skipped_reason: str | None = None
-    written_behind: bool = False
-
-
-@dataclass(frozen=True)
 class EmbeddedBatch:
     """A claimed batch with its vectors computed, ready to be written."""
 
-    batch: ClaimedBatch
+    held: HeldBatch
     candidates: list[ClaimedItem]
     gave_up: dict[str, str]
     embedded: Embedded
     model_id: str
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """A claimed batch's items sorted out before the engine runs."""
+
+    held: HeldBatch
+    candidates: list[ClaimedItem]
+    gave_up: dict[str, str]
+    to_embed: list[ClaimedItem]
+
+
 def process_batch(ctx: WorkerContext, job_id: str, batch_no: int) -> BatchOutcome:
-    """Claim and embed one batch, then write it: behind the engine when write-behind is on (the
-    writer thread then ends the batch), in line otherwise. Safe to run again, or twice at once,
-    for the same batch."""
+    """Claim and embed one batch (with waiting small batches of its model when it is small),
+    then write each: behind the engine when write-behind is on (the writer thread then ends the
+    batches), in line otherwise. Safe to run again, or twice at once, for the same batch."""
     lane = ctx.writes.free_lane()
     if lane is None:
         # Both lanes hold batches still being written. Date a claim first: this message was
@@ -85,6 +87,7 @@ def process_batch(ctx: WorkerContext, job_id: str, batch_no: int) -> BatchOutcom
         lane = ctx.writes.lane()
     lock = BatchLock(ctx.settings, lane, job_id, batch_no)
     timer = metrics.start_batch()
+    locks = [lock]  # released here unless the write was handed over
     handed_over = False
     try:
         with timer.stage("claim"):
@@ -101,18 +104,25 @@ def process_batch(ctx: WorkerContext, job_id: str, batch_no: int) -> BatchOutcom
         timer.queue_wait(batch.queued_s)
         if any(item.attempts > 1 for item in batch.items):
             metrics.retry("redelivery")
+        model_id = ctx.embedder.manifest.manifest_id
+        if batch.manifest_id != model_id:
+            return _wrong_model(HeldBatch(lock, batch), model_id)
+        with timer.stage("claim"):
+            companions = claim_companions(ctx, lane, batch)
+        locks += [each.lock for each in companions]
+        held = [HeldBatch(lock, batch), *companions]
+        if companions:
+            metrics.coalesced(len(companions))
         try:
-            prepared = _embed(ctx, lock, batch)
+            prepared = _embed(ctx, held, model_id)
         except BatchBusy:
             raise
         except Exception as exc:
-            _record_failure(ctx, lock, batch, exc, probe_engine=True)
+            _record_failures(ctx, held, exc)
             raise
-        if isinstance(prepared, BatchOutcome):
-            return prepared
         timer.hand_over()
         handed_over = True
-        written = ctx.writes.submit(lane, lambda: _store(ctx, lane, lock, prepared, timer))
+        written = ctx.writes.submit(lane, lambda: _store_all(ctx, lane, prepared, timer))
         if written.done():
             return written.result()
         return BatchOutcome(0, 0, written_behind=True)
@@ -123,17 +133,101 @@ def process_batch(ctx: WorkerContext, job_id: str, batch_no: int) -> BatchOutcom
         return BatchOutcome(0, 0, skipped_reason="batch is being processed by another worker")
     finally:
         if not handed_over:
-            lock.release()
+            for each_lock in locks:
+                each_lock.release()
             timer.finish()
             ctx.writes.release(lane)
 
 
-def _store(
-    ctx: WorkerContext, lane: DbSession, lock: BatchLock, prepared: EmbeddedBatch, timer: BatchTimer
+def _wrong_model(held: HeldBatch, model_id: str) -> BatchOutcome:
+    """Never embed with another model than the collection's: fail loudly, per item."""
+    batch = held.batch
+    reason = f"worker serves {model_id}, collection needs {batch.manifest_id}"
+    failures = {i.external_id: reason for i in batch.items}
+    held.lock.run(lambda conn: fail_all(conn, batch, failures))
+    failed = BatchOutcome(0, len(batch.items))
+    metrics.items_failed(failures, kind="wrong_model")
+    metrics.batch_stored(failed)
+    return failed
+
+
+def _embed(ctx: WorkerContext, held: list[HeldBatch], model_id: str) -> list[EmbeddedBatch]:
+    """Sort out each batch's items, then embed what must be written, all in one engine call.
+    held[0] is the delivery's own batch: BatchBusy on it is raised; a companion that another
+    worker took over (after a reconnect lost its lock) is dropped."""
+    plans: list[_Plan] = []
+    for each in held:
+        try:
+            plans.append(_plan(ctx, each, model_id))
+        except BatchBusy:
+            if each is held[0]:
+                raise
+            each.lock.release()
+    embedded = embed_together(ctx.embedder, [plan.to_embed for plan in plans])
+    return [
+        EmbeddedBatch(plan.held, plan.candidates, plan.gave_up, result, model_id)
+        for plan, result in zip(plans, embedded, strict=True)
+    ]
+
+
+def _plan(ctx: WorkerContext, held: HeldBatch, model_id: str) -> _Plan:
+    batch = held.batch
+    max_attempts = ctx.settings.max_task_attempts
+    gave_up = {
+        item.external_id: f"gave up after {item.attempts - 1} attempts"
+        + (f"; last error: {item.last_error}" if item.last_error else "")
+        for item in batch.items
+        if item.attempts > max_attempts
+    }
+    candidates = [i for i in batch.items if i.external_id not in gave_up]
+    # An unlocked read, only to skip embedding what will not be written; the write
+    # transaction decides again on locked rows.
+    stored = held.lock.run(
+        lambda conn: read_stored(
+            conn, batch.vector_table, [i.external_id for i in candidates], lock=False
+        )
+    )
+    to_embed = [
+        i
+        for i in candidates
+        if decide(i.seq, i.content_hash, stored.get(i.external_id), model_id) is Action.WRITE
+    ]
+    return _Plan(held, candidates, gave_up, to_embed)
+
+
+def _store_all(
+    ctx: WorkerContext, lane: DbSession, prepared: list[EmbeddedBatch], timer: BatchTimer
 ) -> BatchOutcome:
-    """Write a batch and end it: committed, or its error recorded for the reconciler's re-send."""
-    batch = prepared.batch
+    """Write each embedded batch in its own transaction, the delivery's own batch (first in
+    prepared) last; returns its outcome, or raises its error once the others are written."""
     timer.take_over()
+    own: BatchOutcome | None = None
+    try:
+        for each in [*prepared[1:], prepared[0]]:
+            try:
+                outcome = _store(ctx, lane, each)
+            except Exception as exc:
+                if each is prepared[0]:
+                    raise
+                # Its error is recorded on its items; the reconciler sends it again.
+                log.warning(
+                    "job %s batch %d (embedded with another batch): %s",
+                    each.held.batch.job_id,
+                    each.held.batch.batch_no,
+                    exc,
+                )
+                continue
+            if each is prepared[0]:
+                own = outcome
+    finally:
+        timer.finish()
+    assert own is not None
+    return own
+
+
+def _store(ctx: WorkerContext, lane: DbSession, prepared: EmbeddedBatch) -> BatchOutcome:
+    """Write a batch and end it: committed, or its error recorded for the reconciler's re-send."""
+    batch, lock = prepared.held.batch, prepared.held.lock
     what = f"writing job {batch.job_id} batch {batch.batch_no}"
     try:
         with (
@@ -141,7 +235,7 @@ def _store(
             metrics.stage("write"),
         ):
             outcome = lock.run(
-                lambda conn: _write_batch(
+                lambda conn: write_batch(
                     conn,
                     ctx.embedder,
                     batch,
@@ -156,11 +250,10 @@ def _store(
         _date_claim(lane.connection, str(batch.job_id), batch.batch_no)
         return BatchOutcome(0, 0, skipped_reason="batch is being processed by another worker")
     except Exception as exc:
-        _record_failure(ctx, lock, batch, exc, probe_engine=False)
+        _record_failures(ctx, [prepared.held], exc, probe_engine=False)
         raise
     finally:
         lock.release()
-        timer.finish()
     log.info(
         "job %s batch %d: %d embedded, %d unchanged, %d superseded, %d failed",
         batch.job_id,
@@ -173,21 +266,33 @@ def _store(
     return outcome
 
 
-def _record_failure(
-    ctx: WorkerContext, lock: BatchLock, batch: ClaimedBatch, exc: Exception, probe_engine: bool
+def _record_failures(
+    ctx: WorkerContext, held: list[HeldBatch], exc: Exception, probe_engine: bool = True
 ) -> None:
-    metrics.batch_failed(transient=is_transient(exc))
+    """A delivery failed on these batches: note the reason on their pending items for the
+    reconciler's re-send; if the engine cannot embed even a probe, give their attempts back and
+    leave (the engine is at fault, not the batches)."""
+    for _ in held:
+        metrics.batch_failed(transient=is_transient(exc))
     if is_transient(exc):
-        # Past db_retry_timeout_s: the claim is recorded, so the reconciler sends the batch
-        # again once Postgres answers.
+        # Past db_retry_timeout_s: the claims are recorded, so the reconciler sends the
+        # batches again once Postgres answers.
         return
-    if probe_engine and not engine_health.engine_works(ctx.embedder):
-        lock.run(lambda conn: refund_attempt(conn, batch))
-        engine_health.leave()
-    # Leave the items pending with the reason: the reconciler sends the batch again, and the
-    # attempt counter ends the retries.
+    broken = probe_engine and not engine_health.engine_works(ctx.embedder)
     reason = f"{type(exc).__name__}: {exc}"
-    lock.run(lambda conn: _record_error(conn, batch, reason))
+    for each in held:
+        # Broken: the attempt goes back. Otherwise the items stay pending with the reason: the
+        # reconciler sends the batch again, and the attempt counter ends the retries.
+        record = (
+            partial(refund_attempt, batch=each.batch)
+            if broken
+            else partial(_record_error, batch=each.batch, reason=reason)
+        )
+        # BatchBusy: another worker took it over (after a reconnect): its fate is theirs.
+        with contextlib.suppress(BatchBusy):
+            each.lock.run(record)
+    if broken:
+        engine_health.leave()
 
 
 def _date_claim(connect: Callable[[], psycopg.Connection[Any]], job_id: str, batch_no: int) -> None:
@@ -201,156 +306,3 @@ def _date_claim(connect: Callable[[], psycopg.Connection[Any]], job_id: str, bat
 def _record_error(conn: psycopg.Connection[Any], batch: ClaimedBatch, reason: str) -> None:
     with conn.transaction():
         record_batch_error(conn, batch, reason)
-
-
-def _embed(
-    ctx: WorkerContext, lock: BatchLock, batch: ClaimedBatch
-) -> EmbeddedBatch | BatchOutcome:
-    model_id = ctx.embedder.manifest.manifest_id
-    if batch.manifest_id != model_id:
-        # Never embed with another model than the collection's: fail loudly, per item.
-        reason = f"worker serves {model_id}, collection needs {batch.manifest_id}"
-        failures = {i.external_id: reason for i in batch.items}
-        lock.run(lambda conn: _fail_all(conn, batch, failures))
-        failed = BatchOutcome(0, len(batch.items))
-        metrics.items_failed(failures, kind="wrong_model")
-        metrics.batch_stored(failed)
-        return failed
-
-    max_attempts = ctx.settings.max_task_attempts
-    gave_up = {
-        item.external_id: f"gave up after {item.attempts - 1} attempts"
-        + (f"; last error: {item.last_error}" if item.last_error else "")
-        for item in batch.items
-        if item.attempts > max_attempts
-    }
-    candidates = [i for i in batch.items if i.external_id not in gave_up]
-    # An unlocked read, only to skip embedding what will not be written; the write
-    # transaction decides again on locked rows.
-    stored = lock.run(
-        lambda conn: read_stored(
-            conn, batch.vector_table, [i.external_id for i in candidates], lock=False
-        )
-    )
-    to_embed = [
-        i
-        for i in candidates
-        if decide(i.seq, i.content_hash, stored.get(i.external_id), model_id) is Action.WRITE
-    ]
-    embedded = embed_isolating(ctx.embedder, [(i.external_id, i.text) for i in to_embed])
-    return EmbeddedBatch(batch, candidates, gave_up, embedded, model_id)
-
-
-def _fail_all(conn: psycopg.Connection[Any], batch: ClaimedBatch, failures: dict[str, str]) -> None:
-    with conn.transaction():
-        finish_batch(conn, batch, [], [], failures)
-
-
-def _write_batch(
-    conn: psycopg.Connection[Any],
-    embedder: TextEmbedder,
-    batch: ClaimedBatch,
-    candidates: Sequence[ClaimedItem],
-    gave_up: dict[str, str],
-    embedded: Embedded,
-    model_id: str,
-) -> BatchOutcome:
-    """One transaction: decide on locked rows, write, refresh, finish. Safe to run again after a
-    transient error (it reads everything it decides from afresh)."""
-    with conn.transaction():
-        # Items another worker finished while this one was reconnecting without the lock drop out.
-        pending = pending_ids(conn, batch)
-        failures = {k: v for k, v in gave_up.items() if k in pending}
-        items = [i for i in candidates if i.external_id in pending]
-        stored = read_stored(conn, batch.vector_table, [i.external_id for i in items], lock=True)
-        actions = {
-            i.external_id: decide(i.seq, i.content_hash, stored.get(i.external_id), model_id)
-            for i in items
-        }
-        writes = [i for i in items if actions[i.external_id] is Action.WRITE]
-        unseen = [
-            (i.external_id, i.text)
-            for i in writes
-            if i.external_id not in embedded.vectors and i.external_id not in embedded.errors
-        ]
-        if unseen:
-            # The stored text changed since the unlocked read (rare): embed these now.
-            embedded.update(embed_isolating(embedder, unseen))
-        failures |= {
-            i.external_id: embedded.errors[i.external_id]
-            for i in writes
-            if i.external_id in embedded.errors
-        }
-        rows = [
-            _row(i, embedded.vectors[i.external_id][1], embedded.sparse.get(i.external_id))
-            for i in writes
-            if i.external_id not in failures
-        ]
-        written: set[str] = set()
-        if rows:
-            vectors = np.stack([embedded.vectors[r.external_id][0] for r in rows])
-            # Ids without a row under the locks just taken: copied straight into the table.
-            absent = {r.external_id for r in rows} - stored.keys()
-            if any(i.last_error for i in items):
-                # This batch failed before: write item by item, so a poison item fails alone.
-                written, write_failures = _write_isolated(
-                    conn, batch, model_id, rows, vectors, absent
-                )
-                failures |= write_failures
-            else:
-                written = write_vectors(
-                    conn, batch.vector_table, model_id, batch.job_id, rows, vectors, absent
-                )
-        unchanged = [_row(i, False) for i in items if actions[i.external_id] is Action.UNCHANGED]
-        refreshed = refresh_unchanged(conn, batch.vector_table, model_id, batch.job_id, unchanged)
-        done_ids = [i.external_id for i in items if i.external_id not in failures]
-        finish_batch(
-            conn,
-            batch,
-            done_ids=done_ids,
-            truncated_ids=[r.external_id for r in rows if r.truncated and r.external_id in written],
-            failures=failures,
-            unchanged_ids=sorted(refreshed),
-        )
-    # Superseded: a newer submission of the id was stored (seen under the lock, or landing
-    # between the lock and the upsert); the item is done and nothing was written.
-    superseded = len(done_ids) - len(written) - len(refreshed)
-    metrics.items_failed(failures, gave_up, embedded.errors)  # committed: counted once
-    return BatchOutcome(len(done_ids), len(failures), len(refreshed), superseded)
-
-
-def _row(item: ClaimedItem, truncated: bool, sparse: dict[int, float] | None = None) -> VectorRow:
-    return VectorRow(
-        item.external_id, item.text, item.metadata, item.content_hash, truncated, item.seq, sparse
-    )
-
-
-def _write_isolated(
-    conn: psycopg.Connection[Any],
-    batch: ClaimedBatch,
-    model_id: str,
-    rows: list[VectorRow],
-    vectors: FloatArray,
-    absent: set[str],
-) -> tuple[set[str], dict[str, str]]:
-    """Write each row under its own savepoint; returns the ids written and those that failed,
-    with why."""
-    written: set[str] = set()
-    failures: dict[str, str] = {}
-    for index, row in enumerate(rows):
-        try:
-            with conn.transaction():
-                written |= write_vectors(
-                    conn,
-                    batch.vector_table,
-                    model_id,
-                    batch.job_id,
-                    [row],
-                    vectors[index : index + 1],
-                    absent,
-                )
-        except psycopg.Error as exc:
-            if is_transient(exc):
-                raise  # the whole transaction runs again
-            failures[row.external_id] = f"{type(exc).__name__}: {exc}".strip()[:2000]
-    return written, failures

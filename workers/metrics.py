@@ -151,6 +151,13 @@ BATCHES = Counter(
     _labels("outcome"),
     registry=REGISTRY,
 )
+COALESCED = Counter(
+    "embedq_worker_coalesced_batches",
+    "Small batches claimed by another batch's delivery and embedded in the same engine call "
+    "(each is still written and finished on its own)",
+    BASE_LABELS,
+    registry=REGISTRY,
+)
 ITEMS = Counter(
     "embedq_worker_items",
     "Job items finished, by result: embedded, unchanged, superseded or failed",
@@ -374,6 +381,11 @@ def batch_stored(outcome: Outcome) -> None:
     ):
         if count:
             ITEMS.labels(**_base, result=result).inc(count)
+
+
+def coalesced(batches: int) -> None:
+    """This delivery embeds `batches` other waiting small batches with its own."""
+    COALESCED.labels(**_base).inc(batches)
 
 
 def batch_failed(transient: bool) -> None:

@@ -12,34 +12,12 @@ from sqlalchemy import text
 
 from embedq_core.db import libpq_url
 from ops.corpus import load_demo_corpus
-from tests.support import PrivatePipeline
+from tests.support import WRITE_GATE, PrivatePipeline, gate_writes_and_audit, writes_waiting
 
 pytestmark = pytest.mark.integration
 
 ITEMS_PER_TASK = 8
 BATCHES = 4
-# Writes into the collection wait for this advisory lock while the test holds it.
-WRITE_GATE = 4242
-
-
-def _gate_writes_and_audit(pipeline: PrivatePipeline) -> None:
-    table = f"vectors_{pipeline.collection}"
-    with pipeline.handle.engine.begin() as conn:
-        conn.execute(text(f"CREATE TABLE {table}_writes (id text NOT NULL)"))
-        conn.execute(
-            text(
-                f"CREATE FUNCTION {table}_gate() RETURNS trigger LANGUAGE plpgsql AS $$"
-                f" BEGIN PERFORM pg_advisory_lock_shared({WRITE_GATE});"
-                f" PERFORM pg_advisory_unlock_shared({WRITE_GATE});"
-                f" INSERT INTO {table}_writes VALUES (NEW.id); RETURN NEW; END $$"
-            )
-        )
-        conn.execute(
-            text(
-                f"CREATE TRIGGER {table}_gate BEFORE INSERT OR UPDATE ON {table}"
-                f" FOR EACH ROW EXECUTE FUNCTION {table}_gate()"
-            )
-        )
 
 
 def _claimed_batches(pipeline: PrivatePipeline, job_id: str) -> set[int]:
@@ -51,28 +29,17 @@ def _claimed_batches(pipeline: PrivatePipeline, job_id: str) -> set[int]:
     return {r[0] for r in rows}
 
 
-def _writes_waiting(pipeline: PrivatePipeline) -> int:
-    with pipeline.handle.engine.connect() as conn:
-        waiting = conn.execute(
-            text(
-                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
-                " AND objid = :gate"
-            ),
-            {"gate": WRITE_GATE},
-        ).scalar_one()
-    return int(waiting)
-
-
 def test_the_next_batch_is_embedded_while_one_is_written_and_a_kill_loses_nothing(
     private_pipeline: Callable[..., PrivatePipeline],
 ) -> None:
     pipeline = private_pipeline(
         "behind",
         items_per_task=ITEMS_PER_TASK,
+        coalesce_below_items=0,  # one batch per delivery: the overlap is what is tested here
         requeue_grace_s=1.0,
         reconcile_interval_s=0.5,
     )
-    _gate_writes_and_audit(pipeline)
+    gate_writes_and_audit(pipeline)
     corpus = [t for _, t in load_demo_corpus()]
     items = [{"id": f"w{i}", "text": corpus[i]} for i in range(ITEMS_PER_TASK * BATCHES)]
     url = libpq_url(pipeline.handle.settings.require_database_url())
@@ -84,13 +51,13 @@ def test_the_next_batch_is_embedded_while_one_is_written_and_a_kill_loses_nothin
         worker = pipeline.start_worker()
         # Batch 0's write waits at the gate; the worker has meanwhile claimed and embedded batch
         # 1 (its write queued behind) and dated a claim for batch 2 while it waits for a lane.
-        pipeline.wait_until(lambda: _writes_waiting(pipeline) == 1, 60, "a write at the gate")
+        pipeline.wait_until(lambda: writes_waiting(pipeline) == 1, 60, "a write at the gate")
         pipeline.wait_until(
             lambda: _claimed_batches(pipeline, job_id) >= {0, 1, 2}, 60, "batches 1 and 2 claimed"
         )
         assert pipeline.items_sql(job_id, "status = 'pending'") == len(items)
         worker.kill()
-        pipeline.wait_until(lambda: _writes_waiting(pipeline) == 0, 30, "the dead session gone")
+        pipeline.wait_until(lambda: writes_waiting(pipeline) == 0, 30, "the dead session gone")
         gate.execute("SELECT pg_advisory_unlock(%s)", (WRITE_GATE,))
 
     # Nothing of the dead worker's survives but its claims: the reconciler of a new worker
@@ -100,7 +67,7 @@ def test_the_next_batch_is_embedded_while_one_is_written_and_a_kill_loses_nothin
     assert (status["status"], status["done"], status["failed"]) == ("completed", len(items), 0)
     audit = f"vectors_{pipeline.collection}_writes"
     with pipeline.handle.engine.connect() as conn:
-        writes = Counter(
+        writes: Counter[int] = Counter(
             dict(conn.execute(text(f"SELECT id, count(*) FROM {audit} GROUP BY id")).all()).values()
         )
         stored = conn.execute(
