@@ -289,6 +289,15 @@ def bench_write_path(rows: int, dimension: int, batch: int, out_json: Path) -> N
     show_default=True,
     help="Also run the whole path into a table that already has its HNSW index.",
 )
+@click.option(
+    "--small-jobs",
+    type=int,
+    default=1000,
+    show_default=True,
+    help="Also submit this many of the texts as a burst of small jobs (0: skip), one batch per "
+    "delivery and coalesced.",
+)
+@click.option("--texts-per-small-job", type=int, default=5, show_default=True)
 @click.option("--write-rows", type=int, default=20_000, show_default=True)
 @click.option(
     "--out",
@@ -298,7 +307,13 @@ def bench_write_path(rows: int, dimension: int, batch: int, out_json: Path) -> N
     show_default=True,
 )
 def bench_pipeline(
-    model_dir: Path | None, count: int, hnsw_variant: bool, write_rows: int, out_json: Path
+    model_dir: Path | None,
+    count: int,
+    hnsw_variant: bool,
+    small_jobs: int,
+    texts_per_small_job: int,
+    write_rows: int,
+    out_json: Path,
 ) -> None:
     """Whole path against the bare engine on the same texts, the worker's own time split, and
     the write path alone (1024-d COPY + upsert against executemany)."""
@@ -325,13 +340,22 @@ def bench_pipeline(
         model_dir = settings.data_dir.resolve() / "models" / "all-minilm-l6-v2"
         ensure_bundled_model(model_dir, EngineConfig.from_settings(settings))
     console = Console()
-    runs = run_pipeline_bench(settings, model_dir, count, hnsw_variant)
+    small = (min(small_jobs, count), texts_per_small_job) if small_jobs > 0 else None
+    runs = run_pipeline_bench(settings, model_dir, count, hnsw_variant, small)
     machine = machine_description()
     table = Table(title=f"{count} texts, one worker, {machine['cpu']} ({machine['cores']} cores)")
     # The worker's own stage times. A write behind the engine overlaps it, so the stages can sum
     # to more than the wall time; "engine idle" is the wall time the engine did not run.
     stages = ("claim", "tokenize", "engine", "write")
-    for column in ("variant", "seconds", "texts/s", "× bare engine", *stages, "engine idle"):
+    for column in (
+        "variant",
+        "texts",
+        "seconds",
+        "texts/s",
+        "× bare engine",
+        *stages,
+        "engine idle",
+    ):
         table.add_column(column, justify="left" if column == "variant" else "right")
     for run in runs:
         split = [f"{run.split_s[s]:.1f}s" if s in run.split_s else "" for s in stages]
@@ -339,6 +363,7 @@ def bench_pipeline(
         split.append(f"{idle_s:.1f}s" if run.split_s else "")
         table.add_row(
             run.variant,
+            str(run.texts),
             f"{run.seconds:.1f}",
             f"{run.texts_per_s:.0f}",
             f"{run.ratio_to_engine:.2f}",
@@ -385,6 +410,7 @@ def bench_pipeline(
             "max_batch_size": settings.max_batch_size,
             "items_per_task": settings.items_per_task,
             "tokens_per_task": settings.tokens_per_task,
+            "coalesce_below_items": settings.coalesce_below_items,
         },
         "runs": [asdict(r) for r in runs],
         "write_path": [asdict(w) for w in writes],

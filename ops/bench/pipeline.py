@@ -111,6 +111,7 @@ def whole_path(
     collection: str,
     log_dir: Path,
     hnsw: bool = False,
+    texts_per_job: int | None = None,
 ) -> WholePath:
     """Seconds from the first submission to the last job completed, the worker's stage sums
     (queue wait, claim, tokenize, engine, write) and the CPU seconds each part of the stack used
@@ -145,7 +146,7 @@ def whole_path(
             children[1].popen.pid: "worker",
         }
         cpu_before = cpu_share.snapshot(roles)
-        per_job = settings.max_items_per_job
+        per_job = texts_per_job or settings.max_items_per_job
         started = time.time()  # wall clock: compared with Postgres's finished_at, same machine
         job_ids = []
         for i in range(0, len(texts), per_job):
@@ -217,10 +218,29 @@ def _wait(client: httpx.Client, job_ids: list[str], children: list[ChildProcess]
         raise TimeoutError(f"jobs {pending} did not finish")
 
 
+@dataclass(frozen=True)
+class Variant:
+    """One whole-path run's set-up."""
+
+    label: str
+    collection: str
+    write_behind: bool
+    hnsw: bool = False
+    texts: int | None = None  # the first this many bench texts (None: all)
+    texts_per_job: int | None = None  # None: jobs as large as the API takes
+    coalesce_below_items: int | None = None  # None: the settings' own
+
+
 def run_pipeline_bench(
-    settings: Settings, model_dir: Path, count: int, hnsw_variants: bool
+    settings: Settings,
+    model_dir: Path,
+    count: int,
+    hnsw_variants: bool,
+    small_jobs: tuple[int, int] | None = None,
 ) -> list[PipelineRun]:
-    """The bare engine, then the whole path on a fresh embedded stack, on the same texts."""
+    """The bare engine, then the whole path on a fresh embedded stack, on the same texts;
+    small_jobs=(texts, per job): also that many of them submitted as a burst of small jobs,
+    one batch per delivery and coalesced."""
     texts = bench_texts(count)
     config = EngineConfig.from_settings(settings)
     # The bare engine runs before and after the pipelines and the ratio uses the mean, so a
@@ -257,29 +277,60 @@ def run_pipeline_bench(
         upgrade_head(run_settings.require_database_url())
         # Each change's effect in one run: the write in line after the engine, then behind it.
         variants = [
-            ("whole path, write in line, new collection", "bench_inline", False, False),
-            ("whole path, write behind the engine, new collection", "bench_behind", True, False),
+            Variant("whole path, write in line, new collection", "bench_inline", False),
+            Variant("whole path, write behind the engine, new collection", "bench_behind", True),
         ]
         if hnsw_variants:  # a live table that already has its index: every insert pays a search
             variants += [
-                ("whole path, write in line, HNSW-indexed table", "bench_inline_ix", False, True),
-                ("whole path, write behind, HNSW-indexed table", "bench_behind_ix", True, True),
+                Variant(
+                    "whole path, write in line, HNSW-indexed table", "bench_inline_ix", False, True
+                ),
+                Variant(
+                    "whole path, write behind, HNSW-indexed table", "bench_behind_ix", True, True
+                ),
             ]
-        for variant, collection, write_behind, hnsw in variants:
+        if small_jobs is not None:  # a burst of small jobs, as a live product submits them
+            small, per_job = small_jobs
+            label = f"{small} texts as {-(-small // per_job)} jobs of {per_job}"
+            variants += [
+                Variant(
+                    f"{label}, one batch per delivery",
+                    "bench_small",
+                    True,
+                    False,
+                    small,
+                    per_job,
+                    0,
+                ),
+                Variant(
+                    f"{label}, small batches coalesced",
+                    "bench_small_co",
+                    True,
+                    False,
+                    small,
+                    per_job,
+                ),
+            ]
+        for variant in variants:
+            changes: dict[str, Any] = {"write_behind": variant.write_behind}
+            if variant.coalesce_below_items is not None:
+                changes["coalesce_below_items"] = variant.coalesce_below_items
+            used = texts[: variant.texts] if variant.texts else texts
             run = whole_path(
-                run_settings.model_copy(update={"write_behind": write_behind}),
+                run_settings.model_copy(update=changes),
                 model_dir,
-                texts,
-                collection,
+                used,
+                variant.collection,
                 Path(data_dir),
-                hnsw=hnsw,
+                hnsw=variant.hnsw,
+                texts_per_job=variant.texts_per_job,
             )
             pipelines.append(
                 PipelineRun(
-                    variant,
-                    count,
+                    variant.label,
+                    len(used),
                     run.seconds,
-                    count / run.seconds,
+                    len(used) / run.seconds,
                     0.0,
                     run.split_s,
                     run.cpu_s,
@@ -290,5 +341,5 @@ def run_pipeline_bench(
     engine_s = (before[0].seconds + after[0].seconds) / 2  # all texts in one call
     runs = before + pipelines + after
     for measured in runs:
-        measured.ratio_to_engine = engine_s / measured.seconds
+        measured.ratio_to_engine = measured.texts_per_s / (count / engine_s)
     return runs

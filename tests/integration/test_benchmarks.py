@@ -172,7 +172,8 @@ def test_bench_pipeline_compares_the_whole_path_with_the_bare_engine(
     out = tmp_path / "pipeline.json"
     result = _bench(
         ["pipeline", "--model-dir", str(minilm_dir), "--texts", "150", "--no-hnsw-variant",
-         "--write-rows", "600", "--out", str(out)]
+         "--small-jobs", "40", "--texts-per-small-job", "4", "--write-rows", "600",
+         "--out", str(out)]
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert "engine idle" in result.stdout
@@ -183,17 +184,27 @@ def test_bench_pipeline_compares_the_whole_path_with_the_bare_engine(
     assert variants[1].startswith("bare engine, one call per task (")
     assert variants[1].endswith(" tasks, as the API cuts them) (before)")
     assert variants[-2:] == [v.replace("(before)", "(after)") for v in variants[:2]]
-    assert [v.split(",")[1].strip() for v in variants[2:-2]] == [
-        "write in line",
-        "write behind the engine",
+    assert variants[2:-2] == [
+        "whole path, write in line, new collection",
+        "whole path, write behind the engine, new collection",
+        "40 texts as 10 jobs of 4, one batch per delivery",
+        "40 texts as 10 jobs of 4, small batches coalesced",
     ]
     # The ratio is against the one-call figure (mean of before and after).
     one_call = (report["runs"][0]["seconds"] + report["runs"][-2]["seconds"]) / 2
     assert report["runs"][0]["ratio_to_engine"] == pytest.approx(
         one_call / report["runs"][0]["seconds"]
     )
+    assert report["runs"][4]["ratio_to_engine"] == pytest.approx(
+        report["runs"][4]["texts_per_s"] * one_call / 150
+    )
     for run in report["runs"][2:-2]:
-        assert run["texts"] == 150 and run["ratio_to_engine"] > 0
+        assert run["texts"] == (150 if run["variant"].startswith("whole") else 40)
+        assert run["ratio_to_engine"] > 0
+        # The worker's and the API's CPU were counted (they are found by process id).
+        assert run["cpu_s"]["worker"] > 0 and run["cpu_s"]["api"] > 0
+        # A new collection's HNSW index was built after its load, before the next run.
+        assert run["index_ready_s"] is not None and run["index_ready_s"] >= 0
         # The worker's own stages were scraped: its engine time is part of the wall time.
         assert 0 < run["split_s"]["engine"] <= run["seconds"]
         assert run["split_s"]["write"] > 0
