@@ -60,18 +60,28 @@ ORDER BY j.created_at, b.batch_no
 """
 
 
+# The oldest waiting batches first (bounded), then each one's pending items counted only up to
+# the bound: a large backlog of big batches costs no scan of its items.
 _WAITING_SMALL_BATCHES_SQL = """
-SELECT b.job_id::text, b.batch_no, count(*)::int
-FROM job_batches b
-JOIN jobs j ON j.id = b.job_id
-JOIN job_items i ON i.job_id = b.job_id AND i.batch_no = b.batch_no AND i.status = 'pending'
-WHERE j.manifest_id = %(manifest_id)s AND j.finished_at IS NULL AND b.finished_at IS NULL
-  AND b.sent_at IS NOT NULL AND (b.claimed_at IS NULL OR b.claimed_at < b.sent_at)
-  AND NOT (b.job_id = %(job_id)s AND b.batch_no = %(batch_no)s)
-GROUP BY b.job_id, b.batch_no, b.sent_at
-HAVING count(*) < %(items_below)s
-ORDER BY b.sent_at, b.job_id, b.batch_no
-LIMIT %(limit)s
+WITH waiting AS (
+    SELECT b.job_id, b.batch_no, b.sent_at
+    FROM job_batches b JOIN jobs j ON j.id = b.job_id
+    WHERE j.manifest_id = %(manifest_id)s AND j.finished_at IS NULL AND b.finished_at IS NULL
+      AND b.sent_at IS NOT NULL AND (b.claimed_at IS NULL OR b.claimed_at < b.sent_at)
+      AND NOT (b.job_id = %(job_id)s AND b.batch_no = %(batch_no)s)
+    ORDER BY b.sent_at, b.job_id, b.batch_no
+    LIMIT %(limit)s
+)
+SELECT w.job_id::text, w.batch_no, p.pending
+FROM waiting w
+CROSS JOIN LATERAL (
+    SELECT count(*)::int AS pending FROM (
+        SELECT 1 FROM job_items i
+        WHERE i.job_id = w.job_id AND i.batch_no = w.batch_no AND i.status = 'pending'
+        LIMIT %(items_below)s) AS capped
+) AS p
+WHERE p.pending BETWEEN 1 AND %(items_below)s - 1
+ORDER BY w.sent_at, w.job_id, w.batch_no
 """
 
 
@@ -91,8 +101,8 @@ def waiting_small_batches(
     items_below: int,
     limit: int,
 ) -> list[WaitingBatch]:
-    """Up to `limit` batches of the model's unfinished jobs, other than `besides` (job, batch),
-    that wait in the queue with fewer than items_below pending items; oldest send first."""
+    """Those of the `limit` oldest-sent batches of the model's unfinished jobs, other than
+    `besides` (job, batch), that wait in the queue with fewer than items_below pending items."""
     rows = conn.execute(
         _WAITING_SMALL_BATCHES_SQL,
         {
