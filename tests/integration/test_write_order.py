@@ -58,7 +58,9 @@ def _rows(pipeline: PrivatePipeline, table: str) -> dict[str, dict[str, Any]]:
 def test_an_older_batch_delivered_after_a_newer_one_changes_nothing(
     private_pipeline: Callable[..., PrivatePipeline],
 ) -> None:
-    pipeline = private_pipeline("order")
+    # One batch per delivery, so the older one is written first (coalesced, the two would share a
+    # delivery and the order of their writes would be the worker's, not the queue's).
+    pipeline = private_pipeline("order", coalesce_below_items=0)
     handle = pipeline.handle
     _fail_first_write_of(handle.engine, "vectors_order", "x")
 
