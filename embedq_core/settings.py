@@ -41,10 +41,11 @@ class Settings(BaseSettings):
     # worker that dies meanwhile leaves a claimed, pending batch that the reconciler re-sends).
     write_behind: bool = True
     # A delivery whose batch has fewer pending items than this also claims other small batches
-    # of the same model that wait in the queue, up to items_per_task items / tokens_per_task
-    # estimated tokens, and embeds them all in one engine call (a burst of small jobs: an
-    # engine call of a few texts pads and runs at about half the speed of a full one). Each
-    # batch is still written and finished on its own. 0 turns it off.
+    # of the same model that wait in the queue, until the group holds items_per_task items or
+    # tokens_per_task estimated tokens (the last batch taken may pass the token budget: its
+    # texts are known once claimed), and embeds them all in one engine call (a burst of small
+    # jobs: an engine call of a few texts pads and runs at about half the speed of a full one).
+    # Each batch is still written and finished on its own. 0 turns it off.
     coalesce_below_items: int = Field(default=64, ge=0)
 
     # Jobs

@@ -47,21 +47,10 @@ def claim_batch(
 ) -> ClaimedBatch | None:
     """Count an attempt on the batch's pending items, record the claim, and return them
     (committed at once, so a worker killed mid-batch still leaves the attempt and the claim
-    recorded). None if the job is unknown."""
-    with conn.transaction():
-        job = conn.execute(
-            """
-            UPDATE jobs j SET status = CASE WHEN j.status = 'queued' THEN 'running'
-                                            ELSE j.status END,
-                              updated_at = now()
-            FROM collections c
-            WHERE j.id = %s AND c.name = j.collection
-            RETURNING j.collection, j.manifest_id, c.vector_table
-            """,
-            (job_id,),
-        ).fetchone()
-        if job is None:
-            return None
+    recorded). None if the job is unknown. A batch with nothing pending (its message arrived
+    after another delivery finished it) is only read: no row is written."""
+    queued_s = None
+    with conn.transaction() as claim:
         rows = conn.execute(
             """
             UPDATE job_items SET attempts = attempts + 1, updated_at = now()
@@ -71,7 +60,29 @@ def claim_batch(
             """,
             (job_id, batch_no),
         ).fetchall()
-        queued_s = record_claimed(conn, job_id, batch_no, worker) if rows else None
+        if rows:
+            job = conn.execute(
+                """
+                UPDATE jobs j SET status = CASE WHEN j.status = 'queued' THEN 'running'
+                                                ELSE j.status END,
+                                  updated_at = now()
+                FROM collections c
+                WHERE j.id = %s AND c.name = j.collection
+                RETURNING j.collection, j.manifest_id, c.vector_table
+                """,
+                (job_id,),
+            ).fetchone()
+            if job is None:
+                raise psycopg.Rollback(claim)  # no such job: nothing is claimed
+            queued_s = record_claimed(conn, job_id, batch_no, worker)
+        else:
+            job = conn.execute(
+                "SELECT j.collection, j.manifest_id, c.vector_table FROM jobs j"
+                " JOIN collections c ON c.name = j.collection WHERE j.id = %s",
+                (job_id,),
+            ).fetchone()
+    if job is None:
+        return None
     rows.sort(key=lambda r: r[5])
     items = [ClaimedItem(r[0], r[1], r[2], bytes(r[3]), r[4], r[6], r[7]) for r in rows]
     return ClaimedBatch(uuid.UUID(job_id), batch_no, job[0], job[1], job[2], items, queued_s)
