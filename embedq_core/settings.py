@@ -92,7 +92,8 @@ class Settings(BaseSettings):
     # A collection's HNSW index is built once its unfinished jobs hold fewer pending items than
     # this: after a bulk load, and under a steady stream of small jobs that never drains (few
     # items pending at any moment, where a bulk load holds many). Small, so the tail of a load
-    # written with the index present (a graph search per row) stays short.
+    # written with the index present (a graph search per row) stays short. With items still
+    # pending the build waits one more maintenance pass (collection_index.due_now).
     index_pending_items_below: int = Field(default=256, ge=1)
 
     # API

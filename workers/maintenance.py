@@ -18,6 +18,7 @@ from embedq_core.collection_index import (
     build_hnsw_index,
     build_sparse_index,
     collections_to_index,
+    due_now,
     sparse_collections_to_index,
 )
 from embedq_core.db import ReconnectingConnection
@@ -44,6 +45,10 @@ class IndexMaintenance:
         )
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # Tables the last pass found with a few items pending (collection_index.due_now):
+        # in-process only, a restarted worker waits one more pass.
+        self._dense_pending: set[str] = set()
+        self._sparse_pending: set[str] = set()
 
     def run_once(self) -> int:
         """Build every index that is due and free; returns how many were built."""
@@ -55,8 +60,13 @@ class IndexMaintenance:
             if build_index(conn, name, self._options) == "built":
                 built += 1
         pending_below = self._settings.index_pending_items_below
-        due = [(t, build_hnsw_index) for t in collections_to_index(conn, pending_below)]
-        due += [(t, build_sparse_index) for t in sparse_collections_to_index(conn, pending_below)]
+        dense, self._dense_pending = due_now(
+            collections_to_index(conn, pending_below), self._dense_pending
+        )
+        sparse, self._sparse_pending = due_now(
+            sparse_collections_to_index(conn, pending_below), self._sparse_pending
+        )
+        due = [(t, build_hnsw_index) for t in dense] + [(t, build_sparse_index) for t in sparse]
         for vector_table, build in due:
             if self._stop.is_set():
                 break

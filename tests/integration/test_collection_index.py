@@ -52,8 +52,12 @@ def test_a_collection_is_due_its_index_when_few_items_are_pending(
                 " batches) VALUES (%s, %s, %s, 'running', 20, %s, 1, 1)",
                 (uuid.uuid4(), name, manifest_id, 20 - 1 - pending),
             )
-        due = set(collections_to_index(conn, 10)) & {f"vectors_{n}" for n in names}
+        candidates = {
+            c.vector_table: c.pending_items
+            for c in collections_to_index(conn, 10)
+            if c.vector_table in {f"vectors_{n}" for n in names}
+        }
         conn.rollback()
-    # A stream (9 pending < 10) and a drained collection are due; a load in progress (10
-    # pending) is not, nor is a collection without rows.
-    assert due == {"vectors_ixstream", "vectors_ixdrained"}
+    # A stream (9 pending < 10) and a drained collection are candidates; a load in progress
+    # (10 pending) is not, nor is a collection without rows.
+    assert candidates == {"vectors_ixstream": 9, "vectors_ixdrained": 0}
