@@ -352,6 +352,7 @@ def bench_pipeline(
         "texts",
         "seconds",
         "texts/s",
+        "bare engine texts/s",
         "× bare engine",
         *stages,
         "engine idle",
@@ -366,6 +367,7 @@ def bench_pipeline(
             str(run.texts),
             f"{run.seconds:.1f}",
             f"{run.texts_per_s:.0f}",
+            f"{run.engine_texts_per_s:.0f}",
             f"{run.ratio_to_engine:.2f}",
             *split,
         )
