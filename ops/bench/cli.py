@@ -298,6 +298,14 @@ def bench_write_path(rows: int, dimension: int, batch: int, out_json: Path) -> N
     "delivery and coalesced.",
 )
 @click.option("--texts-per-small-job", type=int, default=5, show_default=True)
+@click.option(
+    "--repeat",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="Runs of the new-collection pair (write in line, write behind); the median ratio of "
+    "each is printed.",
+)
 @click.option("--write-rows", type=int, default=20_000, show_default=True)
 @click.option(
     "--out",
@@ -312,6 +320,7 @@ def bench_pipeline(
     hnsw_variant: bool,
     small_jobs: int,
     texts_per_small_job: int,
+    repeat: int,
     write_rows: int,
     out_json: Path,
 ) -> None:
@@ -330,6 +339,7 @@ def bench_pipeline(
     from ops.bench.cpu_share import ROLES
     from ops.bench.engine import machine_description
     from ops.bench.pipeline import run_pipeline_bench
+    from ops.bench.pipeline_variants import median_ratios
     from ops.bench.write_path import run_write_path
     from ops.bundled_model import ensure_bundled_model
     from ops.devstack import EmbeddedStack
@@ -341,7 +351,7 @@ def bench_pipeline(
         ensure_bundled_model(model_dir, EngineConfig.from_settings(settings))
     console = Console()
     small = (min(small_jobs, count), texts_per_small_job) if small_jobs > 0 else None
-    runs = run_pipeline_bench(settings, model_dir, count, hnsw_variant, small)
+    runs = run_pipeline_bench(settings, model_dir, count, hnsw_variant, small, repeat)
     machine = machine_description()
     table = Table(title=f"{count} texts, one worker, {machine['cpu']} ({machine['cores']} cores)")
     # The worker's own stage times. A write behind the engine overlaps it, so the stages can sum
@@ -372,6 +382,14 @@ def bench_pipeline(
             *split,
         )
     console.print(table)
+    medians = median_ratios((r.group, r.ratio_to_engine) for r in runs if r.split_s)
+    if medians:
+        median_table = Table(title="repeated whole-path runs: median × bare engine")
+        for column in ("variant", "runs", "median × bare engine"):
+            median_table.add_column(column, justify="left" if column == "variant" else "right")
+        for group, (n, median) in medians.items():
+            median_table.add_row(group, str(n), f"{median:.2f}")
+        console.print(median_table)
     # What shares the cores with the engine: the worker's own CPU includes the engine's threads.
     cpu_table = Table(title="CPU seconds used during each whole-path run, by part of the stack")
     roles = (*ROLES, "idle")
@@ -415,6 +433,7 @@ def bench_pipeline(
             "coalesce_below_items": settings.coalesce_below_items,
         },
         "runs": [asdict(r) for r in runs],
+        "median_ratio_to_engine": {group: median for group, (_, median) in medians.items()},
         "write_path": [asdict(w) for w in writes],
     }
     out_json.write_text(json.dumps(payload, indent=2) + "\n")

@@ -23,6 +23,7 @@ from embedq_core.settings import Settings
 from embedq_core.task_batches import task_numbers
 from migrations.schema_upgrade import upgrade_head
 from ops.bench import cpu_share
+from ops.bench.pipeline_variants import bench_variants
 from ops.corpus import load_bench_corpus
 from ops.devstack import EmbeddedStack, free_port
 from ops.processes import ChildProcess, start_api, start_worker
@@ -43,6 +44,7 @@ class PipelineRun:
     ratio_to_engine: float = 1.0
     # The bare engine's texts/s (all texts in one call) this run's ratio is against.
     engine_texts_per_s: float = 0.0
+    group: str = ""  # the variant without its repeat number
     split_s: dict[str, float] = field(default_factory=dict)
     cpu_s: dict[str, float] = field(default_factory=dict)
     # A new collection's HNSW index: valid this long after its last job finished.
@@ -220,29 +222,17 @@ def _wait(client: httpx.Client, job_ids: list[str], children: list[ChildProcess]
         raise TimeoutError(f"jobs {pending} did not finish")
 
 
-@dataclass(frozen=True)
-class Variant:
-    """One whole-path run's set-up."""
-
-    label: str
-    collection: str
-    write_behind: bool
-    hnsw: bool = False
-    texts: int | None = None  # the first this many bench texts (None: all)
-    texts_per_job: int | None = None  # None: jobs as large as the API takes
-    coalesce_below_items: int | None = None  # None: the settings' own
-
-
 def run_pipeline_bench(
     settings: Settings,
     model_dir: Path,
     count: int,
     hnsw_variants: bool,
     small_jobs: tuple[int, int] | None = None,
+    repeat: int = 1,
 ) -> list[PipelineRun]:
     """The bare engine, then the whole path on a fresh embedded stack, on the same texts;
     small_jobs=(texts, per job): also that many of them submitted as a burst of small jobs,
-    one batch per delivery and coalesced."""
+    one batch per delivery and coalesced; repeat: runs of the new-collection pair."""
     texts = bench_texts(count)
     config = EngineConfig.from_settings(settings)
     # The ratio is against all texts in one call, the engine's best; the worker's chunks (one
@@ -279,42 +269,7 @@ def run_pipeline_bench(
             }
         )
         upgrade_head(run_settings.require_database_url())
-        # Each change's effect in one run: the write in line after the engine, then behind it.
-        variants = [
-            Variant("whole path, write in line, new collection", "bench_inline", False),
-            Variant("whole path, write behind the engine, new collection", "bench_behind", True),
-        ]
-        if hnsw_variants:  # a live table that already has its index: every insert pays a search
-            variants += [
-                Variant(
-                    "whole path, write in line, HNSW-indexed table", "bench_inline_ix", False, True
-                ),
-                Variant(
-                    "whole path, write behind, HNSW-indexed table", "bench_behind_ix", True, True
-                ),
-            ]
-        if small_jobs is not None:  # a burst of small jobs, as a live product submits them
-            small, per_job = small_jobs
-            label = f"{small} texts as {-(-small // per_job)} jobs of {per_job}"
-            variants += [
-                Variant(
-                    f"{label}, one batch per delivery",
-                    "bench_small",
-                    True,
-                    False,
-                    small,
-                    per_job,
-                    0,
-                ),
-                Variant(
-                    f"{label}, small batches coalesced",
-                    "bench_small_co",
-                    True,
-                    False,
-                    small,
-                    per_job,
-                ),
-            ]
+        variants = bench_variants(hnsw_variants, small_jobs, repeat)
         between = [before[0].texts_per_s]
         for n, variant in enumerate(variants):
             if n:
@@ -339,6 +294,7 @@ def run_pipeline_bench(
                     len(used),
                     run.seconds,
                     len(used) / run.seconds,
+                    group=variant.group or variant.label,
                     split_s=run.split_s,
                     cpu_s=run.cpu_s,
                     index_ready_s=run.index_ready_s,

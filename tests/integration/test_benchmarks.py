@@ -172,7 +172,8 @@ def test_bench_pipeline_compares_the_whole_path_with_the_bare_engine(
     out = tmp_path / "pipeline.json"
     result = _bench(
         ["pipeline", "--model-dir", str(minilm_dir), "--texts", "150", "--no-hnsw-variant",
-         "--small-jobs", "40", "--texts-per-small-job", "4", "--write-rows", "600",
+         "--small-jobs", "40", "--texts-per-small-job", "4", "--repeat", "2",
+         "--write-rows", "600",
          "--out", str(out)]
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
@@ -184,9 +185,16 @@ def test_bench_pipeline_compares_the_whole_path_with_the_bare_engine(
     assert variants[1].startswith("bare engine, one call per task (")
     assert variants[1].endswith(" tasks, as the API cuts them) (before)")
     assert variants[-2:] == [v.replace("(before)", "(after)") for v in variants[:2]]
-    assert variants[2:-2] == [
+    # The new-collection pair runs twice, the second time in the other order.
+    inline, behind = (
         "whole path, write in line, new collection",
         "whole path, write behind the engine, new collection",
+    )
+    assert variants[2:-2] == [
+        f"{inline} (run 1 of 2)",
+        f"{behind} (run 1 of 2)",
+        f"{behind} (run 2 of 2)",
+        f"{inline} (run 2 of 2)",
         "40 texts as 10 jobs of 4, one batch per delivery",
         "40 texts as 10 jobs of 4, small batches coalesced",
     ]
@@ -201,6 +209,12 @@ def test_bench_pipeline_compares_the_whole_path_with_the_bare_engine(
         assert run["ratio_to_engine"] == pytest.approx(
             run["texts_per_s"] / run["engine_texts_per_s"]
         )
+    # Each repeated pair's median ratio (of two runs: their mean).
+    for label in (inline, behind):
+        ratios = [r["ratio_to_engine"] for r in report["runs"] if r["group"] == label]
+        assert len(ratios) == 2
+        assert report["median_ratio_to_engine"][label] == pytest.approx(sum(ratios) / 2)
+    assert "median × bare engine" in result.stdout
     for run in report["runs"][2:-2]:
         assert run["texts"] == (150 if run["variant"].startswith("whole") else 40)
         assert run["engine_texts_per_s"] > 0 and run["ratio_to_engine"] > 0

@@ -1,0 +1,64 @@
+"""The whole-path runs of `embedq bench pipeline`, and the medians of repeated ones."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One whole-path run's set-up."""
+
+    label: str
+    collection: str
+    write_behind: bool
+    hnsw: bool = False
+    texts: int | None = None  # the first this many bench texts (None: all)
+    texts_per_job: int | None = None  # None: jobs as large as the API takes
+    coalesce_below_items: int | None = None  # None: the settings' own
+    group: str = ""  # the label without its repeat number ("": the label)
+
+
+def bench_variants(
+    hnsw_variants: bool, small_jobs: tuple[int, int] | None, repeat: int
+) -> list[Variant]:
+    """The whole-path runs in order. The new-collection pair (the default path) runs `repeat`
+    times, alternating which goes first, so a ratio is not one run's luck on a noisy machine."""
+    variants: list[Variant] = []
+    for k in range(repeat):
+        suffix = f" (run {k + 1} of {repeat})" if repeat > 1 else ""
+        pair = [
+            ("whole path, write in line, new collection", f"bench_inline{k}", False),
+            ("whole path, write behind the engine, new collection", f"bench_behind{k}", True),
+        ]
+        for label, collection, behind in pair[:: -1 if k % 2 else 1]:
+            variants.append(Variant(label + suffix, collection, behind, group=label))
+    if hnsw_variants:  # a live table that already has its index: every insert pays a search
+        variants += [
+            Variant(
+                "whole path, write in line, HNSW-indexed table", "bench_inline_ix", False, True
+            ),
+            Variant("whole path, write behind, HNSW-indexed table", "bench_behind_ix", True, True),
+        ]
+    if small_jobs is not None:  # a burst of small jobs, as a live product submits them
+        small, per_job = small_jobs
+        label = f"{small} texts as {-(-small // per_job)} jobs of {per_job}"
+        variants += [
+            Variant(
+                f"{label}, one batch per delivery", "bench_small", True, False, small, per_job, 0
+            ),
+            Variant(
+                f"{label}, small batches coalesced", "bench_small_co", True, False, small, per_job
+            ),
+        ]
+    return variants
+
+
+def median_ratios(runs: Iterable[tuple[str, float]]) -> dict[str, tuple[int, float]]:
+    """(group, ratio) pairs -> each repeated group's number of runs and median ratio."""
+    ratios: dict[str, list[float]] = {}
+    for group, ratio in runs:
+        ratios.setdefault(group, []).append(ratio)
+    return {g: (len(r), statistics.median(r)) for g, r in ratios.items() if len(r) > 1}
