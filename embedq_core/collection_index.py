@@ -10,10 +10,13 @@ and writers go on), and from then on Postgres keeps it up to date. Until then a 
 the table exactly: right answers, slower on large tables.
 
 A collection with nothing pending is built at once. One with a few items pending is either a
-bulk load's last batches or a stream; it is built only once a second pass (a poll interval
-later) still finds it so: a bulk load has finished by then, and its build does not take CPU
-from those last batches (measured with `embedq bench pipeline`: Postgres used 1.5 CPU-s
-instead of 0.4 when the build overlapped the tail of a 5,000-text load on 2 cores).
+bulk load's last batches or a stream; the first pass that finds it so only remembers it, and
+any later pass that finds it under the bound again builds it. A load's last < 256 items
+usually finish within that poll interval (MiniLM on 2 CPU cores: under a second), so its build
+no longer takes CPU from them (measured with `embedq bench pipeline`: Postgres used 1.5–1.6
+CPU-s instead of 0.4–0.5 when the build overlapped the tail of a 5,000-text load on 2 cores);
+a large model on a CPU may still be writing its tail when the build starts. A stream gets its
+index on its second pass under the bound, even one that crosses the bound between passes.
 """
 
 from __future__ import annotations
@@ -115,18 +118,15 @@ def _candidates(
     ]
 
 
-def due_now(
-    candidates: list[IndexCandidate], pending_last_pass: set[str]
-) -> tuple[list[str], set[str]]:
-    """The tables to build on this pass, and those to remember for the next: a candidate with
-    nothing pending is due; one with items pending only if the last pass saw it pending too."""
+def due_now(candidates: list[IndexCandidate], seen_pending: set[str]) -> tuple[list[str], set[str]]:
+    """The tables to build on this pass, and the tables seen with a few items pending so far
+    (seen_pending plus this pass's): a candidate with nothing pending is due; one with items
+    pending only if an earlier pass saw it so too. The caller forgets a table once built."""
     due = [
-        c.vector_table
-        for c in candidates
-        if c.pending_items == 0 or c.vector_table in pending_last_pass
+        c.vector_table for c in candidates if c.pending_items == 0 or c.vector_table in seen_pending
     ]
-    pending_now = {c.vector_table for c in candidates if c.pending_items > 0}
-    return due, pending_now
+    seen = seen_pending | {c.vector_table for c in candidates if c.pending_items > 0}
+    return due, seen
 
 
 def _has_rows(conn: psycopg.Connection[Any], vector_table: str) -> bool:

@@ -32,7 +32,8 @@ STOP_JOIN_S = 2.0
 
 
 class IndexMaintenance:
-    """Looks for migrations in the `index` phase every interval and builds their index."""
+    """Every interval, builds the index of migrations in their `index` phase and of
+    collections whose bulk load is over (collection_index.due_now)."""
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
@@ -45,10 +46,10 @@ class IndexMaintenance:
         )
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        # Tables the last pass found with a few items pending (collection_index.due_now):
-        # in-process only, a restarted worker waits one more pass.
-        self._dense_pending: set[str] = set()
-        self._sparse_pending: set[str] = set()
+        # Tables seen with a few items pending and not yet built by this worker
+        # (collection_index.due_now); in-process only, a restarted worker waits one more pass.
+        self._dense_seen_pending: set[str] = set()
+        self._sparse_seen_pending: set[str] = set()
 
     def run_once(self) -> int:
         """Build every index that is due and free; returns how many were built."""
@@ -60,19 +61,21 @@ class IndexMaintenance:
             if build_index(conn, name, self._options) == "built":
                 built += 1
         pending_below = self._settings.index_pending_items_below
-        dense, self._dense_pending = due_now(
-            collections_to_index(conn, pending_below), self._dense_pending
+        dense, self._dense_seen_pending = due_now(
+            collections_to_index(conn, pending_below), self._dense_seen_pending
         )
-        sparse, self._sparse_pending = due_now(
-            sparse_collections_to_index(conn, pending_below), self._sparse_pending
+        sparse, self._sparse_seen_pending = due_now(
+            sparse_collections_to_index(conn, pending_below), self._sparse_seen_pending
         )
-        due = [(t, build_hnsw_index) for t in dense] + [(t, build_sparse_index) for t in sparse]
-        for vector_table, build in due:
+        due = [(t, build_hnsw_index, self._dense_seen_pending) for t in dense]
+        due += [(t, build_sparse_index, self._sparse_seen_pending) for t in sparse]
+        for vector_table, build, seen_pending in due:
             if self._stop.is_set():
                 break
             try:
                 if build(conn, vector_table, self._options.maintenance_work_mem):
                     built += 1
+                    seen_pending.discard(vector_table)
             except psycopg.OperationalError:
                 raise  # Postgres went away: the whole pass is retried next tick
             except psycopg.Error as exc:

@@ -44,7 +44,11 @@ class PipelineRun:
     ratio_to_engine: float = 1.0
     # The bare engine's texts/s (all texts in one call) this run's ratio is against.
     engine_texts_per_s: float = 0.0
-    group: str = ""  # the variant without its repeat number
+    # A whole-path run's one-call bare runs nearest before and after it (their mean is
+    # engine_texts_per_s); None for the bare runs themselves.
+    engine_before_texts_per_s: float | None = None
+    engine_after_texts_per_s: float | None = None
+    group: str = ""  # the variant without its repeat number (a bare run: its label)
     split_s: dict[str, float] = field(default_factory=dict)
     cpu_s: dict[str, float] = field(default_factory=dict)
     # A new collection's HNSW index: valid this long after its last job finished.
@@ -186,7 +190,7 @@ def whole_path(
 
 def _wait_for_index(engine: Engine, index_name: str, children: list[ChildProcess]) -> None:
     """Wait until the worker's maintenance thread has built index_name (it looks every
-    reembed_index_poll_interval_s once the bulk load is over)."""
+    reembed_index_poll_interval_s: a drained collection is built on the next look)."""
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
         for child in children:
@@ -238,7 +242,8 @@ def run_pipeline_bench(
     # The ratio is against all texts in one call, the engine's best; the worker's chunks (one
     # task each) show what cutting a job into tasks costs the engine alone. Both run before and
     # after the pipelines, and the one-call run also between whole-path runs: each whole-path
-    # run is compared with the mean of the bare runs just before and after it, so this shared
+    # run is compared with the mean of the bare one-call runs nearest before and after it
+    # (for the first: the one before the stack starts), so this shared
     # machine's drift over the bench's minutes (one run: 369 texts/s before, 323 after) moves
     # both sides of its ratio alike.
     tasks = api_task_numbers(texts, settings)
@@ -251,7 +256,9 @@ def run_pipeline_bench(
         runs = []
         for label, numbers in bare:
             seconds = bare_engine(model_dir, config, texts, numbers)
-            runs.append(PipelineRun(f"{label} ({when})", count, seconds, count / seconds))
+            runs.append(
+                PipelineRun(f"{label} ({when})", count, seconds, count / seconds, group=label)
+            )
         return runs
 
     before = bare_runs("before")
@@ -270,11 +277,11 @@ def run_pipeline_bench(
         )
         upgrade_head(run_settings.require_database_url())
         variants = bench_variants(hnsw_variants, small_jobs, repeat)
-        between = [before[0].texts_per_s]
+        bare_between_texts_per_s = [before[0].texts_per_s]
         for n, variant in enumerate(variants):
             if n:
-                one_call = bare_engine(model_dir, config, texts, [0] * count)
-                between.append(count / one_call)
+                one_call_s = bare_engine(model_dir, config, texts, [0] * count)
+                bare_between_texts_per_s.append(count / one_call_s)
             changes: dict[str, Any] = {"write_behind": variant.write_behind}
             if variant.coalesce_below_items is not None:
                 changes["coalesce_below_items"] = variant.coalesce_below_items
@@ -301,12 +308,16 @@ def run_pipeline_bench(
                 )
             )
     after = bare_runs("after")
-    between.append(after[0].texts_per_s)
+    bare_between_texts_per_s.append(after[0].texts_per_s)
     engine_s = (before[0].seconds + after[0].seconds) / 2  # all texts in one call
     for bare_run in before + after:
         bare_run.engine_texts_per_s = count / engine_s
     for n, pipeline in enumerate(pipelines):
-        pipeline.engine_texts_per_s = (between[n] + between[n + 1]) / 2
+        pipeline.engine_before_texts_per_s = bare_between_texts_per_s[n]
+        pipeline.engine_after_texts_per_s = bare_between_texts_per_s[n + 1]
+        pipeline.engine_texts_per_s = (
+            pipeline.engine_before_texts_per_s + pipeline.engine_after_texts_per_s
+        ) / 2
     runs = before + pipelines + after
     for measured in runs:
         measured.ratio_to_engine = measured.texts_per_s / measured.engine_texts_per_s

@@ -3,6 +3,7 @@ are asserted)."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -205,6 +206,17 @@ def test_bench_pipeline_compares_the_whole_path_with_the_bare_engine(
     assert report["runs"][0]["ratio_to_engine"] == pytest.approx(
         one_call / report["runs"][0]["seconds"]
     )
+    # Whole-path runs are interleaved with one-call bare runs: each run's "after" is the next
+    # run's "before"; the first's is the bare run before the stack, the last's the one after.
+    whole = report["runs"][2:-2]
+    assert whole[0]["engine_before_texts_per_s"] == report["runs"][0]["texts_per_s"]
+    assert whole[-1]["engine_after_texts_per_s"] == report["runs"][-2]["texts_per_s"]
+    for earlier, later in itertools.pairwise(whole):
+        assert earlier["engine_after_texts_per_s"] == later["engine_before_texts_per_s"]
+    for run in whole:
+        assert run["engine_texts_per_s"] == pytest.approx(
+            (run["engine_before_texts_per_s"] + run["engine_after_texts_per_s"]) / 2
+        )
     for run in report["runs"]:
         assert run["ratio_to_engine"] == pytest.approx(
             run["texts_per_s"] / run["engine_texts_per_s"]

@@ -1,0 +1,25 @@
+"""The pipeline bench's summary of repeated runs: the median ratio of each repeated variant."""
+
+from __future__ import annotations
+
+import pytest
+
+from ops.bench.pipeline_variants import bench_variants, median_ratios
+
+
+def test_the_median_of_three_runs_is_the_middle_one_and_single_runs_are_left_out() -> None:
+    medians = median_ratios(
+        [("behind", 0.95), ("inline", 0.90), ("behind", 0.83), ("behind", 0.99), ("ix", 0.8)]
+    )
+    # Not the mean (0.923): the middle of 0.83, 0.95, 0.99.
+    assert medians == {"behind": (3, pytest.approx(0.95))}
+
+
+def test_repeated_pairs_alternate_which_runs_first() -> None:
+    variants = bench_variants(hnsw_variants=False, small_jobs=None, repeat=3)
+    assert [v.write_behind for v in variants] == [False, True, True, False, False, True]
+    assert len({v.collection for v in variants}) == 6
+    assert {v.group for v in variants} == {
+        "whole path, write in line, new collection",
+        "whole path, write behind the engine, new collection",
+    }
