@@ -1,4 +1,5 @@
-"""Binary COPY into a per-connection staging table, the first half of every bulk upsert."""
+"""Binary COPY: rows into a table's columns, and into a per-connection staging table (the first
+half of every bulk upsert)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,23 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
+
+
+def copy_rows(
+    conn: psycopg.Connection[Any],
+    table: str,
+    columns: Sequence[tuple[str, str]],
+    rows: Iterable[Sequence[Any]],
+) -> None:
+    """Binary COPY of rows into `table`'s columns (name, type), inside the caller's transaction;
+    columns not named take their defaults."""
+    statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
+        sql.Identifier(table), sql.SQL(", ").join(sql.Identifier(name) for name, _ in columns)
+    )
+    with conn.cursor() as cur, cur.copy(statement) as copy:
+        copy.set_types([kind for _, kind in columns])
+        for row in rows:
+            copy.write_row(row)
 
 
 def copy_to_stage(
@@ -29,10 +47,4 @@ def copy_to_stage(
         )
     )
     conn.execute(sql.SQL("TRUNCATE {}").format(name))
-    with (
-        conn.cursor() as cur,
-        cur.copy(sql.SQL("COPY {} FROM STDIN (FORMAT BINARY)").format(name)) as copy,
-    ):
-        copy.set_types([kind for _, kind in columns])
-        for row in rows:
-            copy.write_row(row)
+    copy_rows(conn, stage, columns, rows)

@@ -22,7 +22,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from embedq_core.sparse_vectors import SPARSE_COLUMN
-from embedq_core.staging import copy_to_stage
+from embedq_core.staging import copy_rows, copy_to_stage
 from workers.sparse_rows import sparse_values
 
 STAGE_TABLE = "embedq_stage"
@@ -125,18 +125,12 @@ def _copy_into_table(
     columns: Sequence[tuple[str, str]],
     values: Sequence[tuple[Any, ...]],
 ) -> None:
-    names = [c for c, _ in columns] + ["manifest_id", "job_id"]
-    with (
-        conn.cursor() as cur,
-        cur.copy(
-            sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
-                sql.Identifier(vector_table), sql.SQL(", ").join(map(sql.Identifier, names))
-            )
-        ) as copy,
-    ):
-        copy.set_types([t for _, t in columns] + ["text", "uuid"])
-        for value in values:
-            copy.write_row((*value, manifest_id, job_id))
+    copy_rows(
+        conn,
+        vector_table,
+        [*columns, ("manifest_id", "text"), ("job_id", "uuid")],
+        ((*value, manifest_id, job_id) for value in values),
+    )
 
 
 def _upsert_via_stage(
