@@ -177,7 +177,13 @@ def test_search_matches_brute_force_and_respects_filters(
     ids = list(stored)
     matrix = np.stack([stored[i][0] for i in ids])
     scans_before = _hnsw_scans(services)
-    recalls = []
+    # Recall is a property of each index build (pgvector draws node levels at random). For the
+    # off-topic queries the true top 10 hold random filler rows at near-ties (0.176 against
+    # 0.175), the hardest case for HNSW: over 15 builds the mean recall at the default
+    # ef_search (100) ranged 0.95-1.0 (and one CI run saw 0.9375), at ef_search 400 it was 1.0
+    # in all 15. So the tight bound is asked of the wider search; the default must clearly work.
+    recalls: list[float] = []
+    wide_recalls: list[float] = []
     for query in QUERIES:
         query_vector = np.array(
             services.post(
@@ -191,6 +197,11 @@ def test_search_matches_brute_force_and_respects_filters(
         assert hnsw.status_code == 200, hnsw.text
         hnsw_ids = [hit["id"] for hit in hnsw.json()["hits"]]
         recalls.append(len(set(hnsw_ids) & set(truth)) / 10)
+        wide = services.post(
+            f"/v1/collections/{COLLECTION}/search", {"query": query, "ef_search": 400}
+        )
+        assert wide.status_code == 200, wide.text
+        wide_recalls.append(len({hit["id"] for hit in wide.json()["hits"]} & set(truth)) / 10)
         exact = services.post(
             f"/v1/collections/{COLLECTION}/search", {"query": query, "exact": True}
         ).json()
@@ -198,8 +209,9 @@ def test_search_matches_brute_force_and_respects_filters(
         np.testing.assert_allclose(
             [hit["score"] for hit in exact["hits"]], np.sort(scores)[::-1][:10], atol=1e-5
         )
-    assert np.mean(recalls) >= 0.95, recalls
-    # The default searches went through the HNSW index (the exact ones did not). Backends
+    assert np.mean(recalls) >= 0.85, recalls
+    assert np.mean(wide_recalls) >= 0.95, wide_recalls
+    # The approximate searches went through the HNSW index (the exact ones did not). Backends
     # report index statistics a few seconds late, so wait for the count rather than read it once.
     deadline = time.monotonic() + 30
     while _hnsw_scans(services) - scans_before < len(QUERIES):
