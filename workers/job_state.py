@@ -61,16 +61,20 @@ def claim_batch(
             (job_id, batch_no),
         ).fetchall()
         if rows:
+            # Only a queued job's row is updated: once it runs, every batch's write transaction
+            # updates that row last, and a claim that updated it too would wait on the commit
+            # of the batch being written behind the engine.
             job = conn.execute(
                 """
-                UPDATE jobs j SET status = CASE WHEN j.status = 'queued' THEN 'running'
-                                                ELSE j.status END,
-                                  updated_at = now()
-                FROM collections c
-                WHERE j.id = %s AND c.name = j.collection
-                RETURNING j.collection, j.manifest_id, c.vector_table
+                WITH started AS (
+                    UPDATE jobs SET status = 'running', updated_at = now()
+                    WHERE id = %(job_id)s AND status = 'queued'
+                )
+                SELECT j.collection, j.manifest_id, c.vector_table
+                FROM jobs j JOIN collections c ON c.name = j.collection
+                WHERE j.id = %(job_id)s
                 """,
-                (job_id,),
+                {"job_id": job_id},
             ).fetchone()
             if job is None:
                 raise psycopg.Rollback(claim)  # no such job: nothing is claimed
