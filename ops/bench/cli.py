@@ -393,7 +393,7 @@ def bench_pipeline(
         console.print(median_table)
     # What shares the cores with the engine: the worker's own CPU includes the engine's threads.
     cpu_table = Table(title="CPU seconds used during each whole-path run, by part of the stack")
-    roles = (*ROLES, "idle")
+    roles = (*ROLES, "idle", "stolen")  # stolen: the host ran other guests on these cores
     # A new collection's HNSW index is built after its bulk load; the bench waits for it before
     # the next run, so a build never runs into another measurement.
     for column in ("variant", "wall × cores", *roles, "HNSW valid after"):
@@ -404,7 +404,7 @@ def bench_pipeline(
             cpu_table.add_row(
                 run.variant,
                 f"{run.seconds * cores:.1f}",
-                *(f"{run.cpu_s.get(role, 0.0):.1f}" for role in roles),
+                *(f"{run.cpu_s[role]:.1f}" if role in run.cpu_s else "n/a" for role in roles),
                 f"{run.index_ready_s:.1f}s" if run.index_ready_s is not None else "",
             )
     console.print(cpu_table)
