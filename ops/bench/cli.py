@@ -243,10 +243,10 @@ def bench_write_path(rows: int, dimension: int, batch: int, out_json: Path) -> N
     from dataclasses import asdict
 
     from rich.console import Console
-    from rich.table import Table
 
     from migrations.schema_upgrade import upgrade_head
     from ops.bench.engine import machine_description
+    from ops.bench.pipeline_report import print_write_path
     from ops.bench.write_path import run_write_path
     from ops.devstack import EmbeddedStack
 
@@ -258,14 +258,8 @@ def bench_write_path(rows: int, dimension: int, batch: int, out_json: Path) -> N
         database_url = stack.settings().require_database_url()
         upgrade_head(database_url)
         results = run_write_path(database_url, rows, dimension, batch)
-    table = Table(title=f"{dimension}-d vectors into pgvector, {batch} rows per transaction")
-    for column in ("variant", "rows", "seconds", "rows/s", "vs executemany"):
-        table.add_column(column, justify="left" if column == "variant" else "right")
-    baseline = next(r.rows_per_s for r in results if r.variant.startswith("executemany"))
-    for r in results:
-        ratio = f"{r.rows_per_s / baseline:.2f}×"
-        table.add_row(r.variant, str(r.rows), f"{r.seconds:.2f}", f"{r.rows_per_s:,.0f}", ratio)
-    Console().print(table)
+    title = f"{dimension}-d vectors into pgvector, {batch} rows per transaction"
+    print_write_path(Console(), results, title)
     out_json.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "machine": machine_description(),
@@ -327,19 +321,16 @@ def bench_pipeline(
     """Whole path against the bare engine on the same texts, the worker's own time split, and
     the write path alone (1024-d COPY + upsert against executemany)."""
     import json
-    import os
     import tempfile
     import time
     from dataclasses import asdict
 
     from rich.console import Console
-    from rich.table import Table
 
     from migrations.schema_upgrade import upgrade_head
-    from ops.bench.cpu_share import ROLES
     from ops.bench.engine import machine_description
     from ops.bench.pipeline import run_pipeline_bench
-    from ops.bench.pipeline_variants import median_ratios
+    from ops.bench.pipeline_report import print_runs, print_write_path
     from ops.bench.write_path import run_write_path
     from ops.bundled_model import ensure_bundled_model
     from ops.devstack import EmbeddedStack
@@ -353,61 +344,8 @@ def bench_pipeline(
     small = (min(small_jobs, count), texts_per_small_job) if small_jobs > 0 else None
     runs = run_pipeline_bench(settings, model_dir, count, hnsw_variant, small, repeat)
     machine = machine_description()
-    table = Table(title=f"{count} texts, one worker, {machine['cpu']} ({machine['cores']} cores)")
-    # The worker's own stage times. A write behind the engine overlaps it, so the stages can sum
-    # to more than the wall time; "engine idle" is the wall time the engine did not run.
-    stages = ("claim", "tokenize", "engine", "write")
-    for column in (
-        "variant",
-        "texts",
-        "seconds",
-        "texts/s",
-        "bare engine texts/s",
-        "× bare engine",
-        *stages,
-        "engine idle",
-    ):
-        table.add_column(column, justify="left" if column == "variant" else "right")
-    for run in runs:
-        split = [f"{run.split_s[s]:.1f}s" if s in run.split_s else "" for s in stages]
-        idle_s = run.seconds - run.split_s.get("engine", 0.0)
-        split.append(f"{idle_s:.1f}s" if run.split_s else "")
-        table.add_row(
-            run.variant,
-            str(run.texts),
-            f"{run.seconds:.1f}",
-            f"{run.texts_per_s:.0f}",
-            f"{run.engine_texts_per_s:.0f}",
-            f"{run.ratio_to_engine:.2f}",
-            *split,
-        )
-    console.print(table)
-    whole_paths = [r for r in runs if r.engine_before_texts_per_s is not None]
-    medians = median_ratios((r.group, r.ratio_to_engine) for r in whole_paths)
-    if medians:
-        median_table = Table(title="repeated whole-path runs: median × bare engine")
-        for column in ("variant", "runs", "median × bare engine"):
-            median_table.add_column(column, justify="left" if column == "variant" else "right")
-        for group, (n, median) in medians.items():
-            median_table.add_row(group, str(n), f"{median:.2f}")
-        console.print(median_table)
-    # What shares the cores with the engine: the worker's own CPU includes the engine's threads.
-    cpu_table = Table(title="CPU seconds used during each whole-path run, by part of the stack")
-    roles = (*ROLES, "idle", "stolen")  # stolen: the host ran other guests on these cores
-    # A new collection's HNSW index is built after its bulk load; the bench waits for it before
-    # the next run, so a build never runs into another measurement.
-    for column in ("variant", "wall × cores", *roles, "HNSW valid after"):
-        cpu_table.add_column(column, justify="left" if column == "variant" else "right")
-    cores = os.cpu_count() or 1
-    for run in runs:
-        if run.cpu_s:
-            cpu_table.add_row(
-                run.variant,
-                f"{run.seconds * cores:.1f}",
-                *(f"{run.cpu_s[role]:.1f}" if role in run.cpu_s else "n/a" for role in roles),
-                f"{run.index_ready_s:.1f}s" if run.index_ready_s is not None else "",
-            )
-    console.print(cpu_table)
+    title = f"{count} texts, one worker, {machine['cpu']} ({machine['cores']} cores)"
+    medians = print_runs(console, runs, title)
     with (
         tempfile.TemporaryDirectory() as data_dir,
         EmbeddedStack(settings, Path(data_dir)) as stack,
@@ -415,12 +353,7 @@ def bench_pipeline(
         database_url = stack.settings().require_database_url()
         upgrade_head(database_url)
         writes = run_write_path(database_url, write_rows, 1024, 512)
-    write_table = Table(title="write path alone: 1024-d vectors, 512 rows per transaction")
-    for column in ("variant", "rows", "rows/s"):
-        write_table.add_column(column, justify="left" if column == "variant" else "right")
-    for w in writes:
-        write_table.add_row(w.variant, str(w.rows), f"{w.rows_per_s:,.0f}")
-    console.print(write_table)
+    print_write_path(console, writes, "write path alone: 1024-d vectors, 512 rows per transaction")
     out_json.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -434,7 +367,7 @@ def bench_pipeline(
             "coalesce_below_items": settings.coalesce_below_items,
         },
         "runs": [asdict(r) for r in runs],
-        "median_ratio_to_engine": {group: median for group, (_, median) in medians.items()},
+        "median_ratio_to_engine": medians,
         "write_path": [asdict(w) for w in writes],
     }
     out_json.write_text(json.dumps(payload, indent=2) + "\n")
