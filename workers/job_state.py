@@ -42,6 +42,20 @@ class ClaimedBatch:
     queued_s: float | None = None
 
 
+# Where a job's vectors go.
+_JOB_TARGET_SQL = """
+SELECT j.collection, j.manifest_id, c.vector_table
+FROM jobs j JOIN collections c ON c.name = j.collection
+WHERE j.id = %(job_id)s
+"""
+_START_JOB_SQL = """
+WITH started AS (
+    UPDATE jobs SET status = 'running', updated_at = now()
+    WHERE id = %(job_id)s AND status = 'queued'
+)
+"""
+
+
 def claim_batch(
     conn: psycopg.Connection[Any], job_id: str, batch_no: int, worker: str
 ) -> ClaimedBatch | None:
@@ -60,31 +74,15 @@ def claim_batch(
             """,
             (job_id, batch_no),
         ).fetchall()
+        # Only a queued job's row is updated (started): once it runs, every batch's write
+        # transaction updates that row last, and a claim that updated it too would wait on the
+        # commit of the batch being written behind the engine. A claim of nothing only reads.
+        start = _START_JOB_SQL if rows else ""
+        job = conn.execute(start + _JOB_TARGET_SQL, {"job_id": job_id}).fetchone()
         if rows:
-            # Only a queued job's row is updated: once it runs, every batch's write transaction
-            # updates that row last, and a claim that updated it too would wait on the commit
-            # of the batch being written behind the engine.
-            job = conn.execute(
-                """
-                WITH started AS (
-                    UPDATE jobs SET status = 'running', updated_at = now()
-                    WHERE id = %(job_id)s AND status = 'queued'
-                )
-                SELECT j.collection, j.manifest_id, c.vector_table
-                FROM jobs j JOIN collections c ON c.name = j.collection
-                WHERE j.id = %(job_id)s
-                """,
-                {"job_id": job_id},
-            ).fetchone()
             if job is None:
                 raise psycopg.Rollback(claim)  # no such job: nothing is claimed
             queued_s = record_claimed(conn, job_id, batch_no, worker)
-        else:
-            job = conn.execute(
-                "SELECT j.collection, j.manifest_id, c.vector_table FROM jobs j"
-                " JOIN collections c ON c.name = j.collection WHERE j.id = %s",
-                (job_id,),
-            ).fetchone()
     if job is None:
         return None
     rows.sort(key=lambda r: r[5])
