@@ -161,6 +161,7 @@ def test_bench_write_path_compares_copy_with_executemany(tmp_path: Path) -> None
         "binary COPY",
         "binary COPY + upsert",
         "executemany upsert (psycopg 3",
+        "executemany upsert",
         "one upsert per row",
         "binary COPY",
     ]
@@ -239,5 +240,5 @@ def test_bench_pipeline_compares_the_whole_path_with_the_bare_engine(
         # The worker's own stages were scraped: its engine time is part of the wall time.
         assert 0 < run["split_s"]["engine"] <= run["seconds"]
         assert run["split_s"]["write"] > 0
-    assert len(report["write_path"]) == 5
+    assert len(report["write_path"]) == 6
     assert all(r["rows_per_s"] > 0 for r in report["write_path"])
