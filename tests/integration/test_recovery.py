@@ -128,8 +128,19 @@ def _finished(engine: Engine, job_id: str, batch_no: int) -> bool:
 def test_lost_batches_recover_while_the_queue_never_empties(
     private_pipeline: Callable[..., PrivatePipeline],
 ) -> None:
+    # A worker killed after Redis handed it a message but before it recorded the claim (a few
+    # ms per batch; with writes behind the engine, while the batch it holds is still being
+    # written) leaves a send that Postgres sees as unclaimed: only the unclaimed-send backstop
+    # (the visibility timeout, an hour by default) sends it again. The kill below can land in
+    # that window, so the timeout is short here and every streamed job must still finish.
     pipeline = private_pipeline(
-        "steady", items_per_task=ITEMS_PER_JOB, requeue_grace_s=2.0, reconcile_interval_s=1.0
+        "steady",
+        items_per_task=ITEMS_PER_JOB,
+        requeue_grace_s=2.0,
+        reconcile_interval_s=1.0,
+        visibility_timeout_s=30,
+        task_time_limit_s=25.0,
+        db_retry_timeout_s=20.0,
     )
     settings = pipeline.handle.settings
     # Grace, then at most one reconcile interval to notice, a pass, one batch already running
