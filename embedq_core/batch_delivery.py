@@ -11,15 +11,30 @@ This module owns every transition of a batch's delivery, whoever makes it:
 - claimed: `claimed_at`, `claimed_by`, in the worker's claim transaction; also `claimed_at`
   alone when a delivery found the batch locked by another live worker (its message is consumed:
   if that worker then fails, the grace rule sends the batch again);
+- delivered: `delivered_at`, with the claim, when the claim was made on delivery of the batch's
+  own message (not by a worker coalescing it before its message arrived);
 - finished: `finished_at`, in the transaction that leaves the batch without pending items.
 
 A pending batch is lost, and sent again, when no live worker holds its advisory lock (the
 caller checks) and either the broker was wiped, or it was never sent, or its last claim is at
 or after its last send (the message was consumed, yet the batch is still pending: the worker
 died, a delivery failed and Celery acked it, a hung worker was ended), once `grace_s` has passed
-since the last of these events. Nothing here guesses what a queue holds; one backstop is
-presumed from age alone: a send that no worker claimed within `unclaimed_s` (the visibility
-timeout) is taken as lost on its own (evicted, say), and costs a duplicate if it was not.
+since the last of these events.
+
+A worker killed after Redis handed it a message and before its claim was recorded leaves a send
+that looks unclaimed. Redis serves each priority list of a queue in the order it was sent, so a
+batch's first send by the API (all sent at the same priority, each job's batches in order) is
+also lost once the message of a batch sent after it was delivered more than `grace_s` ago: the
+later message left Redis after it, and no worker recorded taking it. "Sent after" is known from
+Postgres's clock alone: a later batch of the same job, or a job created (so sent) after this
+job's send was recorded (jobs.enqueued_at, stamped once the publish returned). Re-sent messages
+are not ordered this way (a batch sent twice cannot tell which message was delivered). A message
+Redis takes back goes out of that order (a delivery that could not record its claim through a
+Postgres outage is requeued behind the queue): its batch may be sent twice, which is harmless.
+
+Nothing here guesses what a queue holds; one backstop is presumed from age alone: a send that no
+worker claimed within `unclaimed_s` (the visibility timeout) is taken as lost on its own
+(evicted, or a re-sent message taken by a worker that died), and costs a duplicate if it was not.
 """
 
 from __future__ import annotations
@@ -44,16 +59,32 @@ GROUP BY i.job_id, i.batch_no, j.enqueued_at
 ON CONFLICT DO NOTHING
 """
 
+# taken: first sends by the API (dated at their job's creation) whose own message reached a
+# worker more than the grace ago, within the backstop's window (an older unclaimed send is lost
+# by the backstop anyway); per model the newest such send, per job its last such batch.
 _LOST_BATCHES_SQL = """
+WITH taken AS (
+    SELECT j.manifest_id, b.job_id, b.batch_no, b.sent_at
+    FROM job_batches b JOIN jobs j ON j.id = b.job_id
+    WHERE b.delivered_at < now() - make_interval(secs => %(grace_s)s)
+      AND b.delivered_at > now() - make_interval(secs => %(unclaimed_s)s)
+      AND b.sends = 1 AND b.sent_at = j.created_at
+),
+taken_by_model AS (SELECT manifest_id, max(sent_at) AS sent_at FROM taken GROUP BY 1),
+taken_by_job AS (SELECT job_id, max(batch_no) AS batch_no FROM taken GROUP BY 1)
 SELECT b.job_id::text, j.manifest_id, b.batch_no
 FROM job_batches b JOIN jobs j ON j.id = b.job_id
+LEFT JOIN taken_by_model later_job ON later_job.manifest_id = j.manifest_id
+LEFT JOIN taken_by_job later_batch ON later_batch.job_id = b.job_id
 WHERE b.finished_at IS NULL AND j.finished_at IS NULL
   AND (%(broker_wiped)s
        OR ((b.sent_at IS NULL OR b.claimed_at >= b.sent_at)
            AND greatest(b.sent_at, b.claimed_at, j.created_at)
                < now() - make_interval(secs => %(grace_s)s))
        OR (b.sent_at < now() - make_interval(secs => %(unclaimed_s)s)
-           AND (b.claimed_at IS NULL OR b.claimed_at < b.sent_at)))
+           AND (b.claimed_at IS NULL OR b.claimed_at < b.sent_at))
+       OR (b.sends = 1 AND b.sent_at = j.created_at AND b.claimed_at IS NULL
+           AND (later_job.sent_at > j.enqueued_at OR later_batch.batch_no > b.batch_no)))
   AND EXISTS (SELECT 1 FROM job_items i
               WHERE i.job_id = b.job_id AND i.batch_no = b.batch_no AND i.status = 'pending')
 ORDER BY j.created_at, b.batch_no
@@ -159,35 +190,39 @@ def record_resent(conn: psycopg.Connection[Any], job_id: str, batch_nos: list[in
 
 
 def record_claimed(
-    conn: psycopg.Connection[Any], job_id: str, batch_no: int, worker: str
+    conn: psycopg.Connection[Any], job_id: str, batch_no: int, worker: str, delivered: bool
 ) -> float | None:
-    """A worker took the batch's pending items, in its claim transaction. An upsert, so a job
-    recorded by an older API gets its row here. Returns how long the batch waited since its
-    last send (its queue wait; a first send not recorded yet is dated at the job's creation,
-    as record_enqueued will date it)."""
+    """A worker took the batch's pending items, in its claim transaction; `delivered` when on
+    delivery of the batch's own message (not coalescing it). An upsert, so a job recorded by an
+    older API gets its row here. Returns how long the batch waited since its last send (its
+    queue wait; a first send not recorded yet is dated at the job's creation, as
+    record_enqueued will date it)."""
     row = conn.execute(
         """
-        INSERT INTO job_batches AS b (job_id, batch_no, claimed_at, claimed_by)
-        VALUES (%s, %s, now(), %s)
+        INSERT INTO job_batches AS b (job_id, batch_no, claimed_at, claimed_by, delivered_at)
+        VALUES (%(job)s, %(batch)s, now(), %(worker)s, CASE WHEN %(delivered)s THEN now() END)
         ON CONFLICT (job_id, batch_no)
-        DO UPDATE SET claimed_at = now(), claimed_by = EXCLUDED.claimed_by
+        DO UPDATE SET claimed_at = now(), claimed_by = EXCLUDED.claimed_by,
+                      delivered_at = coalesce(EXCLUDED.delivered_at, b.delivered_at)
         RETURNING extract(epoch FROM b.claimed_at - coalesce(
             b.sent_at, (SELECT j.created_at FROM jobs j WHERE j.id = b.job_id)))::float8
         """,
-        (job_id, batch_no, worker),
+        {"job": job_id, "batch": batch_no, "worker": worker, "delivered": delivered},
     ).fetchone()
     return None if row is None or row[0] is None else max(float(row[0]), 0.0)
 
 
-def date_claim(conn: psycopg.Connection[Any], job_id: str, batch_no: int) -> None:
-    """Date a claim for a delivery that holds no lock on the batch: one dropped because another
-    live worker holds the batch, or one waiting for its worker's write lane. Its message is
-    consumed (or will be), so once no lock is held the grace rule re-sends the batch instead of
-    waiting for the unclaimed-send backstop. The holder's `claimed_by` stays."""
+def date_claim(conn: psycopg.Connection[Any], job_id: str, batch_no: int, delivered: bool) -> None:
+    """Date a claim that holds no lock on the batch: a delivery dropped because another live
+    worker holds the batch, or one waiting for its worker's write lane (`delivered`: the
+    batch's own message), or a write that found the batch taken over. Its message is consumed
+    (or will be), so once no lock is held the grace rule re-sends the batch instead of waiting
+    for the unclaimed-send backstop. The holder's `claimed_by` stays."""
     conn.execute(
-        "UPDATE job_batches SET claimed_at = now()"
-        " WHERE job_id = %s AND batch_no = %s AND finished_at IS NULL",
-        (job_id, batch_no),
+        "UPDATE job_batches SET claimed_at = now(),"
+        " delivered_at = CASE WHEN %(delivered)s THEN now() ELSE delivered_at END"
+        " WHERE job_id = %(job)s AND batch_no = %(batch)s AND finished_at IS NULL",
+        {"job": job_id, "batch": batch_no, "delivered": delivered},
     )
 
 

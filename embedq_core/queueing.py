@@ -34,9 +34,14 @@ RESEND_PRIORITY = 0
 NEW_WORK_PRIORITY = 3
 
 
+def priority_list(queue: str, step: int) -> str:
+    """The Redis list that holds a queue's messages of one priority step (0, 3, 6 or 9)."""
+    return f"{queue}{_PRIORITY_SEP}{step}" if step else queue
+
+
 def queue_depth(redis_client: Any, queue: str) -> int:
     """Messages waiting in a queue (not counting those a worker holds)."""
-    names = [queue, *(f"{queue}{_PRIORITY_SEP}{step}" for step in _PRIORITY_STEPS)]
+    names = [priority_list(queue, step) for step in (0, *_PRIORITY_STEPS)]
     with redis_client.pipeline() as pipe:
         for name in names:
             pipe.llen(name)

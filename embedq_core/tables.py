@@ -121,6 +121,9 @@ job_batches = Table(
     Column("sent_at", DateTime(timezone=True)),
     Column("claimed_at", DateTime(timezone=True)),
     Column("claimed_by", Text),
+    # When the batch's own message last reached a worker (claims by coalescing leave it):
+    # every message sent before it in that queue had left Redis by then.
+    Column("delivered_at", DateTime(timezone=True)),
     # Set in the transaction that leaves the batch with no pending item.
     Column("finished_at", DateTime(timezone=True)),
     PrimaryKeyConstraint("job_id", "batch_no"),
@@ -129,6 +132,11 @@ Index(
     "job_batches_unfinished",
     job_batches.c.job_id,
     postgresql_where=job_batches.c.finished_at.is_(None),
+)
+Index(
+    "job_batches_delivered",
+    job_batches.c.delivered_at,
+    postgresql_where=job_batches.c.delivered_at.isnot(None),
 )
 
 api_keys = Table(

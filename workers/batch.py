@@ -83,7 +83,7 @@ def process_batch(ctx: WorkerContext, job_id: str, batch_no: int) -> BatchOutcom
         # Both lanes hold batches still being written. Date a claim first: this message was
         # fetched after the last one was acknowledged, and if the worker dies while waiting,
         # the reconciler must find the batch by Postgres's grace rule, not an hour later.
-        _date_claim(ctx.connection, job_id, batch_no)
+        _date_claim(ctx.connection, job_id, batch_no, delivered=True)
         lane = ctx.writes.lane()
     lock = BatchLock(ctx.settings, lane, job_id, batch_no)
     timer = metrics.start_batch()
@@ -92,7 +92,15 @@ def process_batch(ctx: WorkerContext, job_id: str, batch_no: int) -> BatchOutcom
     try:
         with timer.stage("claim"):
             try:
-                batch = lock.run(lambda conn: claim_batch(conn, job_id, batch_no, ctx.worker_name))
+                batch = lock.run(
+                    partial(
+                        claim_batch,
+                        job_id=job_id,
+                        batch_no=batch_no,
+                        worker=ctx.worker_name,
+                        delivered=True,
+                    )
+                )
             except Exception as exc:
                 if is_transient(exc):  # lock.run retried it until db_retry_timeout_s ran out
                     raise ClaimNotRecorded(f"job {job_id} batch {batch_no}: {exc}") from exc
@@ -129,7 +137,7 @@ def process_batch(ctx: WorkerContext, job_id: str, batch_no: int) -> BatchOutcom
     except BatchBusy:
         # Its worker is alive; if it dies, its lock goes with its connection and the
         # reconciler sends the batch again, once the grace has passed since this claim.
-        _date_claim(lane.connection, job_id, batch_no)
+        _date_claim(lane.connection, job_id, batch_no, delivered=True)
         return BatchOutcome(0, 0, skipped_reason="batch is being processed by another worker")
     finally:
         if not handed_over:
@@ -247,7 +255,7 @@ def _store(ctx: WorkerContext, lane: DbSession, prepared: EmbeddedBatch) -> Batc
             )
         metrics.batch_stored(outcome)
     except BatchBusy:
-        _date_claim(lane.connection, str(batch.job_id), batch.batch_no)
+        _date_claim(lane.connection, str(batch.job_id), batch.batch_no, delivered=False)
         return BatchOutcome(0, 0, skipped_reason="batch is being processed by another worker")
     except Exception as exc:
         _record_failures(ctx, [prepared.held], exc, probe_engine=False)
@@ -295,9 +303,11 @@ def _record_failures(
         engine_health.leave()
 
 
-def _date_claim(connect: Callable[[], psycopg.Connection[Any]], job_id: str, batch_no: int) -> None:
+def _date_claim(
+    connect: Callable[[], psycopg.Connection[Any]], job_id: str, batch_no: int, delivered: bool
+) -> None:
     try:
-        date_claim(connect(), job_id, batch_no)
+        date_claim(connect(), job_id, batch_no, delivered)
     except psycopg.Error as exc:
         # Best effort: without it the unclaimed-send backstop still re-sends the batch.
         log.warning("job %s batch %d: could not date a claim: %s", job_id, batch_no, exc)

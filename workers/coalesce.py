@@ -77,6 +77,7 @@ def claim_companions(ctx: WorkerContext, lane: DbSession, primary: ClaimedBatch)
                     job_id=candidate.job_id,
                     batch_no=candidate.batch_no,
                     worker=ctx.worker_name,
+                    delivered=False,
                 )
             )
         except BatchBusy:

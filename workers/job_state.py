@@ -57,12 +57,13 @@ WITH started AS (
 
 
 def claim_batch(
-    conn: psycopg.Connection[Any], job_id: str, batch_no: int, worker: str
+    conn: psycopg.Connection[Any], job_id: str, batch_no: int, worker: str, delivered: bool
 ) -> ClaimedBatch | None:
-    """Count an attempt on the batch's pending items, record the claim, and return them
-    (committed at once, so a worker killed mid-batch still leaves the attempt and the claim
-    recorded). None if the job is unknown. A batch with nothing pending (its message arrived
-    after another delivery finished it) is only read: no row is written."""
+    """Count an attempt on the batch's pending items, record the claim (`delivered`: on
+    delivery of the batch's own message), and return them (committed at once, so a worker
+    killed mid-batch still leaves the attempt and the claim recorded). None if the job is
+    unknown. A batch with nothing pending (its message arrived after another delivery finished
+    it) is only read: no row is written."""
     queued_s = None
     with conn.transaction() as claim:
         rows = conn.execute(
@@ -82,7 +83,7 @@ def claim_batch(
         if rows:
             if job is None:
                 raise psycopg.Rollback(claim)  # no such job: nothing is claimed
-            queued_s = record_claimed(conn, job_id, batch_no, worker)
+            queued_s = record_claimed(conn, job_id, batch_no, worker, delivered)
     if job is None:
         return None
     rows.sort(key=lambda r: r[5])

@@ -4,9 +4,10 @@ Postgres is the source of truth; Redis can lose messages (restart without persis
 flushed database, eviction), and a consumed message can leave its batch pending (a killed or
 hung worker, a delivery that failed and that Celery acked). Every batch's sends and claims are
 recorded in job_batches (embedq_core/batch_delivery.py); a pending batch that no live worker
-holds is re-sent when the broker was wiped, when it was never sent, or when its last claim is
-at or after its last send, once requeue_grace_s has passed: whatever the queue depth (and,
-as a backstop, when a send went unclaimed for visibility_timeout_s). Re-sent
+holds is re-sent when the broker was wiped, when it was never sent, when its last claim is at
+or after its last send, or when a batch sent after its first send was delivered (a worker took
+its message and died before claiming), once requeue_grace_s has passed: whatever the queue
+depth (and, as a backstop, when a send went unclaimed for visibility_timeout_s). Re-sent
 batches go at the front of their queue, so recovery takes a few reconcile intervals, not the
 time the backlog takes to drain. Duplicates are harmless: processing is idempotent.
 """

@@ -43,7 +43,7 @@ def test_a_claim_starts_the_job_and_never_waits_on_the_job_row(
         psycopg.connect(libpq_url(database_url), autocommit=True) as writer,
     ):
         assert _status(claimer, job) == "queued"
-        first = claim_batch(claimer, job, 0, "worker-a")
+        first = claim_batch(claimer, job, 0, "worker-a", delivered=True)
         assert first is not None and [i.external_id for i in first.items] == ["c0"]
         assert _status(claimer, job) == "running"
 
@@ -53,7 +53,7 @@ def test_a_claim_starts_the_job_and_never_waits_on_the_job_row(
         claimer.execute("SET lock_timeout = '2s'")
         with writer.transaction():
             writer.execute("UPDATE jobs SET done = done, updated_at = now() WHERE id = %s", (job,))
-            second = claim_batch(claimer, job, 1, "worker-b")
+            second = claim_batch(claimer, job, 1, "worker-b", delivered=True)
         assert second is not None and [i.external_id for i in second.items] == ["c1"]
         assert (second.collection, second.vector_table) == ("claims", collection.vector_table)
         assert second.manifest_id == manifest.manifest_id

@@ -3,6 +3,8 @@ transient database errors retried without spending a delivery attempt."""
 
 from __future__ import annotations
 
+import base64
+import json
 import socket
 import threading
 import time
@@ -17,7 +19,7 @@ from sqlalchemy import Engine, text
 from embedq_core.catalog import create_collection, get_collection
 from embedq_core.db import libpq_url
 from embedq_core.jobs import NewItem, create_job
-from embedq_core.queueing import embed_queue, queue_depth
+from embedq_core.queueing import NEW_WORK_PRIORITY, embed_queue, priority_list, queue_depth
 from ops.corpus import load_demo_corpus
 from ops.processes import ChildProcess
 from tests.support import PrivatePipeline, ServiceHandle
@@ -128,19 +130,12 @@ def _finished(engine: Engine, job_id: str, batch_no: int) -> bool:
 def test_lost_batches_recover_while_the_queue_never_empties(
     private_pipeline: Callable[..., PrivatePipeline],
 ) -> None:
-    # A worker killed after Redis handed it a message but before it recorded the claim (a few
-    # ms per batch; with writes behind the engine, while the batch it holds is still being
-    # written) leaves a send that Postgres sees as unclaimed: only the unclaimed-send backstop
-    # (the visibility timeout, an hour by default) sends it again. The kill below can land in
-    # that window, so the timeout is short here and every streamed job must still finish.
+    # The kill below can land after Redis handed the worker its next message and before it
+    # recorded the claim (with writes behind the engine, while the batch it holds is still
+    # being written). Every streamed job must still finish, with the default visibility
+    # timeout (an hour): the later batches delivered to the other worker show it was taken.
     pipeline = private_pipeline(
-        "steady",
-        items_per_task=ITEMS_PER_JOB,
-        requeue_grace_s=2.0,
-        reconcile_interval_s=1.0,
-        visibility_timeout_s=30,
-        task_time_limit_s=25.0,
-        db_retry_timeout_s=20.0,
+        "steady", items_per_task=ITEMS_PER_JOB, requeue_grace_s=2.0, reconcile_interval_s=1.0
     )
     settings = pipeline.handle.settings
     # Grace, then at most one reconcile interval to notice, a pass, one batch already running
@@ -215,6 +210,56 @@ def test_lost_batches_recover_while_the_queue_never_empties(
     killed_job, killed_batch = killed
     assert pipeline.items_sql(killed_job, f"batch_no = {killed_batch} AND attempts = 2") > 0
     assert pipeline.items_sql(marker_job, "attempts = 2 AND error IS NULL") == 1
+
+
+def _take_next_message(pipeline: PrivatePipeline, manifest_id: str) -> tuple[str, int]:
+    """Pop the next new-work message off the queue, as a worker's BRPOP does, and drop it: a
+    worker that took it and died before recording its claim. Returns its (job, batch)."""
+    client = redis.Redis.from_url(pipeline.handle.settings.require_redis_url())
+    try:
+        raw = client.rpop(priority_list(embed_queue(manifest_id), NEW_WORK_PRIORITY))
+    finally:
+        client.close()
+    assert isinstance(raw, bytes), "no message waiting"
+    args = json.loads(base64.b64decode(json.loads(raw)["body"]))[0]
+    return str(args[0]), int(args[1])
+
+
+def test_a_message_taken_by_a_worker_that_died_before_its_claim_is_sent_again(
+    private_pipeline: Callable[..., PrivatePipeline],
+) -> None:
+    # The default visibility timeout (an hour) stays: the backstop must not be what recovers
+    # it. One batch per delivery, so no worker claims the lost batch by coalescing it either.
+    pipeline = private_pipeline("taken", items_per_task=4, coalesce_below_items=0)
+    settings = pipeline.handle.settings
+    assert settings.visibility_timeout_s >= 3600
+    engine = pipeline.handle.engine
+    with engine.connect() as conn:
+        manifest_id = conn.execute(
+            text("SELECT manifest_id FROM collections WHERE name = 'taken'")
+        ).scalar_one()
+    corpus = [t for _, t in load_demo_corpus()]
+    items = [{"id": f"t{i}", "text": corpus[i % len(corpus)]} for i in range(24)]
+    job_id = pipeline.handle.submit("taken", items).json()["job_id"]
+    assert _take_next_message(pipeline, manifest_id) == (job_id, 0)
+
+    pipeline.start_worker()
+    # The batches sent after it are delivered as usual.
+    pipeline.wait_until(
+        lambda: pipeline.items_sql(job_id, "status = 'done'") == 20, 120, "the other batches"
+    )
+    # Then the grace since those deliveries, a reconcile interval to notice, and the batch.
+    bound_s = settings.requeue_grace_s + 3 * settings.reconcile_interval_s + 10.0
+    job = pipeline.handle.wait_job(job_id, timeout_s=bound_s)
+    assert (job["status"], job["done"], job["failed"]) == ("completed", 24, 0)
+    with engine.connect() as conn:
+        sends = conn.execute(
+            text("SELECT array_agg(sends ORDER BY batch_no) FROM job_batches WHERE job_id = :j"),
+            {"j": job_id},
+        ).scalar_one()
+    assert sends == [2, 1, 1, 1, 1, 1]  # the taken batch once more, by the reconciler
+    # The dead worker never claimed it: the re-sent delivery is its first attempt.
+    assert pipeline.items_sql(job_id, "batch_no = 0 AND attempts = 1") == 4
 
 
 def test_hung_batch_ends_its_worker_and_frees_its_lock(

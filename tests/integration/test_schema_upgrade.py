@@ -1,4 +1,5 @@
-"""Schema migration 0004 on a database that already has collections, vectors and jobs in flight."""
+"""Schema migrations 0004 and later on a database that already has collections, vectors and jobs
+in flight."""
 
 from __future__ import annotations
 
@@ -109,6 +110,17 @@ def test_0004_upgrades_a_database_in_use_and_downgrades(database_url: str) -> No
         assert conn.execute(
             "SELECT count(*) FROM job_batches WHERE job_id = %s", (finished,)
         ).fetchone() == (0,)
+
+    # Today's rules read what later revisions add (0006: delivered_at, NULL for rows already
+    # there, so no delivery is presumed, and its index, built concurrently).
+    command.upgrade(config, "head")
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        assert conn.execute(
+            "SELECT count(*) FILTER (WHERE delivered_at IS NULL), count(*) FROM job_batches"
+        ).fetchone() == (2, 2)
+        assert conn.execute(
+            "SELECT indisvalid FROM pg_index WHERE indexrelid = 'job_batches_delivered'::regclass"
+        ).fetchone() == (True,)
         # The claimed, still pending batch is lost (its worker is gone); the other one was
         # sent and never claimed, so its message is taken to be queued.
         lost = lost_batches(conn, grace_s=0, unclaimed_s=3600, broker_wiped=False)
