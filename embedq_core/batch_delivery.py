@@ -59,16 +59,28 @@ GROUP BY i.job_id, i.batch_no, j.enqueued_at
 ON CONFLICT DO NOTHING
 """
 
-# taken: first sends by the API (dated at their job's creation) whose own message reached a
-# worker more than the grace ago, within the backstop's window (an older unclaimed send is lost
-# by the backstop anyway); per model the newest such send, per job its last such batch.
+# waiting: per model, the oldest first send by the API (dated at its job's creation) that no
+# worker claimed. taken: first sends of that model whose own message reached a worker since then
+# (a message sent after it is delivered after it was sent), more than the grace ago and within
+# the backstop's window; per model the newest such send, per job its last such batch.
 _LOST_BATCHES_SQL = """
-WITH taken AS (
-    SELECT j.manifest_id, b.job_id, b.batch_no, b.sent_at
+WITH waiting AS (
+    SELECT j.manifest_id, min(b.sent_at) AS since
     FROM job_batches b JOIN jobs j ON j.id = b.job_id
-    WHERE b.delivered_at < now() - make_interval(secs => %(grace_s)s)
-      AND b.delivered_at > now() - make_interval(secs => %(unclaimed_s)s)
-      AND b.sends = 1 AND b.sent_at = j.created_at
+    WHERE b.finished_at IS NULL AND j.finished_at IS NULL
+      AND b.sends = 1 AND b.sent_at = j.created_at AND b.claimed_at IS NULL
+    GROUP BY j.manifest_id
+),
+taken AS (
+    SELECT w.manifest_id, t.job_id, t.batch_no, t.sent_at
+    FROM waiting w CROSS JOIN LATERAL (
+        SELECT b.job_id, b.batch_no, b.sent_at
+        FROM job_batches b JOIN jobs j ON j.id = b.job_id
+        WHERE b.delivered_at > greatest(w.since, now() - make_interval(secs => %(unclaimed_s)s))
+          AND b.delivered_at < now() - make_interval(secs => %(grace_s)s)
+          AND j.manifest_id = w.manifest_id AND b.sends = 1 AND b.sent_at = j.created_at
+        OFFSET 0  -- kept a subquery: an index range per model, not a join over the whole hour
+    ) t
 ),
 taken_by_model AS (SELECT manifest_id, max(sent_at) AS sent_at FROM taken GROUP BY 1),
 taken_by_job AS (SELECT job_id, max(batch_no) AS batch_no FROM taken GROUP BY 1)
