@@ -328,7 +328,7 @@ def bench_pipeline(
     from rich.console import Console
 
     from migrations.schema_upgrade import upgrade_head
-    from ops.bench.engine import machine_description
+    from ops.bench.engine import machine_description, machine_label
     from ops.bench.pipeline import run_pipeline_bench
     from ops.bench.pipeline_report import print_runs, print_write_path
     from ops.bench.write_path import run_write_path
@@ -344,7 +344,7 @@ def bench_pipeline(
     small = (min(small_jobs, count), texts_per_small_job) if small_jobs > 0 else None
     runs = run_pipeline_bench(settings, model_dir, count, hnsw_variant, small, repeat)
     machine = machine_description()
-    title = f"{count} texts, one worker, {machine['cpu']} ({machine['cores']} cores)"
+    title = f"{count} texts, one worker, {machine_label(machine)}"
     medians = print_runs(console, runs, title)
     with (
         tempfile.TemporaryDirectory() as data_dir,

@@ -73,22 +73,36 @@ class Row:
 
 def machine_description() -> dict[str, Any]:
     """The machine the figures were measured on."""
-    model_name = "unknown"
+    # The first processor's fields; the family and model tell CPU generations apart where a
+    # VM's model name does not (a 2-core "AMD EPYC" was a Zen 4, family 25, then a Zen 5, 26).
+    fields: dict[str, str] = {}
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.is_file():
         for line in cpuinfo.read_text(errors="replace").splitlines():
-            if line.startswith("model name"):
-                model_name = line.partition(":")[2].strip()
+            if not line.strip():
                 break
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
     flags = cpu_flags()
     return {
-        "cpu": model_name,
+        "cpu": fields.get("model name", "unknown"),
+        "cpu_vendor": fields.get("vendor_id"),
+        "cpu_family": fields.get("cpu family"),
+        "cpu_model": fields.get("model"),
         "cores": os.cpu_count(),
         "amx_bf16": "amx_bf16" in flags,
         "avx512_bf16": "avx512_bf16" in flags,
         "avx512_vnni": "avx512_vnni" in flags,
         "python": platform.python_version(),
     }
+
+
+def machine_label(machine: dict[str, Any]) -> str:
+    """The machine for a table's title: CPU with its family and model, and cores."""
+    cpu = machine["cpu"]
+    if machine.get("cpu_family") is not None:
+        cpu += f" family {machine['cpu_family']} model {machine['cpu_model']}"
+    return f"{cpu} ({machine['cores']} cores)"
 
 
 def _arithmetic(variant: str) -> str:
@@ -191,7 +205,7 @@ def run_engine_bench(
             )  # fmt: skip
     title = (
         f"{shape.name} ({'random weights' if random_weights else manifest.source}) on "
-        f"{machine_description()['cpu']}, {engine.intra_op_threads} threads"
+        f"{machine_label(machine_description())}, {engine.intra_op_threads} threads"
     )
     print_tables(console, rows, title, {n: (len(t), sum(lengths[n])) for n, t in corpora.items()})
     out_json.parent.mkdir(parents=True, exist_ok=True)

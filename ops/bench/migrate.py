@@ -27,7 +27,7 @@ from migrations.reembed.locking import LockPolicy
 from migrations.reembed.state import load
 from migrations.reembed.target import resolve_target
 from migrations.schema_upgrade import upgrade_head
-from ops.bench.engine import machine_description
+from ops.bench.engine import machine_description, machine_label
 from ops.corpus import load_bench_corpus
 from ops.devstack import EmbeddedStack
 from ops.processes import start_worker
@@ -204,7 +204,7 @@ def run_migrate_bench(
 
     table = Table(
         title=f"re-embedding {rows} rows, {embedder.manifest.source} "
-        f"({embedder.manifest.dimension}-d), {machine_description()['cpu']}"
+        f"({embedder.manifest.dimension}-d), {machine_label(machine_description())}"
     )
     for column in ("variant", "rows", "seconds", "rows/s", "× bare engine"):
         table.add_column(column, justify="left" if column == "variant" else "right")

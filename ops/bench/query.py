@@ -20,7 +20,7 @@ from embedq_core.catalog import create_collection, register_model_dir
 from embedq_core.db import make_engine
 from embedq_core.settings import Settings
 from migrations.schema_upgrade import upgrade_head
-from ops.bench.engine import machine_description
+from ops.bench.engine import machine_description, machine_label
 from ops.corpus import load_bench_corpus, load_demo_corpus
 from ops.devstack import EmbeddedStack, free_port
 from ops.processes import ChildProcess, start_api, start_worker
@@ -153,7 +153,7 @@ def run_query_bench(
 
     table = Table(
         title=f"single-text query latency, {manifest.source} ({manifest.dimension}-d), one "
-        f"worker, {machine_description()['cpu']} ({machine_description()['cores']} cores)"
+        f"worker, {machine_label(machine_description())}"
     )
     for column in ("endpoint", "phase", "calls", "p50 ms", "p95 ms", "p99 ms", "max ms"):
         table.add_column(column, justify="left" if column in ("endpoint", "phase") else "right")
