@@ -33,7 +33,12 @@ class Settings(BaseSettings):
     model_dir: Path | None = None
     runtime: Literal["auto", "onnxruntime-cpu", "onnxruntime-cuda", "openvino"] = "auto"
     intra_op_threads: int = Field(default=0, ge=0, description="0 lets the runtime decide")
-    # Also bounds how long a live query waits behind bulk work: one engine batch at most.
+    # OpenVINO only: that many batches run at once, each on its share of the threads. Batches
+    # stop waiting on each other's threads (a CPU shared with Postgres or the API stalls one
+    # stream, not all), but a lone batch (a live query) gets only its share: slower alone.
+    engine_streams: int = Field(default=1, ge=1, le=64)
+    # Also bounds how long a live query waits behind bulk work: one engine turn at most (a
+    # batch per stream).
     max_batch_tokens: int = Field(default=1024, ge=16)
     max_batch_size: int = Field(default=32, ge=1)
     # Write a batch's vectors on a second thread while the next batch is claimed and embedded

@@ -35,7 +35,7 @@ OURS: dict[str, tuple[str, str, str | None, str | None]] = {
 
 def _ours(variant: str, fp32_dir: Path, int8_dir: Path, config: EngineConfig) -> tuple[Embed, str]:
     from embedq_core.manifest import ModelManifest
-    from ops.bench.engine_steps import PaddedSession, StreamsEmbedder
+    from ops.bench.engine_steps import PaddedSession
     from workers.engine import Embedder
     from workers.engine.backend_choice import choose_backend
     from workers.engine.hardware import detect_hardware
@@ -50,17 +50,17 @@ def _ours(variant: str, fp32_dir: Path, int8_dir: Path, config: EngineConfig) ->
         hardware = replace(hardware, cpu_has_amx_bf16=False, cpu_has_avx512_bf16=False)
     manifest = ModelManifest.read(model_dir)
     backend = choose_backend(config.runtime, manifest, hardware)
+    label: str = backend.kind
     if step == "2streams":
-        streams = StreamsEmbedder(model_dir, manifest, backend, config, streams=2)
-        return streams.embed, f"{backend.kind}, 2 streams"
+        config, label = replace(config, streams=2), f"{backend.kind}, 2 streams"
     session = open_session(
         model_dir / manifest.onnx_file,
         backend,
         config.intra_op_threads,
+        config.streams,
         manifest.output_name,
         (manifest.sparse_output_name,) if manifest.sparse_output_name else (),
     )
-    label: str = backend.kind
     if step == "pad16":
         session, label = PaddedSession(session, multiple=16), f"{backend.kind}, pad to 16"
     tokenizer = TextTokenizer(model_dir / "tokenizer.json", manifest.max_length)
@@ -90,6 +90,7 @@ def main() -> None:
         config = EngineConfig(
             runtime="auto",
             intra_op_threads=args.threads,
+            streams=1,
             max_batch_tokens=args.max_batch_tokens,
             max_batch_size=args.batch_size,
         )

@@ -285,6 +285,8 @@ def run_pipeline_bench(
             changes: dict[str, Any] = {"write_behind": variant.write_behind}
             if variant.coalesce_below_items is not None:
                 changes["coalesce_below_items"] = variant.coalesce_below_items
+            if variant.engine_streams is not None:
+                changes["engine_streams"] = variant.engine_streams
             used = texts[: variant.texts] if variant.texts else texts
             run = whole_path(
                 run_settings.model_copy(update=changes),

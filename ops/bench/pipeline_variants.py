@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 
 @dataclass(frozen=True)
@@ -18,23 +18,32 @@ class Variant:
     texts: int | None = None  # the first this many bench texts (None: all)
     texts_per_job: int | None = None  # None: jobs as large as the API takes
     coalesce_below_items: int | None = None  # None: the settings' own
+    engine_streams: int | None = None  # None: the settings' own
     group: str = ""  # the label without its repeat number ("": the label)
 
 
 def bench_variants(
     hnsw_variants: bool, small_jobs: tuple[int, int] | None, repeat: int
 ) -> list[Variant]:
-    """The whole-path runs in order. The new-collection pair (the default path) runs `repeat`
-    times, alternating which goes first, so a ratio is not one run's luck on a noisy machine."""
+    """The whole-path runs in order. The new-collection set (the default path, written in line
+    and behind, and behind with two engine streams) runs `repeat` times, reversing the order
+    each time, so a ratio is not one run's luck on a noisy machine."""
     variants: list[Variant] = []
     for k in range(repeat):
         suffix = f" (run {k + 1} of {repeat})" if repeat > 1 else ""
-        pair = [
-            ("whole path, write in line, new collection", f"bench_inline{k}", False),
-            ("whole path, write behind the engine, new collection", f"bench_behind{k}", True),
+        behind = "whole path, write behind the engine"
+        repeated = [
+            Variant("whole path, write in line, new collection", f"bench_inline{k}", False),
+            Variant(f"{behind}, new collection", f"bench_behind{k}", True),
+            Variant(
+                f"{behind}, 2 engine streams, new collection",
+                f"bench_streams{k}",
+                True,
+                engine_streams=2,
+            ),
         ]
-        for label, collection, behind in pair[:: -1 if k % 2 else 1]:
-            variants.append(Variant(label + suffix, collection, behind, group=label))
+        for each in repeated[:: -1 if k % 2 else 1]:
+            variants.append(replace(each, label=each.label + suffix, group=each.label))
     if hnsw_variants:  # a live table that already has its index: every insert pays a search
         variants += [
             Variant(

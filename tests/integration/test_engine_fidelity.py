@@ -47,19 +47,19 @@ def minilm_reference(corpus_texts: list[str]) -> np.ndarray:
 NO_AMX = Hardware(cpu_has_amx_bf16=False, has_cuda_provider=False, has_openvino=True)
 
 
+OPENVINO_HERE = "openvino-bf16" if detect_hardware().cpu_has_bf16 else "openvino-fp32"
+
+
 @pytest.mark.parametrize(
-    ("runtime", "hardware", "backend"),
+    ("runtime", "hardware", "backend", "streams"),
     [
-        ("onnxruntime-cpu", None, "onnxruntime-cpu"),
-        (
-            "openvino",
-            None,
-            "openvino-bf16" if detect_hardware().cpu_has_bf16 else "openvino-fp32",
-        ),
-        ("auto", None, None),  # whatever this machine's default is
-        ("auto", NO_AMX, "onnxruntime-cpu"),  # the path of a CPU without AMX
+        ("onnxruntime-cpu", None, "onnxruntime-cpu", 1),
+        ("openvino", None, OPENVINO_HERE, 1),
+        ("openvino", None, OPENVINO_HERE, 2),  # two batches at a time, each in its place
+        ("auto", None, None, 1),  # whatever this machine's default is
+        ("auto", NO_AMX, "onnxruntime-cpu", 1),  # the path of a CPU without AMX
     ],
-    ids=["ort-cpu", "openvino", "auto-here", "auto-without-amx"],
+    ids=["ort-cpu", "openvino", "openvino-2-streams", "auto-here", "auto-without-amx"],
 )
 def test_minilm_matches_sentence_transformers_on_every_text(
     minilm_dir: Path,
@@ -68,8 +68,10 @@ def test_minilm_matches_sentence_transformers_on_every_text(
     runtime: RuntimeChoice,
     hardware: Hardware | None,
     backend: str | None,
+    streams: int,
 ) -> None:
-    embedder = Embedder.from_model_dir(minilm_dir, engine_config(runtime=runtime), hardware)
+    config = engine_config(runtime=runtime, streams=streams)
+    embedder = Embedder.from_model_dir(minilm_dir, config, hardware)
     if backend is not None:
         assert embedder.backend == backend
     ours = embedder.embed(corpus_texts)

@@ -92,11 +92,19 @@ def test_engine_matches_flag_reference(tiny_m3_dir: Path, tiny_m3_source: Path) 
     assert len(repeated) == 2  # "▁charger" three times, one entry: its largest weight
 
 
-def test_default_runtime_agrees(tiny_m3_dir: Path, tiny_m3_source: Path) -> None:
+@pytest.mark.parametrize(
+    "changes",
+    [{}, {"runtime": "openvino", "streams": 2, "max_batch_size": 2}],
+    ids=["default", "openvino-2-streams-2-per-batch"],
+)
+def test_default_runtime_agrees(
+    tiny_m3_dir: Path, tiny_m3_source: Path, changes: dict[str, object]
+) -> None:
     """The runtime a worker picks on this machine (OpenVINO BF16 where AMX is present) runs both
-    outputs too; BF16 keeps the same tokens and weights close."""
+    outputs too; BF16 keeps the same tokens and weights close. With two streams and batches of
+    two, texts run two batches at a time and each keeps its own dense and sparse outputs."""
     dense, lexical = flag_reference(tiny_m3_source, TEXTS)
-    result = Embedder.from_model_dir(tiny_m3_dir, engine_config()).embed(TEXTS)
+    result = Embedder.from_model_dir(tiny_m3_dir, engine_config(**changes)).embed(TEXTS)
     assert (dense * result.vectors).sum(axis=1).min() >= 0.99
     assert result.sparse is not None
     for ours, theirs in zip(result.sparse, lexical, strict=True):

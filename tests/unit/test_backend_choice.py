@@ -5,8 +5,14 @@ from pathlib import Path
 import pytest
 
 from embedq_core.manifest import ModelManifest
-from workers.engine.backend_choice import BackendUnavailable, choose_backend
+from workers.engine.backend_choice import (
+    BackendChoice,
+    BackendKind,
+    BackendUnavailable,
+    choose_backend,
+)
 from workers.engine.hardware import Hardware, cpu_flags
+from workers.engine.runtime import open_session
 
 GPU = Hardware(cpu_has_amx_bf16=True, has_cuda_provider=True, has_openvino=True)
 AMX = Hardware(cpu_has_amx_bf16=True, has_cuda_provider=False, has_openvino=True)
@@ -92,3 +98,12 @@ def test_cpu_flags_reads_the_flags_line(tmp_path: Path) -> None:
     info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx512f amx_bf16 amx_tile\n")
     assert {"amx_bf16", "avx512f"} <= cpu_flags(info)
     assert cpu_flags(tmp_path / "missing") == set()
+
+
+@pytest.mark.parametrize("kind", ["onnxruntime-cpu", "onnxruntime-cuda"])
+def test_engine_streams_beyond_one_need_openvino(kind: BackendKind) -> None:
+    """ONNX Runtime has no streams: a worker told to run two refuses at start, naming the
+    setting, rather than run one batch at a time while the operator thinks it runs two."""
+    backend = BackendChoice(kind, "as chosen")
+    with pytest.raises(ValueError, match=f"EMBEDQ_ENGINE_STREAMS=2 needs OpenVINO.*{kind}"):
+        open_session(Path("never-read.onnx"), backend, 0, 2, "out")

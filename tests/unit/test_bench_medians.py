@@ -15,11 +15,22 @@ def test_the_median_of_three_runs_is_the_middle_one_and_single_runs_are_left_out
     assert medians == {"behind": (3, pytest.approx(0.95))}
 
 
-def test_repeated_pairs_alternate_which_runs_first() -> None:
+def test_repeated_sets_reverse_their_order_each_run() -> None:
     variants = bench_variants(hnsw_variants=False, small_jobs=None, repeat=3)
-    assert [v.write_behind for v in variants] == [False, True, True, False, False, True]
-    assert len({v.collection for v in variants}) == 6
+    assert [(v.write_behind, v.engine_streams) for v in variants] == [
+        (False, None),
+        (True, None),
+        (True, 2),
+        (True, 2),
+        (True, None),
+        (False, None),
+        (False, None),
+        (True, None),
+        (True, 2),
+    ]
+    assert len({v.collection for v in variants}) == 9
     assert {v.group for v in variants} == {
         "whole path, write in line, new collection",
         "whole path, write behind the engine, new collection",
+        "whole path, write behind the engine, 2 engine streams, new collection",
     }

@@ -13,13 +13,15 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class EngineConfig:
-    """How an engine runs: which runtime, how many threads, how large its batches may be.
+    """How an engine runs: which runtime, how many threads and streams, how large its batches
+    may be.
 
     No defaults here: the settings hold them. A caller that needs a different runtime or batch
     size (a test, a benchmark variant) replaces that field with `dataclasses.replace`."""
 
     runtime: RuntimeChoice
     intra_op_threads: int
+    streams: int  # batches run at once (OpenVINO streams); 1: one batch on every thread
     max_batch_tokens: int
     max_batch_size: int
 
@@ -29,6 +31,7 @@ class EngineConfig:
         return cls(
             runtime=settings.runtime,
             intra_op_threads=settings.intra_op_threads,
+            streams=settings.engine_streams,
             max_batch_tokens=settings.max_batch_tokens,
             max_batch_size=settings.max_batch_size,
         )

@@ -11,7 +11,8 @@ class EngineGate:
     """Serialises engine runs between the bulk (Celery) thread and the query thread.
 
     A bulk caller that finds an urgent caller waiting steps aside, so a live query waits for
-    at most the one engine batch in progress, never for the rest of a bulk job. Turns
+    at most the one engine turn in progress (one batch, or one per stream run together), never
+    for the rest of a bulk job. Turns
     alternate while both kinds wait, so a stream of large live requests cannot starve bulk
     work (and run a batch into the worker's time limit): bulk keeps at least every other
     batch. Runtimes may hand back views of their output buffers, so the whole run + pooling
@@ -33,7 +34,7 @@ class EngineGate:
 
     @contextmanager
     def turn(self, urgent: bool) -> Iterator[None]:
-        """Hold the engine for one batch; urgent callers go first."""
+        """Hold the engine for one turn; urgent callers go first."""
         with self._cond:
             if urgent:
                 self._urgent_waiting += 1

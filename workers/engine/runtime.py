@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -17,10 +18,17 @@ IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float32]
 
 
+Padded = tuple[IntArray, IntArray, IntArray]  # input_ids, attention_mask, token_type_ids
+
+
 class ModelSession(Protocol):
     """Token ids in, token states (batch, seq, dim) out as float32."""
 
     backend: str
+    batches_at_once: int  # how many batches run_all_together takes
+
+    def run_all_together(self, batches: Sequence[Padded]) -> list[list[FloatArray]]:
+        """Run up to batches_at_once padded batches at once; each one's run_all outputs."""
 
     def run(
         self, input_ids: IntArray, attention_mask: IntArray, token_type_ids: IntArray
@@ -73,6 +81,10 @@ class OrtSession:
         self._input_names = {i.name for i in self._session.get_inputs()}
         self._output_names = [output_name, *extra_outputs]
         self.backend = "onnxruntime-cuda" if use_cuda else "onnxruntime-cpu"
+        self.batches_at_once = 1
+
+    def run_all_together(self, batches: Sequence[Padded]) -> list[list[FloatArray]]:
+        return [self.run_all(*batch) for batch in batches]
 
     def run(
         self, input_ids: IntArray, attention_mask: IntArray, token_type_ids: IntArray
@@ -107,27 +119,34 @@ class OrtSession:
 
 
 class OpenVinoSession:
-    """OpenVINO on the CPU reading the same ONNX file; BF16 inference precision on AMX."""
+    """OpenVINO on the CPU reading the same ONNX file; BF16 inference precision on AMX.
+
+    One stream runs one batch at a time on every thread. With `streams` > 1 that many batches
+    run at once, each on its share of the threads: no stream waits on another's threads, so a
+    core taken by another process stalls one batch, not all of them."""
 
     def __init__(
         self,
         onnx_path: Path,
         bf16: bool,
         threads: int,
+        streams: int,
         output_name: str,
         extra_outputs: tuple[str, ...] = (),
     ) -> None:
         import openvino as ov
 
         core = ov.Core()
-        config: dict[str, Any] = {
-            "INFERENCE_PRECISION_HINT": "bf16" if bf16 else "f32",
-            "PERFORMANCE_HINT": "LATENCY",
-        }
+        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": "bf16" if bf16 else "f32"}
+        if streams == 1:
+            config["PERFORMANCE_HINT"] = "LATENCY"
+        else:
+            config["NUM_STREAMS"] = streams
         if threads > 0:
-            config["INFERENCE_NUM_THREADS"] = threads
+            config["INFERENCE_NUM_THREADS"] = max(threads, streams)
         compiled = core.compile_model(core.read_model(str(onnx_path)), "CPU", config)
-        self._request = compiled.create_infer_request()
+        self._requests = [compiled.create_infer_request() for _ in range(streams)]
+        self.batches_at_once = streams
         self._input_names = {port.get_any_name() for port in compiled.inputs}
         self._outputs = [compiled.output(name) for name in (output_name, *extra_outputs)]
         self.backend = "openvino-bf16" if bf16 else "openvino-fp32"
@@ -141,25 +160,45 @@ class OpenVinoSession:
         self, input_ids: IntArray, attention_mask: IntArray, token_type_ids: IntArray
     ) -> list[FloatArray]:
         feeds = _feeds(self._input_names, input_ids, attention_mask, token_type_ids)
-        result = self._request.infer(feeds)
+        result = self._requests[0].infer(feeds)
         return [np.asarray(result[output], dtype=np.float32) for output in self._outputs]
+
+    def run_all_together(self, batches: Sequence[Padded]) -> list[list[FloatArray]]:
+        if len(batches) == 1:
+            return [self.run_all(*batches[0])]
+        requests = self._requests[: len(batches)]
+        for request, batch in zip(requests, batches, strict=True):
+            request.start_async(_feeds(self._input_names, *batch))
+        for request in requests:
+            request.wait()
+        # Copies: a request's output buffers are reused by its next batch.
+        return [
+            [np.array(request.get_tensor(out).data, dtype=np.float32) for out in self._outputs]
+            for request in requests
+        ]
 
 
 def open_session(
     onnx_path: Path,
     backend: BackendChoice,
     intra_op_threads: int,
+    streams: int,
     output_name: str,
     extra_outputs: tuple[str, ...] = (),
 ) -> ModelSession:
     """Open the chosen backend on onnx_path; `extra_outputs` (e.g. a sparse head's token
-    weights) come after output_name from run_all."""
+    weights) come after output_name from run_all. streams > 1 needs OpenVINO."""
     if backend.kind.startswith("openvino"):
         session = OpenVinoSession(
-            onnx_path, backend.openvino_bf16, intra_op_threads, output_name, extra_outputs
+            onnx_path, backend.openvino_bf16, intra_op_threads, streams, output_name, extra_outputs
         )
         session.backend = backend.kind  # openvino-int8 computes its float layers in BF16 or FP32
         return session
+    if streams != 1:
+        raise ValueError(
+            f"EMBEDQ_ENGINE_STREAMS={streams} needs OpenVINO; this engine runs {backend.kind}"
+            f" ({backend.reason}): set it to 1"
+        )
     return OrtSession(
         onnx_path, backend.kind == "onnxruntime-cuda", intra_op_threads, output_name, extra_outputs
     )
