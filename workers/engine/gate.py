@@ -12,11 +12,10 @@ class EngineGate:
 
     A bulk caller that finds an urgent caller waiting steps aside, so a live query waits for
     at most the one engine turn in progress (one batch, or one per stream run together), never
-    for the rest of a bulk job. Turns
-    alternate while both kinds wait, so a stream of large live requests cannot starve bulk
-    work (and run a batch into the worker's time limit): bulk keeps at least every other
-    batch. Runtimes may hand back views of their output buffers, so the whole run + pooling
-    happens inside it.
+    for the rest of a bulk job. Turns alternate while both kinds wait, so a stream of large
+    live requests cannot starve bulk work (and run a batch into the worker's time limit): bulk
+    keeps at least every other turn. Runtimes may hand back views of their output buffers, so
+    the whole run + pooling happens inside it.
     """
 
     def __init__(self) -> None:
