@@ -45,6 +45,11 @@ class Settings(BaseSettings):
     # (its lock is held until the write commits; the message is acknowledged before that, and a
     # worker that dies meanwhile leaves a claimed, pending batch that the reconciler re-sends).
     write_behind: bool = True
+    # With write_behind on, the engine also runs on its own thread: the consumer thread claims
+    # the next batch (and acknowledges its message) while the engine embeds this one and the
+    # writer writes the last, so no round trip leaves the engine idle. A third lane holds the
+    # batch claimed ahead; its lock is held until its write commits, as for write_behind.
+    claim_ahead: bool = True
     # A delivery whose batch has fewer pending items than this also claims other small batches
     # of the same model that wait in the queue, until the group holds items_per_task items or
     # tokens_per_task estimated tokens (the last batch taken may pass the token budget: its

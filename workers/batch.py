@@ -11,36 +11,32 @@ each is still written and finished on its own.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 import psycopg
 
 from embedq_core.batch_delivery import date_claim
-from workers import engine_health, metrics
+from workers import metrics
+from workers.batch_embed import (
+    EmbeddedBatch,
+    embed_behind,
+    embed_planned,
+    plan_all,
+    record_failures,
+)
 from workers.batch_lock import BatchBusy, BatchLock
 from workers.batch_write import fail_all, write_batch
-from workers.coalesce import HeldBatch, claim_companions, embed_together
+from workers.coalesce import HeldBatch, claim_companions
 from workers.context import WorkerContext
 from workers.db_retry import is_transient
 from workers.db_session import DbSession
-from workers.embed_isolation import Embedded
-from workers.job_state import (
-    ClaimedBatch,
-    ClaimedItem,
-    claim_batch,
-    record_batch_error,
-    refund_attempt,
-)
+from workers.job_state import claim_batch
 from workers.metrics import BatchTimer
 from workers.outcome import BatchOutcome
 from workers.watchdog import time_limit
-from workers.write_plan import Action, decide
-from workers.writer import read_stored
 
 log = logging.getLogger(__name__)
 
@@ -53,31 +49,11 @@ class ClaimNotRecorded(Exception):
     queue: acknowledged, the batch would wait for the unclaimed-send backstop (an hour)."""
 
 
-@dataclass(frozen=True)
-class EmbeddedBatch:
-    """A claimed batch with its vectors computed, ready to be written."""
-
-    held: HeldBatch
-    candidates: list[ClaimedItem]
-    gave_up: dict[str, str]
-    embedded: Embedded
-    model_id: str
-
-
-@dataclass(frozen=True)
-class _Plan:
-    """A claimed batch's items sorted out before the engine runs."""
-
-    held: HeldBatch
-    candidates: list[ClaimedItem]
-    gave_up: dict[str, str]
-    to_embed: list[ClaimedItem]
-
-
 def process_batch(ctx: WorkerContext, job_id: str, batch_no: int) -> BatchOutcome:
     """Claim and embed one batch (with waiting small batches of its model when it is small),
     then write each: behind the engine when write-behind is on (the writer thread then ends the
-    batches), in line otherwise. Safe to run again, or twice at once, for the same batch."""
+    batches), in line otherwise; claiming ahead, the engine thread embeds them and this one
+    returns once they are claimed. Safe to run again, or twice at once, for the same batch."""
     lane = ctx.writes.free_lane()
     if lane is None:
         # Both lanes hold batches still being written. Date a claim first: this message was
@@ -122,12 +98,22 @@ def process_batch(ctx: WorkerContext, job_id: str, batch_no: int) -> BatchOutcom
         if companions:
             metrics.coalesced(len(companions))
         try:
-            prepared = _embed(ctx, held, model_id)
+            plans = plan_all(ctx, held, model_id)
         except BatchBusy:
             raise
         except Exception as exc:
-            _record_failures(ctx, held, exc)
+            record_failures(ctx, held, exc)
             raise
+        if ctx.writes.claim_ahead:
+            timer.hand_over()
+            handed_over = True
+            ctx.writes.submit_embed(
+                lane,
+                partial(embed_behind, ctx, plans, model_id, timer),
+                lambda prepared: _store_all(ctx, lane, prepared, timer),
+            )
+            return BatchOutcome(0, 0, written_behind=True)
+        prepared = embed_planned(ctx, plans, model_id)
         timer.hand_over()
         handed_over = True
         written = ctx.writes.submit(lane, lambda: _store_all(ctx, lane, prepared, timer))
@@ -157,50 +143,6 @@ def _wrong_model(held: HeldBatch, model_id: str) -> BatchOutcome:
     metrics.items_failed(failures, kind="wrong_model")
     metrics.batch_stored(failed)
     return failed
-
-
-def _embed(ctx: WorkerContext, held: list[HeldBatch], model_id: str) -> list[EmbeddedBatch]:
-    """Sort out each batch's items, then embed what must be written, all in one engine call.
-    held[0] is the delivery's own batch: BatchBusy on it is raised; a companion that another
-    worker took over (after a reconnect lost its lock) is dropped."""
-    plans: list[_Plan] = []
-    for each in held:
-        try:
-            plans.append(_plan(ctx, each, model_id))
-        except BatchBusy:
-            if each is held[0]:
-                raise
-            each.lock.release()
-    embedded = embed_together(ctx.embedder, [plan.to_embed for plan in plans])
-    return [
-        EmbeddedBatch(plan.held, plan.candidates, plan.gave_up, result, model_id)
-        for plan, result in zip(plans, embedded, strict=True)
-    ]
-
-
-def _plan(ctx: WorkerContext, held: HeldBatch, model_id: str) -> _Plan:
-    batch = held.batch
-    max_attempts = ctx.settings.max_task_attempts
-    gave_up = {
-        item.external_id: f"gave up after {item.attempts - 1} attempts"
-        + (f"; last error: {item.last_error}" if item.last_error else "")
-        for item in batch.items
-        if item.attempts > max_attempts
-    }
-    candidates = [i for i in batch.items if i.external_id not in gave_up]
-    # An unlocked read, only to skip embedding what will not be written; the write
-    # transaction decides again on locked rows.
-    stored = held.lock.run(
-        lambda conn: read_stored(
-            conn, batch.vector_table, [i.external_id for i in candidates], lock=False
-        )
-    )
-    to_embed = [
-        i
-        for i in candidates
-        if decide(i.seq, i.content_hash, stored.get(i.external_id), model_id) is Action.WRITE
-    ]
-    return _Plan(held, candidates, gave_up, to_embed)
 
 
 def _store_all(
@@ -258,7 +200,7 @@ def _store(ctx: WorkerContext, lane: DbSession, prepared: EmbeddedBatch) -> Batc
         _date_claim(lane.connection, str(batch.job_id), batch.batch_no, delivered=False)
         return BatchOutcome(0, 0, skipped_reason="batch is being processed by another worker")
     except Exception as exc:
-        _record_failures(ctx, [prepared.held], exc, probe_engine=False)
+        record_failures(ctx, [prepared.held], exc, probe_engine=False)
         raise
     finally:
         lock.release()
@@ -274,35 +216,6 @@ def _store(ctx: WorkerContext, lane: DbSession, prepared: EmbeddedBatch) -> Batc
     return outcome
 
 
-def _record_failures(
-    ctx: WorkerContext, held: list[HeldBatch], exc: Exception, probe_engine: bool = True
-) -> None:
-    """A delivery failed on these batches: note the reason on their pending items for the
-    reconciler's re-send; if the engine cannot embed even a probe, give their attempts back and
-    leave (the engine is at fault, not the batches)."""
-    for _ in held:
-        metrics.batch_failed(transient=is_transient(exc))
-    if is_transient(exc):
-        # Past db_retry_timeout_s: the claims are recorded, so the reconciler sends the
-        # batches again once Postgres answers.
-        return
-    broken = probe_engine and not engine_health.engine_works(ctx.embedder)
-    reason = f"{type(exc).__name__}: {exc}"
-    for each in held:
-        # Broken: the attempt goes back. Otherwise the items stay pending with the reason: the
-        # reconciler sends the batch again, and the attempt counter ends the retries.
-        record = (
-            partial(refund_attempt, batch=each.batch)
-            if broken
-            else partial(_record_error, batch=each.batch, reason=reason)
-        )
-        # BatchBusy: another worker took it over (after a reconnect): its fate is theirs.
-        with contextlib.suppress(BatchBusy):
-            each.lock.run(record)
-    if broken:
-        engine_health.leave()
-
-
 def _date_claim(
     connect: Callable[[], psycopg.Connection[Any]], job_id: str, batch_no: int, delivered: bool
 ) -> None:
@@ -311,8 +224,3 @@ def _date_claim(
     except psycopg.Error as exc:
         # Best effort: without it the unclaimed-send backstop still re-sends the batch.
         log.warning("job %s batch %d: could not date a claim: %s", job_id, batch_no, exc)
-
-
-def _record_error(conn: psycopg.Connection[Any], batch: ClaimedBatch, reason: str) -> None:
-    with conn.transaction():
-        record_batch_error(conn, batch, reason)

@@ -1,16 +1,20 @@
-"""Writing a batch's vectors on a second thread while the consumer thread embeds the next batch.
+"""Embedding and writing batches behind the consumer thread, so the engine never waits on I/O.
 
 The engine is the expensive part of a batch; the claim, the write and the bookkeeping are
-database round trips that leave it idle when they run in line. Here a batch is claimed, locked
-and later written on one of two lanes (a database session each): the consumer thread claims and
-embeds batch k+1 on one lane while this module's thread writes batch k on the other. The batch's
-advisory lock is taken on its lane's session at the claim and released after the write commits,
-so no other worker can take the batch in between.
+database round trips (and Celery's acknowledge and fetch a Redis one) that leave it idle when
+they run in line. Here a batch is claimed, locked and later written on one lane (a database
+session) of its own:
+- write behind: the consumer thread claims and embeds batch k+1 on one lane while the writer
+  thread writes batch k on the other (two lanes);
+- claim ahead (write behind, and the engine on a thread of its own): the consumer thread claims
+  batch k+2 while the engine thread embeds k+1 and the writer writes k (three lanes).
+The batch's advisory lock is taken on its lane's session at the claim and released after the
+write commits, so no other worker can take the batch in between.
 
 Celery acknowledges the message when the task returns, before the write commits. That is safe
-because recovery is driven from Postgres: a worker that dies with a write pending leaves a batch
-that is claimed after its last send, still pending and unlocked, and the reconciler re-sends it
-(as for a worker killed mid-batch). Stopping drains the pending writes first.
+because recovery is driven from Postgres: a worker that dies with a batch still to embed or
+write leaves it claimed after its last send, still pending and unlocked, and the reconciler
+re-sends it (as for a worker killed mid-batch). Stopping drains the pending work first.
 """
 
 from __future__ import annotations
@@ -27,31 +31,38 @@ from workers.db_session import DbSession
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-LANES = 2
+R = TypeVar("R")
 
 
 class BatchWrites:
-    """Two lanes and one writer thread; with settings.write_behind off, writes run in line."""
+    """The lanes, the writer thread and (claiming ahead) the engine thread; with
+    settings.write_behind off, one lane and everything in line."""
 
     def __init__(self, settings: Settings, worker_name: str) -> None:
         self.background = settings.write_behind
-        lanes = LANES if self.background else 1
+        self.claim_ahead = settings.write_behind and settings.claim_ahead
+        lanes = 3 if self.claim_ahead else 2 if self.background else 1
         self._free: queue.Queue[DbSession] = queue.Queue()
         self._lanes = [
             DbSession(settings, f"embedq-worker {worker_name} lane {n}") for n in range(lanes)
         ]
         for lane in self._lanes:
             self._free.put(lane)
-        self._executor: ThreadPoolExecutor | None = None
+        # Threads start on first use; made here, so no two threads race to make one.
+        self._executor = (
+            ThreadPoolExecutor(1, thread_name_prefix="embedq-write") if self.background else None
+        )
+        self._engine_executor = (
+            ThreadPoolExecutor(1, thread_name_prefix="embedq-engine") if self.claim_ahead else None
+        )
 
     def lane(self) -> DbSession:
-        """A lane with no write pending (waits for the older batch's write to commit). Hand it
-        back with submit() or release()."""
+        """A lane with no batch on it (waits for the oldest batch's write to end). Hand it back
+        with submit(), submit_embed() or release()."""
         return self._free.get()
 
     def free_lane(self) -> DbSession | None:
-        """A lane with no write pending, or None when every lane is still writing."""
+        """A lane with no batch on it, or None when every lane holds one still to write."""
         try:
             return self._free.get_nowait()
         except queue.Empty:
@@ -74,9 +85,29 @@ class BatchWrites:
             finally:
                 self._free.put(lane)
             return done
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(1, thread_name_prefix="embedq-write")
+        assert self._executor is not None
         return self._executor.submit(self._run, lane, write)
+
+    def submit_embed(
+        self, lane: DbSession, embed: Callable[[], R], write: Callable[[R], T]
+    ) -> None:
+        """Claiming ahead: run embed on the engine thread, then write(its result) on the writer
+        thread, both behind the caller. embed must end the batch on lane itself when it fails
+        (record why); the lane is free again after the write, or after embed fails."""
+        assert self._engine_executor is not None, "claim_ahead is off"
+        self._engine_executor.submit(self._embed_then_write, lane, embed, write)
+
+    def _embed_then_write(
+        self, lane: DbSession, embed: Callable[[], R], write: Callable[[R], T]
+    ) -> None:
+        try:
+            result = embed()
+        except BaseException:
+            log.exception("embedding a batch behind the consumer failed")
+            self._free.put(lane)
+            raise
+        assert self._executor is not None
+        self._executor.submit(self._run, lane, lambda: write(result))
 
     def _run(self, lane: DbSession, write: Callable[[], T]) -> T:
         try:
@@ -90,13 +121,17 @@ class BatchWrites:
             self._free.put(lane)
 
     def drain(self) -> None:
-        """Wait until every submitted write has finished."""
+        """Wait until every batch handed over has been written (or has failed)."""
         held = [self._free.get() for _ in self._lanes]
         for lane in held:
             self._free.put(lane)
 
     def stop(self) -> None:
-        """Finish pending writes, stop the writer thread and close the lanes' connections."""
+        """Finish pending work, stop the engine and writer threads and close the lanes'
+        connections."""
+        if self._engine_executor is not None:  # first: its batches hand writes to the writer
+            self._engine_executor.shutdown(wait=True)
+            self._engine_executor = None
         if self._executor is not None:
             self._executor.shutdown(wait=True)
             self._executor = None

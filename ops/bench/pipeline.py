@@ -282,7 +282,10 @@ def run_pipeline_bench(
             if n:
                 one_call_s = bare_engine(model_dir, config, texts, [0] * count)
                 bare_between_texts_per_s.append(count / one_call_s)
-            changes: dict[str, Any] = {"write_behind": variant.write_behind}
+            changes: dict[str, Any] = {
+                "write_behind": variant.write_behind,
+                "claim_ahead": variant.claim_ahead,
+            }
             if variant.coalesce_below_items is not None:
                 changes["coalesce_below_items"] = variant.coalesce_below_items
             if variant.engine_streams is not None:

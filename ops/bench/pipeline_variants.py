@@ -19,24 +19,32 @@ class Variant:
     texts_per_job: int | None = None  # None: jobs as large as the API takes
     coalesce_below_items: int | None = None  # None: the settings' own
     engine_streams: int | None = None  # None: the settings' own
+    claim_ahead: bool = True  # with write_behind: the engine on its own thread
     group: str = ""  # the label without its repeat number ("": the label)
 
 
 def bench_variants(
     hnsw_variants: bool, small_jobs: tuple[int, int] | None, repeat: int
 ) -> list[Variant]:
-    """The whole-path runs in order. The new-collection set (the default path, written in line
-    and behind, and behind with two engine streams) runs `repeat` times, reversing the order
-    each time, so a ratio is not one run's luck on a noisy machine."""
+    """The whole-path runs in order. The new-collection set (written in line; written behind;
+    claimed ahead and written behind, the default; the same with two engine streams) runs
+    `repeat` times, reversing the order each time, so a ratio is not one run's luck on a noisy
+    machine."""
     variants: list[Variant] = []
     for k in range(repeat):
         suffix = f" (run {k + 1} of {repeat})" if repeat > 1 else ""
-        behind = "whole path, write behind the engine"
+        ahead = "whole path, claim ahead, write behind"
         repeated = [
             Variant("whole path, write in line, new collection", f"bench_inline{k}", False),
-            Variant(f"{behind}, new collection", f"bench_behind{k}", True),
             Variant(
-                f"{behind}, 2 engine streams, new collection",
+                "whole path, write behind the engine, new collection",
+                f"bench_behind{k}",
+                True,
+                claim_ahead=False,
+            ),
+            Variant(f"{ahead}, new collection", f"bench_ahead{k}", True),
+            Variant(
+                f"{ahead}, 2 engine streams, new collection",
                 f"bench_streams{k}",
                 True,
                 engine_streams=2,
@@ -49,7 +57,12 @@ def bench_variants(
             Variant(
                 "whole path, write in line, HNSW-indexed table", "bench_inline_ix", False, True
             ),
-            Variant("whole path, write behind, HNSW-indexed table", "bench_behind_ix", True, True),
+            Variant(
+                "whole path, claim ahead, write behind, HNSW-indexed table",
+                "bench_behind_ix",
+                True,
+                True,
+            ),
         ]
     if small_jobs is not None:  # a burst of small jobs, as a live product submits them
         small, per_job = small_jobs

@@ -36,11 +36,16 @@ class Failing:
             raise RuntimeError("CUDA error: an illegal memory access was encountered")
         return self._real.embed(texts, input_type, urgent, observed)
 
-settings = Settings(database_url=sys.argv[1], redis_url=sys.argv[2], model_dir=sys.argv[3])
+settings = Settings(
+    database_url=sys.argv[1], redis_url=sys.argv[2], model_dir=sys.argv[3],
+    claim_ahead=sys.argv[6] == "True",
+)
 ctx = WorkerContext.load(settings)
 ctx.embedder = Failing(ctx.embedder, sys.argv[4])
 try:
-    process_batch(ctx, sys.argv[5], 0)
+    outcome = process_batch(ctx, sys.argv[5], 0)
+    ctx.writes.drain()  # claiming ahead, the engine thread embeds (and fails) after the return
+    print("handed over:", outcome.written_behind)
 except RuntimeError as exc:
     print("delivery failed:", exc)
 """
@@ -57,16 +62,17 @@ def _attempts(engine_url: str, job_id: str) -> list[tuple[int, str | None]]:
     return [(r[0], r[1]) for r in rows]
 
 
+@pytest.mark.parametrize("claim_ahead", [False, True], ids=["engine-on-consumer", "claim-ahead"])
 @pytest.mark.parametrize("mode", ["all", "batch"])
 def test_a_broken_engine_leaves_without_spending_the_attempt(
-    stack: EmbeddedStack, minilm_dir: Path, mode: str
+    stack: EmbeddedStack, minilm_dir: Path, mode: str, claim_ahead: bool
 ) -> None:
     settings = stack.settings()
     database_url = settings.require_database_url()
     engine = make_engine(database_url, pool_size=1)
     with engine.begin() as conn:
         manifest = register_model_dir(conn, minilm_dir)
-    name = f"health_{mode}"
+    name = f"health_{mode}_{'ahead' if claim_ahead else 'consumer'}"
     create_collection(engine, name, manifest.manifest_id)
     with engine.connect() as conn:
         collection = get_collection(conn, name)
@@ -76,7 +82,7 @@ def test_a_broken_engine_leaves_without_spending_the_attempt(
     engine.dispose()
     result = subprocess.run(
         [sys.executable, "-c", DELIVERY, database_url, settings.require_redis_url(),
-         str(minilm_dir), mode, str(job_id)],
+         str(minilm_dir), mode, str(job_id), str(claim_ahead)],
         capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     attempts = _attempts(database_url, str(job_id))
@@ -84,6 +90,11 @@ def test_a_broken_engine_leaves_without_spending_the_attempt(
         assert result.returncode == EXIT_CODE, result.stderr[-2000:]
         assert attempts == [(0, None)] * 3  # claimed, then given back: no error recorded
     else:
-        assert result.returncode == 0 and "delivery failed" in result.stdout, result.stderr[-2000:]
+        # With the engine on the consumer thread the delivery raises; claiming ahead it returns
+        # once the batch is claimed, and the engine thread records the failure (and logs it).
+        said = "handed over: True" if claim_ahead else "delivery failed"
+        assert result.returncode == 0 and said in result.stdout, result.stderr[-2000:]
+        if claim_ahead:
+            assert "embedding a batch behind the consumer failed" in result.stderr
         assert [a for a, _ in attempts] == [1, 1, 1]
         assert all(error and "CUDA error" in error for _, error in attempts)

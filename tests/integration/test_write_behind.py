@@ -1,5 +1,6 @@
 """Writes behind the engine: the next batch is claimed and embedded while the last one is still
-being written, and a worker killed with writes pending loses nothing and writes nothing twice."""
+being written (claiming ahead, one more is claimed while the engine runs), and a worker killed
+with batches pending loses nothing and writes nothing twice."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from tests.support import WRITE_GATE, PrivatePipeline, gate_writes_and_audit, wr
 pytestmark = pytest.mark.integration
 
 ITEMS_PER_TASK = 8
-BATCHES = 4
+BATCHES = 5
 
 
 def _claimed_batches(pipeline: PrivatePipeline, job_id: str) -> set[int]:
@@ -29,11 +30,15 @@ def _claimed_batches(pipeline: PrivatePipeline, job_id: str) -> set[int]:
     return {r[0] for r in rows}
 
 
+@pytest.mark.parametrize("claim_ahead", [False, True], ids=["write-behind", "claim-ahead"])
 def test_the_next_batch_is_embedded_while_one_is_written_and_a_kill_loses_nothing(
-    private_pipeline: Callable[..., PrivatePipeline],
+    private_pipeline: Callable[..., PrivatePipeline], claim_ahead: bool
 ) -> None:
+    # Lanes: batches the worker holds (claimed and locked) while the first write waits.
+    lanes = 3 if claim_ahead else 2
     pipeline = private_pipeline(
-        "behind",
+        "ahead" if claim_ahead else "behind",
+        claim_ahead=claim_ahead,
         items_per_task=ITEMS_PER_TASK,
         coalesce_below_items=0,  # one batch per delivery: the overlap is what is tested here
         requeue_grace_s=1.0,
@@ -50,10 +55,13 @@ def test_the_next_batch_is_embedded_while_one_is_written_and_a_kill_loses_nothin
         job_id = response.json()["job_id"]
         worker = pipeline.start_worker()
         # Batch 0's write waits at the gate; the worker has meanwhile claimed and embedded batch
-        # 1 (its write queued behind) and dated a claim for batch 2 while it waits for a lane.
+        # 1 (and, claiming ahead, batch 2 on the third lane), their writes queued behind, and
+        # dated a claim for the next batch while it waits for a lane.
         pipeline.wait_until(lambda: writes_waiting(pipeline) == 1, 60, "a write at the gate")
         pipeline.wait_until(
-            lambda: _claimed_batches(pipeline, job_id) >= {0, 1, 2}, 60, "batches 1 and 2 claimed"
+            lambda: _claimed_batches(pipeline, job_id) == set(range(lanes + 1)),
+            60,
+            f"batches 0 to {lanes} claimed",
         )
         assert pipeline.items_sql(job_id, "status = 'pending'") == len(items)
         worker.kill()
@@ -78,5 +86,5 @@ def test_the_next_batch_is_embedded_while_one_is_written_and_a_kill_loses_nothin
     assert writes == {1: len(items)}, writes
     # The batches the dead worker held (written, queued behind, or waiting for a lane) were
     # claimed twice; none was claimed more often.
-    assert pipeline.items_sql(job_id, "attempts = 2") >= 2 * ITEMS_PER_TASK
+    assert pipeline.items_sql(job_id, "attempts = 2") >= lanes * ITEMS_PER_TASK
     assert pipeline.items_sql(job_id, "attempts > 2") == 0

@@ -1,0 +1,156 @@
+"""A claimed batch's items sorted out and embedded, and a failed delivery's reason recorded.
+
+workers/batch.py runs a delivery; this is its middle: which items must be embedded (an item past
+its attempts gives up, an unchanged one is not embedded again), the one engine call for the
+batch and its companions, and what a failure leaves on the items for the reconciler's re-send.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import psycopg
+
+from workers import engine_health, metrics
+from workers.batch_lock import BatchBusy
+from workers.coalesce import HeldBatch, embed_together
+from workers.context import WorkerContext
+from workers.db_retry import is_transient
+from workers.embed_isolation import Embedded
+from workers.job_state import ClaimedBatch, ClaimedItem, record_batch_error, refund_attempt
+from workers.metrics import BatchTimer
+from workers.watchdog import time_limit
+from workers.write_plan import Action, decide
+from workers.writer import read_stored
+
+
+@dataclass(frozen=True)
+class EmbeddedBatch:
+    """A claimed batch with its vectors computed, ready to be written."""
+
+    held: HeldBatch
+    candidates: list[ClaimedItem]
+    gave_up: dict[str, str]
+    embedded: Embedded
+    model_id: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A claimed batch's items sorted out before the engine runs."""
+
+    held: HeldBatch
+    candidates: list[ClaimedItem]
+    gave_up: dict[str, str]
+    to_embed: list[ClaimedItem]
+
+
+def plan_all(ctx: WorkerContext, held: list[HeldBatch], model_id: str) -> list[Plan]:
+    """Sort out each batch's items. held[0] is the delivery's own batch: BatchBusy on it is
+    raised; a companion that another worker took over (after a reconnect lost its lock) is
+    dropped."""
+    plans: list[Plan] = []
+    for each in held:
+        try:
+            plans.append(_plan(ctx, each, model_id))
+        except BatchBusy:
+            if each is held[0]:
+                raise
+            each.lock.release()
+    return plans
+
+
+def embed_planned(ctx: WorkerContext, plans: list[Plan], model_id: str) -> list[EmbeddedBatch]:
+    """Embed what each planned batch must write, all in one engine call; on failure, record it
+    on the batches (the engine probed: a broken one ends the worker) and raise."""
+    try:
+        embedded = embed_together(ctx.embedder, [plan.to_embed for plan in plans])
+    except Exception as exc:
+        record_failures(ctx, [plan.held for plan in plans], exc)
+        raise
+    return [
+        EmbeddedBatch(plan.held, plan.candidates, plan.gave_up, result, model_id)
+        for plan, result in zip(plans, embedded, strict=True)
+    ]
+
+
+def embed_behind(
+    ctx: WorkerContext, plans: list[Plan], model_id: str, timer: BatchTimer
+) -> list[EmbeddedBatch]:
+    """embed_planned on the engine thread (claiming ahead); on failure the batches' locks are
+    released here, as the consumer thread would have."""
+    timer.take_over()
+    first = plans[0].held.batch
+    what = f"embedding job {first.job_id} batch {first.batch_no}"
+    try:
+        with time_limit(ctx.settings.task_time_limit_s, what, backstop=False):
+            prepared = embed_planned(ctx, plans, model_id)
+    except BaseException:
+        for plan in plans:
+            plan.held.lock.release()
+        timer.finish()
+        raise
+    timer.hand_over()
+    return prepared
+
+
+def _plan(ctx: WorkerContext, held: HeldBatch, model_id: str) -> Plan:
+    batch = held.batch
+    max_attempts = ctx.settings.max_task_attempts
+    gave_up = {
+        item.external_id: f"gave up after {item.attempts - 1} attempts"
+        + (f"; last error: {item.last_error}" if item.last_error else "")
+        for item in batch.items
+        if item.attempts > max_attempts
+    }
+    candidates = [i for i in batch.items if i.external_id not in gave_up]
+    # An unlocked read, only to skip embedding what will not be written; the write
+    # transaction decides again on locked rows.
+    stored = held.lock.run(
+        lambda conn: read_stored(
+            conn, batch.vector_table, [i.external_id for i in candidates], lock=False
+        )
+    )
+    to_embed = [
+        i
+        for i in candidates
+        if decide(i.seq, i.content_hash, stored.get(i.external_id), model_id) is Action.WRITE
+    ]
+    return Plan(held, candidates, gave_up, to_embed)
+
+
+def record_failures(
+    ctx: WorkerContext, held: list[HeldBatch], exc: Exception, probe_engine: bool = True
+) -> None:
+    """A delivery failed on these batches: note the reason on their pending items for the
+    reconciler's re-send; if the engine cannot embed even a probe, give their attempts back and
+    leave (the engine is at fault, not the batches)."""
+    for _ in held:
+        metrics.batch_failed(transient=is_transient(exc))
+    if is_transient(exc):
+        # Past db_retry_timeout_s: the claims are recorded, so the reconciler sends the
+        # batches again once Postgres answers.
+        return
+    broken = probe_engine and not engine_health.engine_works(ctx.embedder)
+    reason = f"{type(exc).__name__}: {exc}"
+    for each in held:
+        # Broken: the attempt goes back. Otherwise the items stay pending with the reason: the
+        # reconciler sends the batch again, and the attempt counter ends the retries.
+        record = (
+            partial(refund_attempt, batch=each.batch)
+            if broken
+            else partial(_record_error, batch=each.batch, reason=reason)
+        )
+        # BatchBusy: another worker took it over (after a reconnect): its fate is theirs.
+        with contextlib.suppress(BatchBusy):
+            each.lock.run(record)
+    if broken:
+        engine_health.leave()
+
+
+def _record_error(conn: psycopg.Connection[Any], batch: ClaimedBatch, reason: str) -> None:
+    with conn.transaction():
+        record_batch_error(conn, batch, reason)
