@@ -56,9 +56,9 @@ def process_batch(ctx: WorkerContext, job_id: str, batch_no: int) -> BatchOutcom
     returns once they are claimed. Safe to run again, or twice at once, for the same batch."""
     lane = ctx.writes.free_lane()
     if lane is None:
-        # Both lanes hold batches still being written. Date a claim first: this message was
-        # fetched after the last one was acknowledged, and if the worker dies while waiting,
-        # the reconciler must find the batch by Postgres's grace rule, not an hour later.
+        # Every lane holds a batch still to be embedded or written. Date a claim first: this
+        # message was fetched after the last one was acknowledged, and if the worker dies while
+        # waiting, the reconciler must find the batch by Postgres's grace rule, not an hour later.
         _date_claim(ctx.connection, job_id, batch_no, delivered=True)
         lane = ctx.writes.lane()
     lock = BatchLock(ctx.settings, lane, job_id, batch_no)
