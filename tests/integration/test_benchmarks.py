@@ -188,16 +188,19 @@ def test_bench_pipeline_compares_the_whole_path_with_the_bare_engine(
     assert variants[1].endswith(" tasks, as the API cuts them) (before)")
     assert variants[-2:] == [v.replace("(before)", "(after)") for v in variants[:2]]
     # The new-collection set runs twice, the second time in the other order.
-    inline, behind, streams = (
+    inline, behind, ahead, streams = (
         "whole path, write in line, new collection",
         "whole path, write behind the engine, new collection",
-        "whole path, write behind the engine, 2 engine streams, new collection",
+        "whole path, claim ahead, write behind, new collection",
+        "whole path, claim ahead, write behind, 2 engine streams, new collection",
     )
     assert variants[2:-2] == [
         f"{inline} (run 1 of 2)",
         f"{behind} (run 1 of 2)",
+        f"{ahead} (run 1 of 2)",
         f"{streams} (run 1 of 2)",
         f"{streams} (run 2 of 2)",
+        f"{ahead} (run 2 of 2)",
         f"{behind} (run 2 of 2)",
         f"{inline} (run 2 of 2)",
         "40 texts as 10 jobs of 4, one batch per delivery",
@@ -226,7 +229,7 @@ def test_bench_pipeline_compares_the_whole_path_with_the_bare_engine(
             run["texts_per_s"] / run["engine_texts_per_s"]
         )
     # Each repeated pair's median ratio (of two runs: their mean).
-    for label in (inline, behind, streams):
+    for label in (inline, behind, ahead, streams):
         ratios = [r["ratio_to_engine"] for r in report["runs"] if r["group"] == label]
         assert len(ratios) == 2
         assert report["median_ratio_to_engine"][label] == pytest.approx(sum(ratios) / 2)

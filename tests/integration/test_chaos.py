@@ -149,10 +149,11 @@ def test_job_survives_kills_broker_flush_and_postgres_outage(
             ).all()
         )
     # Every item was claimed; only the batches interrupted by a kill or by the outage were
-    # claimed twice, and none more (no message loop, no redo of finished work). A kill can
-    # interrupt two batches: one being written behind the engine and the one being embedded.
+    # claimed twice, and none more (no message loop, no redo of finished work). A kill, or the
+    # outage (which drops the lanes' sessions and their locks), can interrupt a batch on each of
+    # the three lanes: one being written, one being embedded and one claimed ahead of the engine.
     assert set(attempts) <= {1, 2}, attempts
-    assert ITEMS_PER_TASK <= attempts.get(2, 0) <= 5 * ITEMS_PER_TASK, attempts
+    assert ITEMS_PER_TASK <= attempts.get(2, 0) <= 3 * 3 * ITEMS_PER_TASK, attempts
     assert sum(attempts.values()) == TOTAL
     # Every item was written, and written once: an interrupted batch's write died uncommitted
     # with its worker or connection (vectors and item states commit together), and no
