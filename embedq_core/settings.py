@@ -47,8 +47,10 @@ class Settings(BaseSettings):
     write_behind: bool = True
     # With write_behind on, the engine also runs on its own thread: the consumer thread claims
     # the next batch (and acknowledges its message) while the engine embeds this one and the
-    # writer writes the last, so no round trip leaves the engine idle. A third lane holds the
-    # batch claimed ahead; its lock is held until its write commits, as for write_behind.
+    # writer writes the last, so the claim's round trips and Celery's acknowledge and fetch no
+    # longer leave the engine idle (tokenising still runs on the engine thread). A third lane
+    # holds the batch claimed ahead; its lock is held until its write commits, as for
+    # write_behind.
     claim_ahead: bool = True
     # A delivery whose batch has fewer pending items than this also claims other small batches
     # of the same model that wait in the queue, until the group holds items_per_task items or
