@@ -26,6 +26,7 @@ from workers.batch_embed import (
     embed_planned,
     plan_all,
     record_failures,
+    tokenise_planned,
 )
 from workers.batch_lock import BatchBusy, BatchLock
 from workers.batch_write import fail_all, write_batch
@@ -104,16 +105,17 @@ def process_batch(ctx: WorkerContext, job_id: str, batch_no: int) -> BatchOutcom
         except Exception as exc:
             record_failures(ctx, held, exc)
             raise
+        tokenised = tokenise_planned(ctx, plans)
         if ctx.writes.claim_ahead:
             timer.hand_over()
             handed_over = True
             ctx.writes.submit_embed(
                 lane,
-                partial(embed_behind, ctx, plans, model_id, timer),
+                partial(embed_behind, ctx, plans, tokenised, model_id, timer),
                 lambda prepared: _store_all(ctx, lane, prepared, timer),
             )
             return BatchOutcome(0, 0, written_behind=True)
-        prepared = embed_planned(ctx, plans, model_id)
+        prepared = embed_planned(ctx, plans, tokenised, model_id)
         timer.hand_over()
         handed_over = True
         written = ctx.writes.submit(lane, lambda: _store_all(ctx, lane, prepared, timer))

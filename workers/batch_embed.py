@@ -8,6 +8,7 @@ batch and its companions, and what a failure leaves on the items for the reconci
 from __future__ import annotations
 
 import contextlib
+import logging
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -16,15 +17,18 @@ import psycopg
 
 from workers import engine_health, metrics
 from workers.batch_lock import BatchBusy
-from workers.coalesce import HeldBatch, embed_together
+from workers.coalesce import HeldBatch, embed_together, texts_together
 from workers.context import WorkerContext
 from workers.db_retry import is_transient
 from workers.embed_isolation import Embedded
+from workers.engine import PreparedTexts
 from workers.job_state import ClaimedBatch, ClaimedItem, record_batch_error, refund_attempt
 from workers.metrics import BatchTimer
 from workers.watchdog import time_limit
 from workers.write_plan import Action, decide
 from workers.writer import read_stored
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -63,11 +67,29 @@ def plan_all(ctx: WorkerContext, held: list[HeldBatch], model_id: str) -> list[P
     return plans
 
 
-def embed_planned(ctx: WorkerContext, plans: list[Plan], model_id: str) -> list[EmbeddedBatch]:
-    """Embed what each planned batch must write, all in one engine call; on failure, record it
-    on the batches (the engine probed: a broken one ends the worker) and raise."""
+def tokenise_planned(ctx: WorkerContext, plans: list[Plan]) -> PreparedTexts | None:
+    """Tokenise what the planned batches must embed, on this thread, so that the engine call
+    only runs the model; None when tokenising ahead is off, when there is nothing to embed, or
+    when tokenising failed (the engine call then tokenises, and a text that cannot be embedded
+    fails alone)."""
+    texts = texts_together([plan.to_embed for plan in plans])
+    if not texts or not ctx.tokenise_ahead:
+        return None
     try:
-        embedded = embed_together(ctx.embedder, [plan.to_embed for plan in plans])
+        return ctx.embedder.prepare(texts)
+    except Exception as exc:
+        log.warning("tokenising %d texts ahead failed (%s); the engine call will", len(texts), exc)
+        return None
+
+
+def embed_planned(
+    ctx: WorkerContext, plans: list[Plan], tokenised: PreparedTexts | None, model_id: str
+) -> list[EmbeddedBatch]:
+    """Embed what each planned batch must write (tokenised: tokenise_planned's), all in one
+    engine call; on failure, record it on the batches (the engine probed: a broken one ends the
+    worker) and raise."""
+    try:
+        embedded = embed_together(ctx.embedder, [plan.to_embed for plan in plans], tokenised)
     except Exception as exc:
         record_failures(ctx, [plan.held for plan in plans], exc)
         raise
@@ -78,7 +100,11 @@ def embed_planned(ctx: WorkerContext, plans: list[Plan], model_id: str) -> list[
 
 
 def embed_behind(
-    ctx: WorkerContext, plans: list[Plan], model_id: str, timer: BatchTimer
+    ctx: WorkerContext,
+    plans: list[Plan],
+    tokenised: PreparedTexts | None,
+    model_id: str,
+    timer: BatchTimer,
 ) -> list[EmbeddedBatch]:
     """embed_planned on the engine thread (claiming ahead); on failure the batches' locks are
     released here, as the consumer thread would have."""
@@ -87,7 +113,7 @@ def embed_behind(
     what = f"embedding job {first.job_id} batch {first.batch_no}"
     try:
         with time_limit(ctx.settings.task_time_limit_s, what, backstop=False):
-            prepared = embed_planned(ctx, plans, model_id)
+            prepared = embed_planned(ctx, plans, tokenised, model_id)
     except BaseException:
         for plan in plans:
             plan.held.lock.release()

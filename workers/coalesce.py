@@ -25,6 +25,7 @@ from workers.context import WorkerContext
 from workers.db_retry import with_db_retry
 from workers.db_session import DbSession
 from workers.embed_isolation import Embedded, TextEmbedder, embed_isolating
+from workers.engine import PreparedTexts
 from workers.job_state import ClaimedBatch, ClaimedItem, claim_batch
 
 log = logging.getLogger(__name__)
@@ -97,15 +98,26 @@ def claim_companions(ctx: WorkerContext, lane: DbSession, primary: ClaimedBatch)
     return held
 
 
-def embed_together(embedder: TextEmbedder, to_embed: list[list[ClaimedItem]]) -> list[Embedded]:
-    """Embed every batch's items in one call (one text that fails fails alone) and split the
-    result back, one Embedded per batch keyed by external id (ids repeat across jobs)."""
+def texts_together(to_embed: list[list[ClaimedItem]]) -> list[str]:
+    """The texts of every batch's items in the order embed_together embeds them (to prepare
+    them ahead)."""
+    return [item.text for items in to_embed for item in items]
+
+
+def embed_together(
+    embedder: TextEmbedder,
+    to_embed: list[list[ClaimedItem]],
+    prepared: PreparedTexts | None = None,
+) -> list[Embedded]:
+    """Embed every batch's items in one call (of `prepared`, texts_together tokenised ahead,
+    when given; one text that fails fails alone) and split the result back, one Embedded per
+    batch keyed by external id (ids repeat across jobs)."""
     keyed = [
         (f"{index}\x00{item.external_id}", item.text)
         for index, items in enumerate(to_embed)
         for item in items
     ]
-    together = embed_isolating(embedder, keyed)
+    together = embed_isolating(embedder, keyed, prepared)
     split = [Embedded() for _ in to_embed]
     for key, vector in together.vectors.items():
         index, external_id = _unkey(key)

@@ -27,6 +27,12 @@ class WorkerContext:
         self.worker_name = f"{socket.gethostname()}:{os.getpid()}"
         self._session = DbSession(settings, f"embedq-worker {self.worker_name}")
         self.writes = BatchWrites(settings, self.worker_name)
+        # Unset: ahead where the engine runs on a GPU (see Settings.tokenise_ahead).
+        self.tokenise_ahead = (
+            settings.tokenise_ahead
+            if settings.tokenise_ahead is not None
+            else embedder.backend == "onnxruntime-cuda"
+        )
         self._redis: redis.Redis | None = None
 
     @classmethod

@@ -10,7 +10,7 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from workers.engine import EmbedResult
+from workers.engine import EmbedResult, PreparedTexts
 from workers.engine.sparse import SparseWeights
 
 log = logging.getLogger(__name__)
@@ -21,6 +21,10 @@ class TextEmbedder(Protocol):
 
     def embed(self, texts: list[str]) -> EmbedResult:
         """Vectors and truncation flags for texts, in order."""
+        raise NotImplementedError
+
+    def run(self, prepared: PreparedTexts) -> EmbedResult:
+        """embed() of texts already tokenised (Embedder.prepare)."""
         raise NotImplementedError
 
 
@@ -40,17 +44,27 @@ class Embedded:
         self.sparse |= other.sparse
 
 
-def embed_isolating(embedder: TextEmbedder, items: Sequence[tuple[str, str]]) -> Embedded:
-    """Embed (id, text) pairs in one call; if that call fails, embed them one by one, so only
-    the texts that fail on their own are reported, each with its error.
+def embed_isolating(
+    embedder: TextEmbedder,
+    items: Sequence[tuple[str, str]],
+    prepared: PreparedTexts | None = None,
+) -> Embedded:
+    """Embed (id, text) pairs in one call (of `prepared`, the same texts tokenised ahead, when
+    given); if that call fails, embed them one by one, so only the texts that fail on their own
+    are reported, each with its error.
 
     If no text embeds on its own either (a single text, or an engine that fails on anything),
     the input cannot be blamed: the first error is raised, the delivery fails, and the attempt
     counter bounds the retries."""
     if not items:
         return Embedded()
+    texts = [text for _, text in items]
+    if prepared is not None and list(prepared.texts) != texts:
+        raise ValueError("prepared for other texts than these items")
     try:
-        return _collect(items, embedder.embed([text for _, text in items]))
+        if prepared is not None:
+            return _collect(items, embedder.run(prepared))
+        return _collect(items, embedder.embed(texts))
     except Exception as exc:
         if len(items) == 1:
             raise

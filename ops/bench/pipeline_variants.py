@@ -20,6 +20,7 @@ class Variant:
     coalesce_below_items: int | None = None  # None: the settings' own
     engine_streams: int | None = None  # None: the settings' own
     claim_ahead: bool = True  # with write_behind: the engine on its own thread
+    tokenise_ahead: bool | None = None  # None: the settings' own
     group: str = ""  # the label without its repeat number ("": the label)
 
 
@@ -27,7 +28,8 @@ def bench_variants(
     hnsw_variants: bool, small_jobs: tuple[int, int] | None, repeat: int
 ) -> list[Variant]:
     """The whole-path runs in order. The new-collection set (written in line; written behind;
-    claimed ahead and written behind, the default; the same with two engine streams) runs
+    claimed ahead and written behind, the default; the same tokenising ahead; the same with two
+    engine streams) runs
     `repeat` times, reversing the order each time, so a ratio is not one run's luck on a noisy
     machine."""
     variants: list[Variant] = []
@@ -43,6 +45,12 @@ def bench_variants(
                 claim_ahead=False,
             ),
             Variant(f"{ahead}, new collection", f"bench_ahead{k}", True),
+            Variant(
+                f"{ahead}, tokenise ahead, new collection",
+                f"bench_tokenise{k}",
+                True,
+                tokenise_ahead=True,
+            ),
             Variant(
                 f"{ahead}, 2 engine streams, new collection",
                 f"bench_streams{k}",

@@ -188,18 +188,21 @@ def test_bench_pipeline_compares_the_whole_path_with_the_bare_engine(
     assert variants[1].endswith(" tasks, as the API cuts them) (before)")
     assert variants[-2:] == [v.replace("(before)", "(after)") for v in variants[:2]]
     # The new-collection set runs twice, the second time in the other order.
-    inline, behind, ahead, streams = (
+    inline, behind, ahead, tokenise, streams = (
         "whole path, write in line, new collection",
         "whole path, write behind the engine, new collection",
         "whole path, claim ahead, write behind, new collection",
+        "whole path, claim ahead, write behind, tokenise ahead, new collection",
         "whole path, claim ahead, write behind, 2 engine streams, new collection",
     )
     assert variants[2:-2] == [
         f"{inline} (run 1 of 2)",
         f"{behind} (run 1 of 2)",
         f"{ahead} (run 1 of 2)",
+        f"{tokenise} (run 1 of 2)",
         f"{streams} (run 1 of 2)",
         f"{streams} (run 2 of 2)",
+        f"{tokenise} (run 2 of 2)",
         f"{ahead} (run 2 of 2)",
         f"{behind} (run 2 of 2)",
         f"{inline} (run 2 of 2)",

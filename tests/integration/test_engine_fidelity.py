@@ -139,3 +139,29 @@ def test_fp32_vector_does_not_depend_on_batch_neighbours(
     alone = embedder.embed([target]).vectors[0]
     with_long = embedder.embed([target, *corpus_texts[100:140], "x " * 200]).vectors[0]
     assert float(alone @ with_long) >= 0.99999
+
+
+class _NoTokenizing:
+    """Stands in for the tokenizer after prepare(): run() must not tokenise again."""
+
+    def __getattr__(self, name: str) -> object:
+        raise AssertionError(f"run() used the tokenizer ({name})")
+
+
+def test_texts_prepared_ahead_embed_as_in_one_call(
+    tiny_bge_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A worker tokenises the next batch on its consumer thread (prepare) while the engine
+    # thread runs the last one (run): the result must be embed()'s, instruction and limit kept.
+    manifest = ModelManifest.read(tiny_bge_dir)
+    embedder = Embedder.from_model_dir(tiny_bge_dir, engine_config())
+    texts = ["明天会下雨吗？", "猫在温暖的窗台上睡觉。" * 80, "How to return a parcel", "短句。"]
+    expected = embedder.embed(texts, input_type="query")
+    prepared = embedder.prepare(texts, input_type="query")
+    assert prepared.texts == tuple(BGE_INSTRUCTION + t for t in texts)
+    monkeypatch.setattr(embedder, "_tokenizer", _NoTokenizing())
+    result = embedder.run(prepared)
+    assert result.truncated == expected.truncated == [False, True, False, False]
+    assert result.token_counts == expected.token_counts
+    assert result.token_counts[1] == manifest.max_length
+    assert np.sum(result.vectors * expected.vectors, axis=1).min() >= 0.9999

@@ -31,10 +31,17 @@ class Failing:
         self._real, self._mode = real, mode
         self.manifest = real.manifest
         self.backend = real.backend
-    def embed(self, texts, input_type="passage", urgent=False, observed=True):
+    def _fail(self, texts):
         if self._mode == "all" or any(t.startswith("poison") for t in texts):
             raise RuntimeError("CUDA error: an illegal memory access was encountered")
+    def embed(self, texts, input_type="passage", urgent=False, observed=True):
+        self._fail(texts)
         return self._real.embed(texts, input_type, urgent, observed)
+    def prepare(self, texts, input_type="passage", urgent=False, observed=True):
+        return self._real.prepare(texts, input_type, urgent, observed)  # tokenising works
+    def run(self, prepared, urgent=False, observed=True):
+        self._fail(prepared.texts)
+        return self._real.run(prepared, urgent, observed)
 
 settings = Settings(
     database_url=sys.argv[1], redis_url=sys.argv[2], model_dir=sys.argv[3],

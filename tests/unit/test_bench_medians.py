@@ -17,21 +17,25 @@ def test_the_median_of_three_runs_is_the_middle_one_and_single_runs_are_left_out
 
 def test_repeated_sets_reverse_their_order_each_run() -> None:
     variants = bench_variants(hnsw_variants=False, small_jobs=None, repeat=3)
-    inline, behind, ahead, streams = (
-        (False, True, None),
-        (True, False, None),
-        (True, True, None),
-        (True, True, 2),
+    inline, behind, ahead, tokenise, streams = (
+        (False, True, None, None),
+        (True, False, None, None),
+        (True, True, None, None),
+        (True, True, None, True),
+        (True, True, 2, None),
     )
-    assert [(v.write_behind, v.claim_ahead, v.engine_streams) for v in variants] == [
-        *(inline, behind, ahead, streams),
-        *(streams, ahead, behind, inline),
-        *(inline, behind, ahead, streams),
+    assert [
+        (v.write_behind, v.claim_ahead, v.engine_streams, v.tokenise_ahead) for v in variants
+    ] == [
+        *(inline, behind, ahead, tokenise, streams),
+        *(streams, tokenise, ahead, behind, inline),
+        *(inline, behind, ahead, tokenise, streams),
     ]
-    assert len({v.collection for v in variants}) == 12
+    assert len({v.collection for v in variants}) == 15
     assert {v.group for v in variants} == {
         "whole path, write in line, new collection",
         "whole path, write behind the engine, new collection",
         "whole path, claim ahead, write behind, new collection",
+        "whole path, claim ahead, write behind, tokenise ahead, new collection",
         "whole path, claim ahead, write behind, 2 engine streams, new collection",
     }

@@ -20,7 +20,7 @@ from workers.engine.observer import EngineObserver, NoObserver
 from workers.engine.pooling import FloatArray, l2_normalize, pool
 from workers.engine.runtime import ModelSession, open_session
 from workers.engine.sparse import SparseWeights, dropped_ids, lexical_weights
-from workers.engine.tokenize import TextTokenizer
+from workers.engine.tokenize import IntArray, TextTokenizer
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,26 @@ class EmbedResult:
     truncated: list[bool]
     token_counts: list[int]
     sparse: list[SparseWeights] | None = None
+
+
+@dataclass(frozen=True)
+class _Turn:
+    """Engine batches run together (one per stream): each batch's text indices, its padded
+    input_ids, attention_mask and token_type_ids, and its real token count."""
+
+    batches: list[list[int]]
+    padded: list[tuple[IntArray, IntArray, IntArray]]
+    tokens: list[int]
+
+
+@dataclass(frozen=True)
+class PreparedTexts:
+    """Texts tokenised and cut into padded engine batches (Embedder.prepare), ready to run."""
+
+    texts: tuple[str, ...]  # as embedded: a query's instruction prefix included
+    turns: list[_Turn]
+    truncated: list[bool]
+    token_counts: list[int]
 
 
 class Embedder:
@@ -112,27 +132,55 @@ class Embedder:
         `urgent` (live queries) takes the engine before any waiting bulk batch; the embedder
         may be called from several threads. `observed=False` keeps the call out of the
         observer's figures (a health probe is not work)."""
+        return self.run(self.prepare(texts, input_type, urgent, observed), urgent, observed)
+
+    def prepare(
+        self,
+        texts: list[str],
+        input_type: InputType = "passage",
+        urgent: bool = False,
+        observed: bool = True,
+    ) -> PreparedTexts:
+        """Tokenise texts and cut them into padded engine batches, without the engine: a worker
+        prepares the next batch on its consumer thread while the engine runs the last one."""
         observer = self.observer if observed else NoObserver()
         if input_type == "query" and self.manifest.query_instruction:
             texts = [self.manifest.query_instruction + t for t in texts]
         started = time.perf_counter()
         tokenized = self._tokenizer.tokenize(texts)
-        prepare_s = time.perf_counter() - started
         lengths = [len(t.ids) for t in tokenized]
-        vectors = np.empty((len(texts), self.manifest.dimension), dtype=np.float32)
-        sparse: list[SparseWeights] = [{} for _ in texts]
         batches = plan_batches(lengths, self._max_batch_tokens, self._max_batch_size)
         at_once = self._session.batches_at_once
-        for first in range(0, len(batches), at_once):
-            group = batches[first : first + at_once]
-            started = time.perf_counter()
-            padded = [self._tokenizer.pad([tokenized[i] for i in batch]) for batch in group]
-            prepare_s += time.perf_counter() - started
+        turns = [
+            _Turn(
+                group,
+                [self._tokenizer.pad([tokenized[i] for i in batch]) for batch in group],
+                [sum(lengths[i] for i in batch) for batch in group],
+            )
+            for group in (batches[k : k + at_once] for k in range(0, len(batches), at_once))
+        ]
+        observer.prepared(len(texts), time.perf_counter() - started, urgent)
+        return PreparedTexts(
+            tuple(texts),
+            turns,
+            [t.truncated for t in tokenized],
+            lengths,
+        )
+
+    def run(
+        self, prepared: PreparedTexts, urgent: bool = False, observed: bool = True
+    ) -> EmbedResult:
+        """Run the engine on texts prepare() made ready; vectors in the order they were given."""
+        observer = self.observer if observed else NoObserver()
+        count = len(prepared.texts)
+        vectors = np.empty((count, self.manifest.dimension), dtype=np.float32)
+        sparse: list[SparseWeights] = [{} for _ in range(count)]
+        for turn in prepared.turns:
             with self._gate.turn(urgent):
                 started = time.perf_counter()
-                outputs = self._session.run_all_together(padded)
+                outputs = self._session.run_all_together(turn.padded)
                 for batch, (_, attention_mask, _), output in zip(
-                    group, padded, outputs, strict=True
+                    turn.batches, turn.padded, outputs, strict=True
                 ):
                     pooled = (
                         output[0]
@@ -141,22 +189,20 @@ class Embedder:
                     )
                     vectors[batch] = l2_normalize(pooled) if self.manifest.normalize else pooled
                 engine_s = time.perf_counter() - started
-            slots = sum(input_ids.size for input_ids, _, _ in padded)
-            for batch, (input_ids, attention_mask, _), output in zip(
-                group, padded, outputs, strict=True
+            slots = sum(input_ids.size for input_ids, _, _ in turn.padded)
+            for batch, (input_ids, attention_mask, _), output, tokens in zip(
+                turn.batches, turn.padded, outputs, turn.tokens, strict=True
             ):
                 if self.manifest.sparse:  # after the engine's turn: pooling needs no engine
                     weights = lexical_weights(input_ids, attention_mask, output[1], self._dropped)
                     for index, row in zip(batch, weights, strict=True):
                         sparse[index] = row
-                tokens = sum(lengths[i] for i in batch)
                 # Batches that ran together share the turn's seconds by their padded size.
                 batch_s = engine_s * input_ids.size / slots
                 observer.engine_batch(len(batch), tokens, input_ids.size, batch_s, urgent)
-        observer.prepared(len(texts), prepare_s, urgent)
         return EmbedResult(
             vectors=vectors,
-            truncated=[t.truncated for t in tokenized],
-            token_counts=lengths,
+            truncated=list(prepared.truncated),
+            token_counts=list(prepared.token_counts),
             sparse=sparse if self.manifest.sparse else None,
         )
