@@ -27,12 +27,6 @@ class WorkerContext:
         self.worker_name = f"{socket.gethostname()}:{os.getpid()}"
         self._session = DbSession(settings, f"embedq-worker {self.worker_name}")
         self.writes = BatchWrites(settings, self.worker_name)
-        # Unset: ahead where the engine runs on a GPU (see Settings.tokenise_ahead).
-        self.tokenise_ahead = (
-            settings.tokenise_ahead
-            if settings.tokenise_ahead is not None
-            else embedder.backend == "onnxruntime-cuda"
-        )
         self._redis: redis.Redis | None = None
 
     @classmethod
@@ -44,6 +38,14 @@ class WorkerContext:
         embedder.warm_up()
         embedder.embed(["warm-up 预热"])
         return cls(settings, embedder)
+
+    @property
+    def tokenise_ahead(self) -> bool:
+        """Whether the consumer tokenises a batch before the engine call (unset in the
+        settings: where the engine runs on a GPU, see Settings.tokenise_ahead)."""
+        if self.settings.tokenise_ahead is not None:
+            return self.settings.tokenise_ahead
+        return self.embedder.backend == "onnxruntime-cuda"
 
     def connection(self) -> psycopg.Connection[Any]:
         """The consumer thread's connection, reopened if Postgres dropped it."""
