@@ -12,6 +12,9 @@ from typing import Any
 import httpx
 from sqlalchemy import Engine, text
 
+from embedq_core.catalog import create_collection, get_collection, register_model_dir
+from embedq_core.db import make_engine
+from embedq_core.jobs import NewItem, create_job
 from embedq_core.manifest import MANIFEST_FILENAME, ModelManifest
 from embedq_core.settings import Settings
 from ops.processes import ChildProcess, start_worker
@@ -153,3 +156,22 @@ def writes_waiting(pipeline: PrivatePipeline) -> int:
             {"gate": WRITE_GATE},
         ).scalar_one()
     return int(waiting)
+
+
+def job_in_new_collection(
+    database_url: str, model_dir: Path, collection_name: str, items: list[NewItem]
+) -> str:
+    """Register model_dir, create a collection of it and a job of items in one batch; the job's
+    id (the batch is recorded, not sent: a test delivers it itself)."""
+    engine = make_engine(database_url, pool_size=1)
+    try:
+        with engine.begin() as conn:
+            manifest = register_model_dir(conn, model_dir)
+        create_collection(engine, collection_name, manifest.manifest_id)
+        with engine.connect() as conn:
+            collection = get_collection(conn, collection_name)
+        assert collection is not None
+        job_id, _ = create_job(engine, collection, items, 16, 10**9)
+    finally:
+        engine.dispose()
+    return str(job_id)

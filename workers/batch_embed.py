@@ -72,8 +72,10 @@ def tokenise_planned(ctx: WorkerContext, plans: list[Plan]) -> PreparedTexts | N
     only runs the model; None when tokenising ahead is off, when there is nothing to embed, or
     when tokenising failed (the engine call then tokenises, and a text that cannot be embedded
     fails alone)."""
+    if not ctx.tokenise_ahead:
+        return None
     texts = texts_together([plan.to_embed for plan in plans])
-    if not texts or not ctx.tokenise_ahead:
+    if not texts:
         return None
     try:
         return ctx.embedder.prepare(texts)

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from embedq_core.catalog import create_collection, get_collection, register_model_dir
 from embedq_core.db import make_engine
-from embedq_core.jobs import NewItem, create_job
+from embedq_core.jobs import NewItem
 from ops.devstack import EmbeddedStack
+from tests.support import job_in_new_collection
 from workers.engine_health import EXIT_CODE
 
 pytestmark = pytest.mark.integration
@@ -76,17 +76,9 @@ def test_a_broken_engine_leaves_without_spending_the_attempt(
 ) -> None:
     settings = stack.settings()
     database_url = settings.require_database_url()
-    engine = make_engine(database_url, pool_size=1)
-    with engine.begin() as conn:
-        manifest = register_model_dir(conn, minilm_dir)
     name = f"health_{mode}_{'ahead' if claim_ahead else 'consumer'}"
-    create_collection(engine, name, manifest.manifest_id)
-    with engine.connect() as conn:
-        collection = get_collection(conn, name)
-    assert collection is not None
     items = [NewItem(f"p{i}", f"poison text {i}", {}) for i in range(3)]
-    job_id, _ = create_job(engine, collection, items, 16, 10**9)
-    engine.dispose()
+    job_id = job_in_new_collection(database_url, minilm_dir, name, items)
     result = subprocess.run(
         [sys.executable, "-c", DELIVERY, database_url, settings.require_redis_url(),
          str(minilm_dir), mode, str(job_id), str(claim_ahead)],

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from embedq_core.catalog import create_collection, get_collection, register_model_dir
 from embedq_core.db import make_engine
-from embedq_core.jobs import NewItem, create_job
+from embedq_core.jobs import NewItem
 from ops.devstack import EmbeddedStack
+from tests.support import job_in_new_collection
 
 pytestmark = pytest.mark.integration
 
@@ -70,16 +70,9 @@ def test_where_the_batch_is_tokenised(
 ) -> None:
     settings = stack.settings()
     database_url = settings.require_database_url()
-    engine = make_engine(database_url, pool_size=1)
-    with engine.begin() as conn:
-        manifest = register_model_dir(conn, minilm_dir)
     name = f"tokenise_{'ahead' if claim_ahead else 'consumer'}_{tokenise_ahead.lower()}"
-    create_collection(engine, name, manifest.manifest_id)
-    with engine.connect() as conn:
-        collection = get_collection(conn, name)
-    assert collection is not None
     items = [NewItem(f"t{i}", f"第{i}条评论：物流很快，包装完好。", {}) for i in range(5)]
-    job_id, _ = create_job(engine, collection, items, 16, 10**9)
+    job_id = job_in_new_collection(database_url, minilm_dir, name, items)
     result = subprocess.run(
         [sys.executable, "-c", DELIVERY, database_url, settings.require_redis_url(),
          str(minilm_dir), str(job_id), str(claim_ahead), tokenise_ahead],
@@ -94,6 +87,7 @@ def test_where_the_batch_is_tokenised(
     else:
         # The engine runs on this machine's CPU: its own call tokenises.
         assert calls == [["embed", engine_thread, 5]]
+    engine = make_engine(database_url, pool_size=1)
     with engine.connect() as conn:
         done = conn.execute(
             text("SELECT count(*) FROM job_items WHERE job_id = :j AND status = 'done'"),
