@@ -19,7 +19,7 @@ from embedq_core.catalog import register_model_dir
 from embedq_core.db import make_engine
 from embedq_core.queueing import embed_queue, reembed_queue
 from embedq_core.settings import Settings
-from workers import metrics
+from workers import metrics, metrics_listener
 from workers.celery_app import build_worker_app
 from workers.context import WorkerContext
 from workers.maintenance import IndexMaintenance
@@ -50,7 +50,7 @@ def run_worker(settings: Settings) -> None:
     one process, one model in memory, one batch at a time; run one process per GPU)."""
     ctx = WorkerContext.load(settings)
     # Labelled with the loaded model; /healthz says 503 until Celery reports the worker ready.
-    metrics_listener = metrics.start(settings, ctx.embedder)
+    metrics_server = metrics_listener.start(settings, ctx.embedder)
     manifest = ctx.embedder.manifest
     assert settings.model_dir is not None  # WorkerContext.load checked it
     _register(settings, settings.model_dir)
@@ -84,5 +84,5 @@ def run_worker(settings: Settings) -> None:
         queries.stop()
         reconciler.stop()
         ctx.close()
-        if metrics_listener is not None:
-            metrics_listener.stop()
+        if metrics_server is not None:
+            metrics_server.stop()

@@ -1,17 +1,14 @@
-"""Prometheus metrics of one worker process, and the listener that serves them.
+"""Recording a worker's metrics: instrumented code calls the functions here, which label every
+sample with the process's model, backend and device and record it into the process's registry
+(workers/metric_series.py) whether or not a listener serves it (tests, the CLI), at a cost of
+microseconds. workers/metrics_listener.py serves the registry.
 
 A worker is one process (Celery's solo pool, one process per GPU), so each process keeps one
-plain registry and serves it on its own port (EMBEDQ_WORKER_METRICS_PORT; in compose every
-worker container uses 9200). prometheus_client's multiprocess mode (PROMETHEUS_MULTIPROC_DIR and
-a MultiProcessCollector) exists for processes that share one port, such as gunicorn or Celery
+plain registry, served on its own port (EMBEDQ_WORKER_METRICS_PORT; in compose every worker
+container uses 9200). prometheus_client's multiprocess mode (PROMETHEUS_MULTIPROC_DIR and a
+MultiProcessCollector) exists for processes that share one port, such as gunicorn or Celery
 prefork children; nothing here shares a port, so it is not used. Run two workers on one host
 with two ports (or two containers).
-
-Every series carries the process's model (manifest id), backend and device, so dashboards can
-split a fleet by them; `embedq_worker_info` carries them once more with the model's precision,
-dimension and source. Instrumented code calls the functions at the bottom of this module; they
-record into this process's registry whether or not a listener serves it (tests, the CLI), at a
-cost of microseconds.
 
 Which work an engine batch belongs to (`work`: job, query or reembed) and which batch its
 tokenise and engine times count towards are known from the thread: a job batch's delivery runs
@@ -21,183 +18,35 @@ engine's urgent calls, and any other embedding in a worker is a re-embedding ste
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from contextlib import contextmanager
-from socketserver import ThreadingMixIn
-from typing import TYPE_CHECKING, Any, Protocol
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
-from wsgiref.types import StartResponse, WSGIEnvironment
-
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    PlatformCollector,
-    ProcessCollector,
-    make_wsgi_app,
-)
+from typing import Protocol
 
 from embedq_core.manifest import ModelManifest
-from embedq_core.metrics_auth import metrics_authorized
-from embedq_core.settings import Settings
-
-if TYPE_CHECKING:
-    from workers.engine import Embedder
-
-log = logging.getLogger(__name__)
-
-BASE_LABELS = ("model", "backend", "device")
-STAGES = ("queue_wait", "claim", "tokenize", "engine", "write")
-# From a claim (milliseconds) to a batch stuck behind a backlog (an hour).
-STAGE_BUCKETS = (
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-    1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0, 3600.0,
-)  # fmt: skip
-QUERY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0)
-
-REGISTRY = CollectorRegistry()
-ProcessCollector(registry=REGISTRY)  # process_resident_memory_bytes, process_cpu_seconds_total
-PlatformCollector(registry=REGISTRY)
-
-
-def _labels(*extra: str) -> list[str]:
-    return [*BASE_LABELS, *extra]
-
-
-INFO = Gauge(
-    "embedq_worker_info",
-    "1 per worker process; its model, backend, device and the model's precision",
-    _labels("precision", "dimension", "source"),
-    registry=REGISTRY,
-)
-READY = Gauge(
-    "embedq_worker_ready",
-    "1 while the worker consumes its model's queues (model loaded, Celery consumer started)",
-    BASE_LABELS,
-    registry=REGISTRY,
-)
-TEXTS = Counter(
-    "embedq_worker_texts_embedded",
-    "Texts embedded; work is job (batches of jobs), query (live queries) or reembed",
-    _labels("work"),
-    registry=REGISTRY,
-)
-TOKENS = Counter(
-    "embedq_worker_tokens_embedded",
-    "Real tokens embedded (after truncation, special tokens and query instruction included)",
-    _labels("work"),
-    registry=REGISTRY,
-)
-PADDED_TOKENS = Counter(
-    "embedq_worker_padded_tokens",
-    "Token slots the engine computed, padding included (padding ratio = 1 - tokens / this)",
-    _labels("work"),
-    registry=REGISTRY,
-)
-ENGINE_SECONDS = Counter(
-    "embedq_worker_engine_seconds",
-    "Time in the engine: inference, pooling, normalisation (tokens/s = rate(tokens) / rate(this))",
-    _labels("work"),
-    registry=REGISTRY,
-)
-TOKENIZE_SECONDS = Counter(
-    "embedq_worker_tokenize_seconds",
-    "Time tokenising and padding",
-    _labels("work"),
-    registry=REGISTRY,
-)
-ENGINE_BATCHES = Counter(
-    "embedq_worker_engine_batches",
-    "Engine batches run (length-sorted, cut by the token budget)",
-    _labels("work"),
-    registry=REGISTRY,
-)
-TOKENS_PER_SECOND = Gauge(
-    "embedq_worker_engine_tokens_per_second",
-    "Real tokens per engine second of the last engine batch",
-    _labels("work"),
-    registry=REGISTRY,
-)
-PADDING_RATIO = Gauge(
-    "embedq_worker_padding_ratio",
-    "Share of the last engine batch's token slots that were padding",
-    _labels("work"),
-    registry=REGISTRY,
-)
-STAGE_SECONDS = Histogram(
-    "embedq_worker_batch_stage_seconds",
-    "Per job-batch delivery, time in each stage: queue_wait (last send to claim), claim, "
-    "tokenize, engine, write; a stage is observed for each delivery that reached it",
-    _labels("stage"),
-    buckets=STAGE_BUCKETS,
-    registry=REGISTRY,
-)
-BATCH_SECONDS = Histogram(
-    "embedq_worker_batch_seconds",
-    "Claim to commit of each job-batch delivery that stored its items",
-    BASE_LABELS,
-    buckets=STAGE_BUCKETS,
-    registry=REGISTRY,
-)
-BATCHES = Counter(
-    "embedq_worker_batches",
-    "Job-batch deliveries by outcome: stored, skipped (done already, job gone, another worker "
-    "holds it) or failed (raised; the reconciler sends it again)",
-    _labels("outcome"),
-    registry=REGISTRY,
-)
-COALESCED = Counter(
-    "embedq_worker_coalesced_batches",
-    "Small batches claimed by another batch's delivery and embedded in the same engine call "
-    "(each is still written and finished on its own)",
-    BASE_LABELS,
-    registry=REGISTRY,
-)
-ITEMS = Counter(
-    "embedq_worker_items",
-    "Job items finished, by result: embedded, unchanged, superseded or failed",
-    _labels("result"),
-    registry=REGISTRY,
-)
-ERRORS = Counter(
-    "embedq_worker_errors",
-    "Errors by kind: embed, write, gave_up, wrong_model (per item); delivery, db_transient "
-    "(per batch delivery or retried transaction); query; task (a Celery task raised)",
-    _labels("kind"),
-    registry=REGISTRY,
-)
-RETRIES = Counter(
-    "embedq_worker_retries",
-    "Retries by kind: redelivery (a delivery of a batch already attempted), db (a transaction "
-    "run again after a transient database error), claim_requeued (a message put back on the "
-    "queue: Postgres stayed unreachable through db_retry_timeout_s before the claim)",
-    _labels("kind"),
-    registry=REGISTRY,
-)
-QUERIES = Counter(
-    "embedq_worker_queries",
-    "Live queries by outcome: ok, error, expired (the caller had given up)",
-    _labels("outcome"),
-    registry=REGISTRY,
-)
-QUERY_SECONDS = Histogram(
-    "embedq_worker_query_seconds",
-    "Live query latency in the worker, taken to answered (the engine waits for at most one "
-    "bulk engine batch)",
-    BASE_LABELS,
-    buckets=QUERY_BUCKETS,
-    registry=REGISTRY,
-)
-TASKS = Counter(
-    "embedq_worker_tasks",
-    "Celery tasks run, by task name and final state",
-    _labels("task", "state"),
-    registry=REGISTRY,
+from workers.metric_series import (
+    BATCH_SECONDS,
+    BATCHES,
+    COALESCED,
+    ENGINE_BATCHES,
+    ENGINE_SECONDS,
+    ERRORS,
+    INFO,
+    ITEMS,
+    PADDED_TOKENS,
+    PADDING_RATIO,
+    QUERIES,
+    QUERY_SECONDS,
+    READY,
+    RETRIES,
+    STAGE_SECONDS,
+    TASKS,
+    TEXTS,
+    TOKENIZE_SECONDS,
+    TOKENS,
+    TOKENS_PER_SECOND,
 )
 
 # This process's model, backend and device: set once the model is loaded (configure).
@@ -436,116 +285,6 @@ def query_expired() -> None:
     QUERIES.labels(**_base, outcome="expired").inc()
 
 
-def _task_postrun(task: Any = None, state: str | None = None, **_: Any) -> None:
-    name = getattr(task, "name", None) or "unknown"
-    TASKS.labels(**_base, task=name, state=(state or "unknown").lower()).inc()
-
-
-def _task_failure(**_: Any) -> None:
-    error("task")
-
-
-def _worker_ready(**_: Any) -> None:
-    set_ready(True)
-
-
-def _worker_stopping(**_: Any) -> None:
-    set_ready(False)
-
-
-_signals_connected = False
-
-
-def _connect_celery_signals() -> None:
-    global _signals_connected
-    if _signals_connected:
-        return
-    from celery import signals
-
-    signals.task_postrun.connect(_task_postrun, weak=False)
-    signals.task_failure.connect(_task_failure, weak=False)
-    signals.worker_ready.connect(_worker_ready, weak=False)
-    signals.worker_shutting_down.connect(_worker_stopping, weak=False)
-    _signals_connected = True
-
-
-class _ThreadingServer(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-
-
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        """Scrapes every few seconds would flood the worker's log."""
-
-
-class MetricsListener:
-    """Serves /metrics (the registry; bearer token when one is set) and /healthz (200 while
-    ready, 503 otherwise; no token, it says nothing else) in a daemon thread."""
-
-    def __init__(
-        self,
-        host: str,
-        port: int,
-        registry: CollectorRegistry,
-        token: str | None,
-        ready: Callable[[], bool],
-    ) -> None:
-        self._metrics = make_wsgi_app(registry)
-        self._token = token
-        self._ready = ready
-        self._server = make_server(host, port, self._app, _ThreadingServer, _QuietHandler)
-        self.port: int = self._server.server_port
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="embedq-metrics", daemon=True
-        )
-
-    def _app(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        path = environ.get("PATH_INFO", "")
-        if path == "/healthz":
-            ready = self._ready()
-            status = "200 OK" if ready else "503 Service Unavailable"
-            start_response(status, [("Content-Type", "text/plain")])
-            return [b"ready\n" if ready else b"not ready\n"]
-        if path != "/metrics":
-            start_response("404 Not Found", [("Content-Type", "text/plain")])
-            return [b"not found\n"]
-        if not metrics_authorized(environ.get("HTTP_AUTHORIZATION", ""), self._token):
-            start_response(
-                "401 Unauthorized",
-                [("Content-Type", "text/plain"), ("WWW-Authenticate", "Bearer")],
-            )
-            return [b"missing or wrong metrics token (Authorization: Bearer <token>)\n"]
-        body: Iterable[bytes] = self._metrics(environ, start_response)
-        return body
-
-    def start(self) -> None:
-        """Start serving."""
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop serving and free the port."""
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
-
-
-def start(settings: Settings, embedder: Embedder) -> MetricsListener | None:
-    """Label this process's metrics with its loaded model, have the engine and Celery report to
-    them, and serve them when EMBEDQ_WORKER_METRICS_PORT is set (None otherwise)."""
-    configure(embedder.manifest, embedder.backend)
-    embedder.observer = EngineMetrics()
-    _connect_celery_signals()
-    if settings.worker_metrics_port == 0:
-        return None
-    token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
-    listener = MetricsListener(
-        settings.worker_metrics_host, settings.worker_metrics_port, REGISTRY, token, is_ready
-    )
-    listener.start()
-    log.info(
-        "metrics on http://%s:%d/metrics (%s), readiness on /healthz",
-        settings.worker_metrics_host,
-        listener.port,
-        "bearer token" if token else "no token: keep the port private",
-    )
-    return listener
+def task_finished(task_name: str, state: str) -> None:
+    """A Celery task ended in `state` (success, failure, retry, ...)."""
+    TASKS.labels(**_base, task=task_name, state=state.lower()).inc()

@@ -14,11 +14,11 @@ from prometheus_client import CollectorRegistry, generate_latest
 from api.body_limit import BodyLimit
 from api.request_metrics import HttpMetrics, RequestMetrics
 from embedq_core.metrics_auth import metrics_authorized
-from workers import metrics
+from workers import metric_series, metrics, metrics_listener
 
 
 def _value(name: str, **labels: str) -> float:
-    value = metrics.REGISTRY.get_sample_value(name, labels)
+    value = metric_series.REGISTRY.get_sample_value(name, labels)
     return 0.0 if value is None else value
 
 
@@ -70,7 +70,7 @@ class _Outcome:
 def test_the_listener_answers_metrics_only_with_the_token_and_health_by_readiness() -> None:
     ready = threading.Event()
     registry = CollectorRegistry()
-    listener = metrics.MetricsListener("127.0.0.1", 0, registry, "s3cret", ready.is_set)
+    listener = metrics_listener.MetricsListener("127.0.0.1", 0, registry, "s3cret", ready.is_set)
     listener.start()
     try:
         url = f"http://127.0.0.1:{listener.port}"
