@@ -50,7 +50,7 @@ def run_worker(settings: Settings) -> None:
     one process, one model in memory, one batch at a time; run one process per GPU)."""
     ctx = WorkerContext.load(settings)
     # Labelled with the loaded model; /healthz says 503 until Celery reports the worker ready.
-    metrics_server = metrics_listener.start(settings, ctx.embedder)
+    metrics_server = metrics_listener.start(settings, ctx)
     manifest = ctx.embedder.manifest
     assert settings.model_dir is not None  # WorkerContext.load checked it
     _register(settings, settings.model_dir)

@@ -1,7 +1,7 @@
 """The Prometheus series of one worker process, in one plain registry (workers/metrics.py records
 into them, workers/metrics_listener.py serves them). Every series carries the process's model
 (manifest id), backend and device; `embedq_worker_info` carries them once more with the model's
-precision, dimension and source."""
+precision, dimension and source, and how its pipeline runs."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ from prometheus_client import (
 )
 
 BASE_LABELS = ("model", "backend", "device")
+INFO_MODEL_LABELS = ("precision", "dimension", "source")
+INFO_PIPELINE_LABELS = ("engine_streams", "write_behind", "claim_ahead", "tokenise_ahead")
 # From a claim (milliseconds) to a batch stuck behind a backlog (an hour).
 STAGE_BUCKETS = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
@@ -33,8 +35,10 @@ def _labels(*extra: str) -> list[str]:
 
 INFO = Gauge(
     "embedq_worker_info",
-    "1 per worker process; its model, backend, device and the model's precision",
-    _labels("precision", "dimension", "source"),
+    "1 per worker process; its model, backend, device, the model's precision, dimension and "
+    "source, and how its pipeline runs (engine streams; write behind, claim ahead and tokenise "
+    "ahead as they take effect: true or false)",
+    _labels(*INFO_MODEL_LABELS, *INFO_PIPELINE_LABELS),
     registry=REGISTRY,
 )
 READY = Gauge(

@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Protocol
 
@@ -34,6 +34,7 @@ from workers.metric_series import (
     ENGINE_SECONDS,
     ERRORS,
     INFO,
+    INFO_PIPELINE_LABELS,
     ITEMS,
     PADDED_TOKENS,
     PADDING_RATIO,
@@ -62,14 +63,16 @@ def device_of(backend: str) -> str:
     return "cpu"
 
 
-def configure(manifest: ModelManifest, backend: str) -> None:
-    """Label this process's series with its model, backend and device."""
+def configure(manifest: ModelManifest, backend: str, pipeline: Mapping[str, str]) -> None:
+    """Label this process's series with its model, backend and device; `pipeline` gives
+    embedq_worker_info's INFO_PIPELINE_LABELS."""
     _base.update(model=manifest.manifest_id, backend=backend, device=device_of(backend))
     INFO.labels(
         **_base,
         precision=manifest.precision,
         dimension=str(manifest.dimension),
         source=manifest.source,
+        **{name: pipeline[name] for name in INFO_PIPELINE_LABELS},
     ).set(1)
     READY.labels(**_base).set(0)
 

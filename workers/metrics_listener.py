@@ -18,7 +18,7 @@ from embedq_core.settings import Settings
 from workers import metric_series, metrics
 
 if TYPE_CHECKING:
-    from workers.engine import Embedder
+    from workers.context import WorkerContext
 
 log = logging.getLogger(__name__)
 
@@ -115,10 +115,18 @@ class MetricsListener:
         self._thread.join(timeout=5)
 
 
-def start(settings: Settings, embedder: Embedder) -> MetricsListener | None:
-    """Label this process's metrics with its loaded model, have the engine and Celery report to
-    them, and serve them when EMBEDQ_WORKER_METRICS_PORT is set (None otherwise)."""
-    metrics.configure(embedder.manifest, embedder.backend)
+def start(settings: Settings, ctx: WorkerContext) -> MetricsListener | None:
+    """Label this process's metrics with its loaded model and pipeline, have the engine and
+    Celery report to them, and serve them when EMBEDQ_WORKER_METRICS_PORT is set (None
+    otherwise)."""
+    embedder = ctx.embedder
+    pipeline = {
+        "engine_streams": str(settings.engine_streams),
+        "write_behind": _flag(ctx.writes.background),
+        "claim_ahead": _flag(ctx.writes.claim_ahead),
+        "tokenise_ahead": _flag(ctx.tokenise_ahead),
+    }
+    metrics.configure(embedder.manifest, embedder.backend, pipeline)
     embedder.observer = metrics.EngineMetrics()
     _connect_celery_signals()
     if settings.worker_metrics_port == 0:
@@ -139,3 +147,7 @@ def start(settings: Settings, embedder: Embedder) -> MetricsListener | None:
         "bearer token" if token else "no token: keep the port private",
     )
     return listener
+
+
+def _flag(on: bool) -> str:
+    return "true" if on else "false"

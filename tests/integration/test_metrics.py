@@ -145,6 +145,9 @@ def test_a_real_job_in_the_worker_and_api_metrics(
     assert len(info) == 1 and info[0]["model"] == manifest.manifest_id
     assert info[0]["backend"] in {"openvino-bf16", "openvino-fp32", "onnxruntime-cpu"}
     assert (info[0]["device"], info[0]["precision"]) == ("cpu", manifest.precision)
+    # The default pipeline on a CPU: one stream, write behind, claim ahead, tokenise in line.
+    pipeline = ("engine_streams", "write_behind", "claim_ahead", "tokenise_ahead")
+    assert [info[0][k] for k in pipeline] == ["1", "true", "true", "false"]
     base = {k: info[0][k] for k in ("model", "backend", "device")}
     assert before.value("embedq_worker_ready", **base) == 1
     assert before.total("embedq_worker_texts_embedded_total") == 0  # warm-up is not counted
