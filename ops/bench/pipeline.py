@@ -20,14 +20,13 @@ from embedq_core.catalog import Collection, create_collection, register_model_di
 from embedq_core.collection_index import hnsw_index_name
 from embedq_core.db import make_engine
 from embedq_core.settings import Settings
-from embedq_core.task_batches import task_numbers
 from migrations.schema_upgrade import upgrade_head
 from ops.bench import cpu_share
+from ops.bench.pipeline_reference import api_task_numbers, bare_engine, bench_texts
 from ops.bench.pipeline_variants import bench_variants
-from ops.corpus import load_bench_corpus
 from ops.devstack import EmbeddedStack, free_port
 from ops.processes import ChildProcess, start_api, start_worker
-from workers.engine import Embedder, EngineConfig
+from workers.engine import EngineConfig
 
 FINISHED = {"completed", "completed_with_errors", "failed"}
 STAGE_RE = re.compile(r'^embedq_worker_batch_stage_seconds_sum\{[^}]*stage="(\w+)"[^}]*\} (\S+)$')
@@ -64,43 +63,6 @@ class WholePath:
     split_s: dict[str, float]
     cpu_s: dict[str, float]
     index_ready_s: float | None
-
-
-def bench_texts(count: int) -> list[str]:
-    """count texts of realistic lengths (one sentence to several hundred tokens), distinct."""
-    corpus = [text for _, text in load_bench_corpus()]
-    return [f"{corpus[i % len(corpus)]} #{i}" for i in range(count)]
-
-
-def api_task_numbers(texts: list[str], settings: Settings) -> list[int]:
-    """Each text's task as the API cuts the bench's submissions (jobs of max_items_per_job
-    texts, each cut by task_numbers), numbered across the jobs."""
-    numbers: list[int] = []
-    for start in range(0, len(texts), settings.max_items_per_job):
-        job = task_numbers(
-            texts[start : start + settings.max_items_per_job],
-            settings.items_per_task,
-            settings.tokens_per_task,
-        )
-        offset = max(numbers, default=-1) + 1
-        numbers.extend(offset + number for number in job)
-    return numbers
-
-
-def bare_engine(model_dir: Path, config: EngineConfig, texts: list[str], tasks: list[int]) -> float:
-    """Seconds the engine alone takes on texts, one call per task (`tasks`: each text's task
-    number; all zeros: every text in one call, the engine's best, each text sorted by length
-    with all the others)."""
-    embedder = Embedder.from_model_dir(model_dir, config)
-    embedder.warm_up()
-    chunks: dict[int, list[str]] = {}
-    for text, task in zip(texts, tasks, strict=True):
-        chunks.setdefault(task, []).append(text)
-    embedder.embed(chunks[tasks[0]])
-    started = time.perf_counter()
-    for chunk in chunks.values():
-        embedder.embed(chunk)
-    return time.perf_counter() - started
 
 
 def _stage_sums(metrics_text: str) -> dict[str, float]:
@@ -255,7 +217,7 @@ def run_pipeline_bench(
 ) -> list[PipelineRun]:
     """The bare engine, then the whole path on a fresh embedded stack, on the same texts;
     small_jobs=(texts, per job): also that many of them submitted as a burst of small jobs,
-    one batch per delivery and coalesced; repeat: runs of the new-collection pair."""
+    one batch per delivery and coalesced; repeat: runs of each new-collection variant."""
     texts = bench_texts(count)
     config = EngineConfig.from_settings(settings)
     # The ratio is against all texts in one call, the engine's best; the worker's chunks (one
