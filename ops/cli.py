@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from ops.bench.cli import bench
+from ops.catalog_cli import collections, keys
 from ops.config import configure
 from ops.reembed_cli import reembed
 
@@ -157,80 +158,6 @@ def db_upgrade() -> None:
     click.echo(f"role {settings.app_db_role} may use the schema (login; no superuser, no DDL)")
 
 
-@main.group()
-def collections() -> None:
-    """Collections of vectors."""
-
-
-@collections.command("create")
-@click.argument("name")
-@click.option("--model-dir", type=click.Path(path_type=Path, exists=True), required=True)
-def collections_create(name: str, model_dir: Path) -> None:
-    """Create collection NAME bound to the model exported in MODEL_DIR."""
-    settings = configure()
-    from embedq_core.catalog import create_collection, register_model_dir
-    from embedq_core.db import make_engine
-
-    engine = make_engine(settings.require_database_url())
-    with engine.begin() as conn:
-        manifest = register_model_dir(conn, model_dir)
-    collection = create_collection(engine, name, manifest.manifest_id)
-    click.echo(
-        f"collection {collection.name}: {collection.manifest_id}, "
-        f"{collection.dimension}-d, table {collection.vector_table}"
-    )
-
-
-@main.group()
-def keys() -> None:
-    """API keys (stored hashed; a key is shown once, at creation)."""
-
-
-@keys.command("create")
-@click.argument("name")
-def keys_create(name: str) -> None:
-    """Create a key called NAME and print it once."""
-    settings = configure()
-    from embedq_core.api_keys import create_key
-    from embedq_core.db import make_engine
-
-    with make_engine(settings.require_database_url()).begin() as conn:
-        key_id, key = create_key(conn, name)
-    click.echo(f"key {key_id} ({name}); store it now, it is not shown again:")
-    click.echo(key)
-
-
-@keys.command("revoke")
-@click.argument("key_id_or_prefix")
-def keys_revoke(key_id_or_prefix: str) -> None:
-    """Revoke a key by id or by its shown prefix."""
-    settings = configure()
-    from embedq_core.api_keys import revoke_key
-    from embedq_core.db import make_engine
-
-    with make_engine(settings.require_database_url()).begin() as conn:
-        revoked = revoke_key(conn, key_id_or_prefix)
-    if revoked == 0:
-        raise click.ClickException(f"no active key matches {key_id_or_prefix!r}")
-    click.echo(f"revoked {revoked} key(s)")
-
-
-@keys.command("list")
-def keys_list() -> None:
-    """List keys (id, name, prefix, created, revoked); never the keys themselves."""
-    settings = configure()
-    from embedq_core.api_keys import list_keys
-    from embedq_core.db import make_engine
-
-    with make_engine(settings.require_database_url()).connect() as conn:
-        for info in list_keys(conn):
-            revoked = f"revoked {info.revoked_at:%Y-%m-%d %H:%M}" if info.revoked_at else "active"
-            click.echo(
-                f"{info.key_id}\t{info.name}\t{info.prefix}…\t"
-                f"{info.created_at:%Y-%m-%d %H:%M}\t{revoked}"
-            )
-
-
 @main.command("eval")
 @click.option(
     "--data",
@@ -327,6 +254,8 @@ def eval_cmd(
         console.print(f"wrote {out_plot}")
 
 
+main.add_command(collections)
+main.add_command(keys)
 main.add_command(reembed)
 main.add_command(bench)
 
