@@ -1,5 +1,6 @@
-"""Serving a worker's metrics: the listener for /metrics and /healthz, and the hooks (Celery's
-signals, the engine's observer) that feed workers/metrics.py's registry. start() wires both."""
+"""Serving a worker's metrics: the listener for /metrics and /healthz on the process's registry
+(workers/metric_series.py), and the hooks (Celery's signals, the engine's observer) that record
+into it through workers/metrics.py. start() wires both."""
 
 from __future__ import annotations
 
