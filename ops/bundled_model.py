@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 from embedq_core.manifest import MANIFEST_FILENAME, ModelManifest
+from embedq_core.settings import Settings
 from workers.engine.config import EngineConfig
 
 log = logging.getLogger(__name__)
@@ -34,3 +35,13 @@ def ensure_bundled_model(model_dir: Path, engine: EngineConfig) -> ModelManifest
     return export_model(
         str(bundled_model_source()), model_dir, ExportOptions(source_id=BUNDLED_MODEL_ID), engine
     )
+
+
+def bench_model_dir(settings: Settings, model_dir: Path | None) -> Path:
+    """The export a benchmark runs: model_dir if given, else the bundled MiniLM under the data
+    directory (exported there on first use)."""
+    if model_dir is not None:
+        return model_dir
+    bundled = settings.data_dir.resolve() / "models" / "all-minilm-l6-v2"
+    ensure_bundled_model(bundled, EngineConfig.from_settings(settings))
+    return bundled

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -175,3 +177,15 @@ def job_in_new_collection(
     finally:
         engine.dispose()
     return str(job_id)
+
+
+def run_delivery_script(
+    script: str, settings: Settings, model_dir: Path, *args: str
+) -> subprocess.CompletedProcess[str]:
+    """Run a test's delivery script in a fresh interpreter, as a worker process would, with the
+    stack's database and Redis URLs and model_dir before args; its exit code and output."""
+    return subprocess.run(
+        [sys.executable, "-c", script, settings.require_database_url(),
+         settings.require_redis_url(), str(model_dir), *args],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip

@@ -182,13 +182,10 @@ def bench_migrate(model_dir: Path | None, rows: int, chunk_size: int, out_json: 
     from rich.console import Console
 
     from ops.bench.migrate import run_migrate_bench
-    from ops.bundled_model import ensure_bundled_model
-    from workers.engine import EngineConfig
+    from ops.bundled_model import bench_model_dir
 
     settings = configure(quiet=True)
-    if model_dir is None:
-        model_dir = settings.data_dir.resolve() / "models" / "all-minilm-l6-v2"
-        ensure_bundled_model(model_dir, EngineConfig.from_settings(settings))
+    model_dir = bench_model_dir(settings, model_dir)
     run_migrate_bench(settings, model_dir, rows, chunk_size, out_json, Console())
 
 
@@ -215,13 +212,10 @@ def bench_query(model_dir: Path | None, calls: int, bulk_texts: int, out_json: P
     from rich.console import Console
 
     from ops.bench.query import run_query_bench
-    from ops.bundled_model import ensure_bundled_model
-    from workers.engine import EngineConfig
+    from ops.bundled_model import bench_model_dir
 
     settings = configure(quiet=True)
-    if model_dir is None:
-        model_dir = settings.data_dir.resolve() / "models" / "all-minilm-l6-v2"
-        ensure_bundled_model(model_dir, EngineConfig.from_settings(settings))
+    model_dir = bench_model_dir(settings, model_dir)
     run_query_bench(settings, model_dir, calls, bulk_texts, out_json, Console())
 
 

@@ -25,25 +25,16 @@ def bench_write_path(rows: int, dimension: int, batch: int, out_json: Path) -> N
     """Rows/s of the workers' vector writer (binary COPY + upsert) against executemany, and
     with the HNSW index present, on an embedded Postgres."""
     import json
-    import tempfile
     from dataclasses import asdict
 
     from rich.console import Console
 
-    from migrations.schema_upgrade import upgrade_head
     from ops.bench.engine import machine_description
     from ops.bench.pipeline_report import print_write_path
-    from ops.bench.write_path import run_write_path
-    from ops.devstack import EmbeddedStack
+    from ops.bench.write_path import run_write_path_on_embedded_stack
 
     settings = configure(quiet=True)
-    with (
-        tempfile.TemporaryDirectory() as data_dir,
-        EmbeddedStack(settings, Path(data_dir)) as stack,
-    ):
-        database_url = stack.settings().require_database_url()
-        upgrade_head(database_url)
-        results = run_write_path(database_url, rows, dimension, batch)
+    results = run_write_path_on_embedded_stack(settings, rows, dimension, batch)
     title = f"{dimension}-d vectors into pgvector, {batch} rows per transaction"
     print_write_path(Console(), results, title)
     out_json.parent.mkdir(parents=True, exist_ok=True)
@@ -107,38 +98,26 @@ def bench_pipeline(
     """Whole path against the bare engine on the same texts, the worker's own time split, and
     the write path alone (1024-d COPY + upsert against executemany)."""
     import json
-    import tempfile
     import time
     from dataclasses import asdict
 
     from rich.console import Console
 
-    from migrations.schema_upgrade import upgrade_head
     from ops.bench.engine import machine_description, machine_label
     from ops.bench.pipeline import run_pipeline_bench
     from ops.bench.pipeline_report import print_runs, print_write_path
-    from ops.bench.write_path import run_write_path
-    from ops.bundled_model import ensure_bundled_model
-    from ops.devstack import EmbeddedStack
-    from workers.engine import EngineConfig
+    from ops.bench.write_path import run_write_path_on_embedded_stack
+    from ops.bundled_model import bench_model_dir
 
     settings = configure(quiet=True)
-    if model_dir is None:
-        model_dir = settings.data_dir.resolve() / "models" / "all-minilm-l6-v2"
-        ensure_bundled_model(model_dir, EngineConfig.from_settings(settings))
+    model_dir = bench_model_dir(settings, model_dir)
     console = Console()
     small = (min(small_jobs, count), texts_per_small_job) if small_jobs > 0 else None
     runs = run_pipeline_bench(settings, model_dir, count, hnsw_variant, small, repeat)
     machine = machine_description()
     title = f"{count} texts, one worker, {machine_label(machine)}"
     medians = print_runs(console, runs, title)
-    with (
-        tempfile.TemporaryDirectory() as data_dir,
-        EmbeddedStack(settings, Path(data_dir)) as stack,
-    ):
-        database_url = stack.settings().require_database_url()
-        upgrade_head(database_url)
-        writes = run_write_path(database_url, write_rows, 1024, 512)
+    writes = run_write_path_on_embedded_stack(settings, write_rows, 1024, 512)
     print_write_path(console, writes, "write path alone: 1024-d vectors, 512 rows per transaction")
     out_json.parent.mkdir(parents=True, exist_ok=True)
     payload = {

@@ -4,10 +4,12 @@ COPY straight into the table; stored ids by COPY into a staging table and one up
 
 from __future__ import annotations
 
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,7 +19,10 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from embedq_core.db import libpq_url, make_engine
+from embedq_core.settings import Settings
 from embedq_core.tables import vector_table
+from migrations.schema_upgrade import upgrade_head
+from ops.devstack import EmbeddedStack
 from workers.writer import VectorRow, read_stored, write_vectors
 
 MANIFEST_ID = "bench-write-path"
@@ -169,3 +174,16 @@ def run_write_path(database_url: str, rows: int, dimension: int, batch: int) -> 
             results.append(WriteRow(name, count, seconds, count / seconds))
         conn.execute("DROP TABLE IF EXISTS vectors_bench_write")
     return results
+
+
+def run_write_path_on_embedded_stack(
+    settings: Settings, rows: int, dimension: int, batch: int
+) -> list[WriteRow]:
+    """run_write_path on a fresh embedded Postgres with the schema at head."""
+    with (
+        tempfile.TemporaryDirectory() as data_dir,
+        EmbeddedStack(settings, Path(data_dir)) as stack,
+    ):
+        database_url = stack.settings().require_database_url()
+        upgrade_head(database_url)
+        return run_write_path(database_url, rows, dimension, batch)

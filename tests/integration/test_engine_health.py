@@ -3,8 +3,6 @@ a healthy worker); a batch that fails on its own texts is counted as usual."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +11,7 @@ from sqlalchemy import text
 from embedq_core.db import make_engine
 from embedq_core.jobs import NewItem
 from ops.devstack import EmbeddedStack
-from tests.support import job_in_new_collection
+from tests.support import job_in_new_collection, run_delivery_script
 from workers.engine_health import EXIT_CODE
 
 pytestmark = pytest.mark.integration
@@ -79,11 +77,9 @@ def test_a_broken_engine_leaves_without_spending_the_attempt(
     name = f"health_{mode}_{'ahead' if claim_ahead else 'consumer'}"
     items = [NewItem(f"p{i}", f"poison text {i}", {}) for i in range(3)]
     job_id = job_in_new_collection(database_url, minilm_dir, name, items)
-    result = subprocess.run(
-        [sys.executable, "-c", DELIVERY, database_url, settings.require_redis_url(),
-         str(minilm_dir), mode, str(job_id), str(claim_ahead)],
-        capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
+    result = run_delivery_script(
+        DELIVERY, settings, minilm_dir, mode, str(job_id), str(claim_ahead)
+    )
     attempts = _attempts(database_url, str(job_id))
     if mode == "all":
         assert result.returncode == EXIT_CODE, result.stderr[-2000:]

@@ -6,8 +6,6 @@ engine call tokenises."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,7 +14,7 @@ from sqlalchemy import text
 from embedq_core.db import make_engine
 from embedq_core.jobs import NewItem
 from ops.devstack import EmbeddedStack
-from tests.support import job_in_new_collection
+from tests.support import job_in_new_collection, run_delivery_script
 
 pytestmark = pytest.mark.integration
 
@@ -73,11 +71,9 @@ def test_where_the_batch_is_tokenised(
     name = f"tokenise_{'ahead' if claim_ahead else 'consumer'}_{tokenise_ahead.lower()}"
     items = [NewItem(f"t{i}", f"第{i}条评论：物流很快，包装完好。", {}) for i in range(5)]
     job_id = job_in_new_collection(database_url, minilm_dir, name, items)
-    result = subprocess.run(
-        [sys.executable, "-c", DELIVERY, database_url, settings.require_redis_url(),
-         str(minilm_dir), str(job_id), str(claim_ahead), tokenise_ahead],
-        capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
+    result = run_delivery_script(
+        DELIVERY, settings, minilm_dir, str(job_id), str(claim_ahead), tokenise_ahead
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     calls = json.loads(result.stdout.strip().splitlines()[-1])
     engine_thread = "embedq-engine_0" if claim_ahead else "MainThread"
