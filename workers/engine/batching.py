@@ -29,6 +29,30 @@ def plan_batches(
     return batches
 
 
+def plan_turns(
+    lengths: Sequence[int], batches: list[list[int]], at_once: int
+) -> list[list[list[int]]]:
+    """Group length-sorted batches into engine turns of at_once batches (one per stream).
+
+    A short last turn would leave streams idle while it runs (each stream has only its share
+    of the threads), so its batch with the most padded slots is halved until every stream has
+    one, or no batch has two texts left. Batches keep their order within a turn."""
+    turns = [batches[k : k + at_once] for k in range(0, len(batches), at_once)]
+    if not turns:
+        return turns
+    last = [list(batch) for batch in turns[-1]]
+    while len(last) < at_once:
+        splittable = [b for b in last if len(b) > 1]
+        if not splittable:
+            break
+        widest = max(splittable, key=lambda b: len(b) * max(lengths[i] for i in b))
+        at = last.index(widest)
+        half = len(widest) // 2
+        last[at : at + 1] = [widest[:half], widest[half:]]
+    turns[-1] = last
+    return turns
+
+
 def padding_ratio(lengths: Sequence[int], batches: Sequence[Sequence[int]]) -> float:
     """Share of computed token slots that are padding (0 = none)."""
     real = sum(lengths)

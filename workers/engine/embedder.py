@@ -12,7 +12,7 @@ import numpy as np
 
 from embedq_core.manifest import ModelManifest
 from workers.engine.backend_choice import choose_backend
-from workers.engine.batching import plan_batches
+from workers.engine.batching import plan_batches, plan_turns
 from workers.engine.config import EngineConfig
 from workers.engine.gate import EngineGate
 from workers.engine.hardware import Hardware, detect_hardware
@@ -150,14 +150,13 @@ class Embedder:
         tokenized = self._tokenizer.tokenize(texts)
         lengths = [len(t.ids) for t in tokenized]
         batches = plan_batches(lengths, self._max_batch_tokens, self._max_batch_size)
-        at_once = self._session.batches_at_once
         turns = [
             _Turn(
                 group,
                 [self._tokenizer.pad([tokenized[i] for i in batch]) for batch in group],
                 [sum(lengths[i] for i in batch) for batch in group],
             )
-            for group in (batches[k : k + at_once] for k in range(0, len(batches), at_once))
+            for group in plan_turns(lengths, batches, self._session.batches_at_once)
         ]
         observer.prepared(len(texts), time.perf_counter() - started, urgent)
         return PreparedTexts(
