@@ -40,21 +40,25 @@ def plan_turns(
     turns = [batches[k : k + at_once] for k in range(0, len(batches), at_once)]
     if not turns:
         return turns
-    last = [list(batch) for batch in turns[-1]]
+    last = turns[-1]  # a new list: halving replaces its batches, never edits `batches`
     while len(last) < at_once:
         splittable = [b for b in last if len(b) > 1]
         if not splittable:
             break
-        widest = max(splittable, key=lambda b: len(b) * max(lengths[i] for i in b))
+        widest = max(splittable, key=lambda b: padded_slots(lengths, b))
         at = last.index(widest)
         half = len(widest) // 2
         last[at : at + 1] = [widest[:half], widest[half:]]
-    turns[-1] = last
     return turns
+
+
+def padded_slots(lengths: Sequence[int], batch: Sequence[int]) -> int:
+    """Token slots the engine computes for a batch: its count x its longest text."""
+    return len(batch) * max(lengths[i] for i in batch) if batch else 0
 
 
 def padding_ratio(lengths: Sequence[int], batches: Sequence[Sequence[int]]) -> float:
     """Share of computed token slots that are padding (0 = none)."""
     real = sum(lengths)
-    padded = sum(len(batch) * max(lengths[i] for i in batch) for batch in batches if batch)
+    padded = sum(padded_slots(lengths, batch) for batch in batches)
     return 0.0 if padded == 0 else 1.0 - real / padded
