@@ -22,12 +22,15 @@ InputType = Literal["passage", "query"]
 REPLY_TTL_S = 60
 
 
+# How long a worker that died without leaving (SIGKILL, lost host) still counts as serving.
 SERVING_TTL_S = 15
 
 
 def serving_key(manifest_id: str) -> str:
-    """Exists while some worker of the model answers queries (refreshed well within its TTL)."""
-    return f"embedq:serving:{manifest_id}"
+    """Exists while some worker of the model answers queries: a sorted set of the workers, each
+    scored with the Redis time its announcement lapses. A worker that stops removes itself, so
+    the key goes at once when the last one leaves; one that dies lapses within SERVING_TTL_S."""
+    return f"embedq:serving-workers:{manifest_id}"
 
 
 # While a worker embeds a request it keeps this key alive; the API gives up early (503) when it

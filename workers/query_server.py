@@ -7,8 +7,11 @@ gate lets them in between two bulk engine batches, so a query never waits for a 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
+import uuid
 
 import redis
 
@@ -48,6 +51,7 @@ class QueryServer:
         self._thread: threading.Thread | None = None
         self._heartbeat: threading.Thread | None = None
         self._current: str | None = None  # the request being embedded, for the heartbeat
+        self._worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
     def serve_one(self, timeout_s: float = POP_TIMEOUT_S) -> bool:
         """Pop and answer one request; False when none arrived within timeout_s."""
@@ -97,24 +101,42 @@ class QueryServer:
                 pipe.delete(working_key(request.request_id))
             pipe.execute()
 
+    def announce(self) -> None:
+        """Renew this worker's place in the model's serving set and the current request's
+        working key, and drop members whose workers died without leaving."""
+        # Scores come from the Redis clock, so one host's clock cannot drop another's worker.
+        seconds, micros = self._redis.time()
+        now_s = seconds + micros / 1e6
+        key = serving_key(self._manifest_id)
+        with self._redis.pipeline() as pipe:
+            pipe.zadd(key, {self._worker_id: now_s + SERVING_TTL_S})
+            pipe.zremrangebyscore(key, "-inf", now_s)
+            pipe.expire(key, SERVING_TTL_S)  # the last worker's death ends the key too
+            current = self._current
+            if current is not None:
+                pipe.set(working_key(current), "1", ex=WORKING_TTL_S)
+            pipe.execute()
+
     def _beat(self) -> None:
-        """Keep the serving key and the current request's working key alive, also while a long
-        request is being embedded (the serving loop is busy then)."""
-        while not self._stop.wait(HEARTBEAT_S):
+        """Announce every HEARTBEAT_S, also while a long request is being embedded (the serving
+        loop is busy then)."""
+        while True:
             try:
-                with self._redis.pipeline() as pipe:
-                    pipe.set(serving_key(self._manifest_id), "1", ex=SERVING_TTL_S)
-                    current = self._current
-                    if current is not None:
-                        pipe.set(working_key(current), "1", ex=WORKING_TTL_S)
-                    pipe.execute()
+                self.announce()
             except redis.RedisError as exc:
                 log.warning("query server heartbeat: broker unavailable (%s)", exc)
+            if self._stop.wait(HEARTBEAT_S):
+                return
+
+    def _withdraw(self) -> None:
+        try:
+            self._redis.zrem(serving_key(self._manifest_id), self._worker_id)
+        except redis.RedisError as exc:  # the member lapses within SERVING_TTL_S anyway
+            log.warning("query server: could not withdraw from the serving set (%s)", exc)
 
     def run(self) -> None:
         """Serve until stopped; a broker outage is waited out, and nothing else ends the
         thread either (a malformed message is logged and dropped)."""
-        self._redis.set(serving_key(self._manifest_id), "1", ex=SERVING_TTL_S)
         while not self._stop.is_set():
             try:
                 self.serve_one()
@@ -135,9 +157,12 @@ class QueryServer:
         self._heartbeat.start()
 
     def stop(self) -> None:
-        """Stop the thread after the request in hand, and close the client."""
+        """Leave the serving set at once (the API then routes a source's queries to another
+        export), stop the thread after the request in hand, and close the client."""
         self._stop.set()
-        for thread in (self._thread, self._heartbeat):
-            if thread is not None:
-                thread.join(timeout=10)
+        if self._heartbeat is not None:
+            self._heartbeat.join(timeout=10)
+        self._withdraw()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
         self._redis.close()

@@ -170,6 +170,32 @@ def test_model_can_be_named_by_manifest_id_or_source(
         )
 
 
+def test_a_stopped_export_hands_its_source_to_another_at_once(
+    services: ServiceHandle,
+    corpus_collection: list[str],
+    minilm_dir: Path,
+    minilm_manifest: ModelManifest,
+    tmp_path: Path,
+) -> None:
+    """Two exports of one source: while the newer one is served, queries by the source name go
+    to it; once its last worker stops they go to the other export, not to an unserved queue."""
+    model_dir = tmp_path / "second-export"
+    make_manifest_variant(minilm_dir, model_dir, max_length=199)
+    with services.engine.begin() as conn:
+        export = register_model_dir(conn, model_dir)
+    body = {"model": minilm_manifest.source, "input": "月亮代表我的心"}
+    worker = start_worker(services.settings.model_copy(update={"model_dir": model_dir}), tmp_path)
+    try:
+        while_served = services.post("/v1/embeddings", body)
+        assert while_served.status_code == 200, while_served.text
+        assert while_served.headers["X-Embedq-Manifest-Id"] == export.manifest_id
+    finally:
+        worker.stop()
+    after_stop = services.post("/v1/embeddings", body)
+    assert after_stop.status_code == 200, after_stop.text
+    assert after_stop.headers["X-Embedq-Manifest-Id"] == minilm_manifest.manifest_id
+
+
 def test_search_matches_brute_force_and_respects_filters(
     services: ServiceHandle, corpus_collection: list[str]
 ) -> None:
