@@ -7,6 +7,7 @@ import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -14,7 +15,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from embedq_core.api_keys import create_key
 from embedq_core.catalog import create_collection, register_model_dir
-from embedq_core.db import make_engine
+from embedq_core.db import libpq_url, make_engine
 from embedq_core.manifest import ModelManifest
 from embedq_core.settings import Settings
 from migrations.schema_upgrade import upgrade_head
@@ -27,6 +28,7 @@ from tests.exact_words import exact_word_texts
 from tests.m3_model import build_tiny_m3
 from tests.model_factory import BGE_INSTRUCTION, EXTRA_CHARACTERS, build_tiny_bge
 from tests.support import PrivatePipeline, ServiceHandle, engine_config, make_manifest_variant
+from workers.reconciler import RECONCILER_LOCK_ID
 
 
 @pytest.fixture(scope="session")
@@ -119,6 +121,16 @@ def services(
 
 
 @pytest.fixture
+def reconciler_paused(stack: EmbeddedStack) -> Iterator[None]:
+    """Hold the fleet's reconciler lock: running workers neither send nor re-send the
+    hand-built jobs a test inspects meanwhile (their reconciler skips its passes)."""
+    url = libpq_url(stack.settings().require_database_url())
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (RECONCILER_LOCK_ID,))
+        yield
+
+
+@pytest.fixture
 def private_pipeline(
     services: ServiceHandle, minilm_dir: Path, tmp_path: Path
 ) -> Iterator[Callable[..., PrivatePipeline]]:
@@ -128,7 +140,9 @@ def private_pipeline(
 
     def make(name: str, **settings_changes: object) -> PrivatePipeline:
         model_dir = tmp_path / f"model-{name}"
-        make_manifest_variant(minilm_dir, model_dir, max_length=255 - len(pipelines))
+        # The collection name in the revision gives this pipeline a model id, so queues, of its
+        # own: no message another test left behind reaches its workers.
+        make_manifest_variant(minilm_dir, model_dir, max_length=255, source_revision=f"test-{name}")
         with services.engine.begin() as conn:
             manifest = register_model_dir(conn, model_dir)
         create_collection(services.engine, name, manifest.manifest_id)

@@ -71,6 +71,24 @@ class ServiceHandle:
         tails = "\n".join(f"--- {c.name}\n{c.log_tail()}" for c in self.children)
         raise AssertionError(f"job {job_id} not finished after {timeout_s}s\n{tails}")
 
+    def wait_collection_idle(self, collection: str, timeout_s: float = 300) -> None:
+        """Wait until every job of the collection has finished, so a test leaves no work
+        behind for the session's worker (later tests count its queue)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with self.engine.connect() as conn:
+                unfinished = conn.execute(
+                    text(
+                        "SELECT count(*) FROM jobs WHERE collection = :c"
+                        " AND NOT status = ANY(:finished)"
+                    ),
+                    {"c": collection, "finished": sorted(FINISHED)},
+                ).scalar_one()
+            if unfinished == 0:
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"{unfinished} jobs of {collection} unfinished after {timeout_s}s")
+
 
 def engine_config(**changes: Any) -> EngineConfig:
     """The engine config the default settings describe, with `changes` (e.g. a runtime)."""

@@ -24,6 +24,7 @@ def _status(conn: psycopg.Connection[tuple[str]], job_id: str) -> str:
     return row[0]
 
 
+@pytest.mark.usefixtures("reconciler_paused")
 def test_a_claim_starts_the_job_and_never_waits_on_the_job_row(
     stack: EmbeddedStack, minilm_dir: Path
 ) -> None:

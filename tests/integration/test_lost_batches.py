@@ -24,6 +24,7 @@ pytestmark = pytest.mark.integration
 Batch = tuple[uuid.UUID, int]
 
 
+@pytest.mark.usefixtures("reconciler_paused")
 def test_a_first_send_counts_as_taken_once_a_later_send_was_delivered(
     stack: EmbeddedStack, minilm_dir: Path, tmp_path: Path
 ) -> None:
