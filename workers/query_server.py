@@ -101,7 +101,7 @@ class QueryServer:
                 pipe.delete(working_key(request.request_id))
             pipe.execute()
 
-    def announce(self) -> None:
+    def _announce(self) -> None:
         """Renew this worker's place in the model's serving set and the current request's
         working key, and drop members whose workers died without leaving."""
         # Scores come from the Redis clock, so one host's clock cannot drop another's worker.
@@ -122,7 +122,7 @@ class QueryServer:
         loop is busy then)."""
         while True:
             try:
-                self.announce()
+                self._announce()
             except redis.RedisError as exc:
                 log.warning("query server heartbeat: broker unavailable (%s)", exc)
             if self._stop.wait(HEARTBEAT_S):
