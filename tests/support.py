@@ -71,23 +71,29 @@ class ServiceHandle:
         tails = "\n".join(f"--- {c.name}\n{c.log_tail()}" for c in self.children)
         raise AssertionError(f"job {job_id} not finished after {timeout_s}s\n{tails}")
 
+    def wait_until(self, predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
+        """Poll predicate until it holds; fail with the children's log tails if it does not."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if predicate():
+                return
+            time.sleep(0.02)
+        tails = "\n".join(f"--- {c.name}\n{c.log_tail()}" for c in self.children)
+        raise AssertionError(f"timed out waiting for {what}\n{tails}")
+
     def wait_collection_idle(self, collection: str, timeout_s: float = 300) -> None:
         """Wait until every job of the collection has finished, so a test leaves no work
         behind for the session's worker (later tests count its queue)."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+
+        def idle() -> bool:
             with self.engine.connect() as conn:
                 unfinished = conn.execute(
-                    text(
-                        "SELECT count(*) FROM jobs WHERE collection = :c"
-                        " AND NOT status = ANY(:finished)"
-                    ),
-                    {"c": collection, "finished": sorted(FINISHED)},
+                    text("SELECT count(*) FROM jobs WHERE collection = :c AND finished_at IS NULL"),
+                    {"c": collection},
                 ).scalar_one()
-            if unfinished == 0:
-                return
-            time.sleep(0.2)
-        raise AssertionError(f"{unfinished} jobs of {collection} unfinished after {timeout_s}s")
+            return bool(unfinished == 0)
+
+        self.wait_until(idle, timeout_s, f"every job of {collection} to finish")
 
 
 def engine_config(**changes: Any) -> EngineConfig:
@@ -130,13 +136,7 @@ class PrivatePipeline:
         return int(count)
 
     def wait_until(self, predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if predicate():
-                return
-            time.sleep(0.02)
-        tails = "\n".join(f"--- {c.name}\n{c.log_tail()}" for c in self.handle.children)
-        raise AssertionError(f"timed out waiting for {what}\n{tails}")
+        self.handle.wait_until(predicate, timeout_s, what)
 
 
 # Writes into the collection wait for this advisory lock while the test holds it.
