@@ -34,7 +34,8 @@ from embedq_core.queueing import (
     reembed_queue,
 )
 from embedq_core.settings import Settings
-from migrations.reembed.backfill import STEP_LOCK_SQL, STEP_UNLOCK_SQL, new_step_token
+from migrations.reembed import attempts
+from migrations.reembed.backfill import new_step_token
 from workers.job_state import LOCK_BATCH_SQL, UNLOCK_BATCH_SQL
 
 log = logging.getLogger(__name__)
@@ -119,10 +120,9 @@ class Reconciler:
                 continue
             if queue_depth(self._redis, embed_queue(manifest_id)) > 0:
                 continue  # live work first; the chain resumes (or is re-sent) once it drains
-            locked = conn.execute(STEP_LOCK_SQL, (name,)).fetchone()
-            if not (locked and locked[0]):
-                continue  # a step is running (e.g. building the index)
-            conn.execute(STEP_UNLOCK_SQL, (name,))
+            if not attempts.try_lock(conn, "step_attempts", name):
+                continue  # a step is running
+            attempts.unlock(conn, "step_attempts", name)
             token = new_step_token(conn, name)
             self._celery.send_task(REEMBED_STEP_TASK, args=[name, token], queue=queue)
             sent += 1

@@ -18,6 +18,44 @@ MAX_ERROR_CHARS = 2000
 MAX_RETRY_DELAY_S = 60.0
 WHAT = {"step_attempts": "a step", "index_attempts": "the HNSW index build"}
 
+# An attempt runs under a session advisory lock keyed by (its kind, the migration's name): one
+# at a time across the fleet, and the lock goes with a killed worker's connection.
+LOCK_KIND: dict[Counter, str] = {
+    "step_attempts": "embedq_reembed",
+    "index_attempts": "embedq_reembed_index",
+}
+TRY_LOCK_SQL = "SELECT pg_try_advisory_lock(hashtext(%s), hashtext(%s))"
+UNLOCK_SQL = "SELECT pg_advisory_unlock(hashtext(%s), hashtext(%s))"
+# pg_locks shows a two-int4 advisory key as (classid, objid) with objsubid 2.
+_HELD_SQL = """
+SELECT EXISTS (
+  SELECT 1 FROM pg_locks
+  WHERE locktype = 'advisory' AND granted AND objsubid = 2
+    AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+    AND classid = hashtext(%s)::oid AND objid = hashtext(%s)::oid
+)
+"""
+
+
+def try_lock(conn: psycopg.Connection[Any], counter: Counter, name: str) -> bool:
+    """Take the lock an attempt of this kind runs under, if no session holds it."""
+    row = conn.execute(TRY_LOCK_SQL, (LOCK_KIND[counter], name)).fetchone()
+    return bool(row and row[0])
+
+
+def unlock(conn: psycopg.Connection[Any], counter: Counter, name: str) -> None:
+    """Release the lock try_lock took."""
+    conn.execute(UNLOCK_SQL, (LOCK_KIND[counter], name))
+
+
+def ended_without_success(conn: psycopg.Connection[Any], m: Migration, counter: Counter) -> int:
+    """Attempts in a row that failed or whose worker died: the counter, less the attempt a
+    live worker is making now (counted when it began, it has not failed). Between taking its
+    lock and counting itself, an attempt makes this read one low for a few milliseconds."""
+    counted: int = getattr(m, counter)
+    row = conn.execute(_HELD_SQL, (LOCK_KIND[counter], m.name)).fetchone()
+    return max(counted - 1, 0) if row and row[0] else counted
+
 
 def describe(exc: BaseException) -> str:
     """One line for the error column: the exception's type and message."""

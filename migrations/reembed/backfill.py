@@ -28,9 +28,6 @@ from migrations.reembed.state import Migration, MigrationNotFound, load, set_fie
 
 log = logging.getLogger(__name__)
 
-STEP_LOCK_SQL = "SELECT pg_try_advisory_lock(hashtext('embedq_reembed'), hashtext(%s))"
-STEP_UNLOCK_SQL = "SELECT pg_advisory_unlock(hashtext('embedq_reembed'), hashtext(%s))"
-
 Outcome = Literal["chunk", "phase", "idle", "stopped", "busy", "stale", "retry", "failed"]
 
 
@@ -86,8 +83,7 @@ def run_step(
     and retried with backoff; after options.max_attempts in a row the migration is `failed`."""
     # A session lock for the whole step; it dies with the connection, so a killed worker
     # never leaves the migration locked.
-    locked = conn.execute(STEP_LOCK_SQL, (name,)).fetchone()
-    if not (locked and locked[0]):
+    if not attempts.try_lock(conn, "step_attempts", name):
         return StepResult("busy", "", next_delay_s=None)
     try:
         refused = _begin(conn, source, name, token, options)
@@ -109,7 +105,7 @@ def run_step(
             )
     finally:
         if not conn.closed and not conn.broken:
-            conn.execute(STEP_UNLOCK_SQL, (name,))
+            attempts.unlock(conn, "step_attempts", name)
 
 
 def _refusal(

@@ -22,9 +22,6 @@ from migrations.reembed.state import load, set_fields
 
 log = logging.getLogger(__name__)
 
-INDEX_LOCK_SQL = "SELECT pg_try_advisory_lock(hashtext('embedq_reembed_index'), hashtext(%s))"
-INDEX_UNLOCK_SQL = "SELECT pg_advisory_unlock(hashtext('embedq_reembed_index'), hashtext(%s))"
-
 BuildOutcome = Literal["built", "busy", "skipped", "retry", "failed"]
 
 
@@ -50,8 +47,7 @@ def build_index(conn: psycopg.Connection[Any], name: str, options: IndexOptions)
     must be in autocommit mode (CREATE INDEX CONCURRENTLY cannot run in a transaction)."""
     # A session lock for the whole build: if this process dies, the lock goes with its
     # connection, and the next worker to look drops the invalid index and builds again.
-    locked = conn.execute(INDEX_LOCK_SQL, (name,)).fetchone()
-    if not (locked and locked[0]):
+    if not attempts.try_lock(conn, "index_attempts", name):
         return "busy"
     try:
         with conn.transaction():
@@ -85,4 +81,4 @@ def build_index(conn: psycopg.Connection[Any], name: str, options: IndexOptions)
         return "built"
     finally:
         if not conn.closed and not conn.broken:
-            conn.execute(INDEX_UNLOCK_SQL, (name,))
+            attempts.unlock(conn, "index_attempts", name)

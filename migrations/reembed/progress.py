@@ -8,6 +8,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from migrations.reembed import attempts
 from migrations.reembed.state import Migration, load
 from migrations.reembed.text_rule import has_text, no_text
 
@@ -35,6 +36,7 @@ class Progress:
     eta_s: float | None
     index_phase: str | None
     index_done_fraction: float | None
+    # Attempts in a row that failed or whose worker died; one in progress is not counted.
     step_attempts: int
     index_attempts: int
     error: str | None
@@ -131,8 +133,8 @@ def progress(conn: psycopg.Connection[Any], name: str) -> Progress:
         eta_s=(pending / rate) if rate > 0 and pending else (0.0 if not pending else None),
         index_phase=index_phase,
         index_done_fraction=index_done,
-        step_attempts=m.step_attempts,
-        index_attempts=m.index_attempts,
+        step_attempts=attempts.ended_without_success(conn, m, "step_attempts"),
+        index_attempts=attempts.ended_without_success(conn, m, "index_attempts"),
         error=m.error,
     )
 

@@ -30,6 +30,7 @@ from psycopg import sql
 from embedq_core.db import libpq_url
 from embedq_core.manifest import ModelManifest
 from embedq_core.settings import Settings
+from migrations.reembed import attempts
 from migrations.reembed.progress import progress
 from migrations.reembed.target import TargetError, resolve_target
 from ops.corpus import load_demo_corpus
@@ -705,6 +706,11 @@ def test_a_step_that_always_fails_ends_failed_with_its_error(
     api = services.get("/v1/reembed/fails").json()
     assert (api["status"], api["error"]) == ("failed", status["error"])
     assert "failed" in env.cli("reembed", "status", "fails").stdout
+    with env.connect() as conn:  # an attempt in progress (it holds the step lock) hasn't failed
+        assert attempts.try_lock(conn, "step_attempts", "fails")
+        assert env.progress("fails")["step_attempts"] == 2
+        attempts.unlock(conn, "step_attempts", "fails")
+    assert env.progress("fails")["step_attempts"] == 3
 
     with env.connect() as conn:  # the cause fixed, resume starts over with a fresh budget
         conn.execute(sql.SQL("DROP TRIGGER hold ON {}").format(table_id(name)))
