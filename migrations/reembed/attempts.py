@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 import psycopg
 
-from migrations.reembed.state import Migration, load, set_fields
+from migrations.reembed.state import Migration, MigrationNotFound, load, set_fields
 
 Counter = Literal["step_attempts", "index_attempts"]
 MAX_ERROR_CHARS = 2000
@@ -26,15 +26,22 @@ LOCK_KIND: dict[Counter, str] = {
 }
 TRY_LOCK_SQL = "SELECT pg_try_advisory_lock(hashtext(%s), hashtext(%s))"
 UNLOCK_SQL = "SELECT pg_advisory_unlock(hashtext(%s), hashtext(%s))"
-# pg_locks shows a two-int4 advisory key as (classid, objid) with objsubid 2.
-_HELD_SQL = """
-SELECT EXISTS (
+# The counters and whether a live session holds each attempt lock, in one statement so that
+# an attempt that ends between two reads is not taken for one that failed. pg_locks shows a
+# two-int4 advisory key as (classid, objid) with objsubid 2.
+_HELD = """EXISTS (
   SELECT 1 FROM pg_locks
   WHERE locktype = 'advisory' AND granted AND objsubid = 2
     AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
-    AND classid = hashtext(%s)::oid AND objid = hashtext(%s)::oid
+    AND classid = hashtext({kind})::oid AND objid = hashtext(m.name)::oid
+)"""
+_COUNTERS_SQL = (
+    "SELECT m.step_attempts, m.index_attempts, "
+    + _HELD.format(kind="%(step)s")
+    + ", "
+    + _HELD.format(kind="%(index)s")
+    + " FROM reembed_migrations m WHERE m.name = %(name)s"
 )
-"""
 
 
 def try_lock(conn: psycopg.Connection[Any], counter: Counter, name: str) -> bool:
@@ -48,13 +55,21 @@ def unlock(conn: psycopg.Connection[Any], counter: Counter, name: str) -> None:
     conn.execute(UNLOCK_SQL, (LOCK_KIND[counter], name))
 
 
-def ended_without_success(conn: psycopg.Connection[Any], m: Migration, counter: Counter) -> int:
-    """Attempts in a row that failed or whose worker died: the counter, less the attempt a
-    live worker is making now (counted when it began, it has not failed). Between taking its
-    lock and counting itself, an attempt makes this read one low for a few milliseconds."""
-    counted: int = getattr(m, counter)
-    row = conn.execute(_HELD_SQL, (LOCK_KIND[counter], m.name)).fetchone()
-    return max(counted - 1, 0) if row and row[0] else counted
+def ended_without_success(conn: psycopg.Connection[Any], name: str) -> dict[Counter, int]:
+    """Attempts in a row that failed or whose worker died, of steps and of index builds: the
+    counters, less an attempt a live worker is making now (counted when it began, it has not
+    failed). Between taking its lock and counting itself, an attempt reads one low."""
+    row = conn.execute(
+        _COUNTERS_SQL,
+        {"step": LOCK_KIND["step_attempts"], "index": LOCK_KIND["index_attempts"], "name": name},
+    ).fetchone()
+    if row is None:
+        raise MigrationNotFound(name)
+    step, index, step_running, index_running = row
+    return {
+        "step_attempts": max(step - 1, 0) if step_running else int(step),
+        "index_attempts": max(index - 1, 0) if index_running else int(index),
+    }
 
 
 def describe(exc: BaseException) -> str:

@@ -117,6 +117,7 @@ def progress(conn: psycopg.Connection[Any], name: str) -> Progress:
     if index is not None:
         index_phase, index_done = index[0], index[1]
     done = total - pending - (without_text or 0)
+    failed = attempts.ended_without_success(conn, name)
     return Progress(
         name=m.name,
         table=m.display_name(conn),
@@ -133,8 +134,8 @@ def progress(conn: psycopg.Connection[Any], name: str) -> Progress:
         eta_s=(pending / rate) if rate > 0 and pending else (0.0 if not pending else None),
         index_phase=index_phase,
         index_done_fraction=index_done,
-        step_attempts=attempts.ended_without_success(conn, m, "step_attempts"),
-        index_attempts=attempts.ended_without_success(conn, m, "index_attempts"),
+        step_attempts=failed["step_attempts"],
+        index_attempts=failed["index_attempts"],
         error=m.error,
     )
 
