@@ -18,6 +18,7 @@ from embedq_core.catalog import create_collection, get_collection, register_mode
 from embedq_core.db import make_engine
 from embedq_core.jobs import NewItem, create_job
 from embedq_core.manifest import MANIFEST_FILENAME, ModelManifest
+from embedq_core.queueing import embed_queue, make_redis, queue_depth
 from embedq_core.settings import Settings
 from ops.processes import ChildProcess, start_worker
 from workers.engine import EngineConfig
@@ -82,8 +83,14 @@ class ServiceHandle:
         raise AssertionError(f"timed out waiting for {what}\n{tails}")
 
     def wait_collection_idle(self, collection: str, timeout_s: float = 300) -> None:
-        """Wait until every job of the collection has finished, so a test leaves no work
-        behind for the session's worker (later tests count its queue)."""
+        """Wait until every job of the collection has finished and its model's queue is empty,
+        so a test leaves no work behind for the session's worker (later tests count its queue).
+        A worker coalescing small batches finishes jobs whose own messages are still queued."""
+        with self.engine.connect() as conn:
+            manifest_id = conn.execute(
+                text("SELECT manifest_id FROM collections WHERE name = :c"), {"c": collection}
+            ).scalar_one()
+        redis_client = make_redis(self.settings)
 
         def idle() -> bool:
             with self.engine.connect() as conn:
@@ -91,9 +98,12 @@ class ServiceHandle:
                     text("SELECT count(*) FROM jobs WHERE collection = :c AND finished_at IS NULL"),
                     {"c": collection},
                 ).scalar_one()
-            return bool(unfinished == 0)
+            return unfinished == 0 and queue_depth(redis_client, embed_queue(manifest_id)) == 0
 
-        self.wait_until(idle, timeout_s, f"every job of {collection} to finish")
+        try:
+            self.wait_until(idle, timeout_s, f"every job of {collection} to finish")
+        finally:
+            redis_client.close()
 
 
 def engine_config(**changes: Any) -> EngineConfig:
@@ -182,7 +192,8 @@ def job_in_new_collection(
     database_url: str, model_dir: Path, collection_name: str, items: list[NewItem]
 ) -> str:
     """Register model_dir, create a collection of it and a job of items in one batch; the job's
-    id (the batch is recorded, not sent: a test delivers it itself)."""
+    id (the batch is recorded, not sent: a test delivers it itself, with the reconciler paused,
+    or a running worker of the model sends it once the grace has passed)."""
     engine = make_engine(database_url, pool_size=1)
     try:
         with engine.begin() as conn:

@@ -187,7 +187,6 @@ def test_a_real_job_in_the_worker_and_api_metrics(
         {"model": "metricsjob", "input": ["一首歌", "two", "三"], "input_type": "query"},
     )
     assert live.status_code == 200, live.text
-    after = scrape(f"{worker_url}/metrics")
 
     # Counts match the job. The refused id's batch was delivered twice: the first delivery
     # failed on the write, the reconciler sent it again, the second wrote item by item.
@@ -197,6 +196,19 @@ def test_a_real_job_in_the_worker_and_api_metrics(
     tokens = [len(t.ids) for t in tokenizer.tokenize(texts)]
     batches = max(numbers) + 1
     assert len(redone) > 1 and batches > 1
+    # A delivery is counted just after the commit that may finish its job, a query just after
+    # its reply is sent: wait for the last of each, then check the counts exactly.
+    scrapes: list[Scrape] = []
+
+    def counted() -> bool:
+        scrapes.append(scrape(f"{worker_url}/metrics"))
+        return (
+            scrapes[-1].total("embedq_worker_batches_total") >= batches + 1
+            and scrapes[-1].total("embedq_worker_queries_total") >= 1
+        )
+
+    handle.wait_until(counted, 30, "the worker to count every delivery and the query")
+    after = scrapes[-1]
     assert after.value("embedq_worker_texts_embedded_total", **base, work="job") == len(
         items
     ) + len(redone)
