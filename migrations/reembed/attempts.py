@@ -2,7 +2,8 @@
 ends the migration `failed` with its error instead of being retried forever.
 
 An attempt is counted (and committed) before its work starts, so a worker killed mid-attempt
-counts too; the counter goes back to 0 when an attempt succeeds. `resume` resets it.
+counts too; the counter goes back to 0 when an attempt succeeds. `resume` resets it. Status
+reports the attempts that ended without success: the one in progress is not counted.
 """
 
 from __future__ import annotations
