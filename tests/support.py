@@ -26,6 +26,24 @@ from workers.engine import EngineConfig
 FINISHED = {"completed", "completed_with_errors", "failed"}
 
 
+def wait_for(
+    predicate: Callable[[], bool],
+    timeout_s: float,
+    what: str,
+    children: list[ChildProcess],
+    poll_s: float = 0.02,
+    tail_lines: int = 30,
+) -> None:
+    """Poll predicate until it holds; fail with the children's log tails if it does not."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(poll_s)
+    tails = "\n".join(f"--- {c.name}\n{c.log_tail(tail_lines)}" for c in children)
+    raise AssertionError(f"timed out waiting for {what}\n{tails}")
+
+
 @dataclass
 class ServiceHandle:
     """Running API + worker processes and how to reach them."""
@@ -74,13 +92,7 @@ class ServiceHandle:
 
     def wait_until(self, predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
         """Poll predicate until it holds; fail with the children's log tails if it does not."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if predicate():
-                return
-            time.sleep(0.02)
-        tails = "\n".join(f"--- {c.name}\n{c.log_tail()}" for c in self.children)
-        raise AssertionError(f"timed out waiting for {what}\n{tails}")
+        wait_for(predicate, timeout_s, what, self.children)
 
     def wait_collection_idle(self, collection: str, timeout_s: float = 300) -> None:
         """Wait until every job of the collection has finished and its model's queue is empty,

@@ -36,7 +36,7 @@ from migrations.reembed.target import TargetError, resolve_target
 from ops.corpus import load_demo_corpus
 from ops.processes import ChildProcess, process_env, start_worker
 from tests.model_factory import build_tiny_albert, song_texts
-from tests.support import ServiceHandle
+from tests.support import ServiceHandle, wait_for
 from workers.engine import Embedder, EngineConfig
 
 pytestmark = pytest.mark.integration
@@ -196,13 +196,7 @@ class ReembedEnv:
         return row[0] if row else None
 
     def wait(self, predicate: Callable[[], bool], what: str, timeout_s: float = 180) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if predicate():
-                return
-            time.sleep(0.05)
-        tails = "\n".join(f"--- {w.name}\n{w.log_tail(40)}" for w in self.workers)
-        raise AssertionError(f"timed out waiting for {what}\n{tails}")
+        wait_for(predicate, timeout_s, what, self.workers, poll_s=0.05, tail_lines=40)
 
 
 @pytest.fixture
