@@ -60,7 +60,7 @@ def run_worker(settings: Settings) -> None:
     app = build_worker_app(ctx)
     reconciler = Reconciler(settings)
     reconciler.start()
-    queries = QueryServer(settings, ctx.embedder)
+    queries = QueryServer(settings, ctx.embedder, ctx.worker_name)
     queries.start()
     # HNSW builds of re-embedding migrations run here, beside the consumer, not in a task.
     indexes = IndexMaintenance(settings)

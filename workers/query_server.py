@@ -7,11 +7,8 @@ gate lets them in between two bulk engine batches, so a query never waits for a 
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import threading
 import time
-import uuid
 
 import redis
 
@@ -41,7 +38,7 @@ HEARTBEAT_S = 2.0  # well within WORKING_TTL_S and SERVING_TTL_S
 class QueryServer:
     """A daemon thread serving one model's query list."""
 
-    def __init__(self, settings: Settings, embedder: Embedder) -> None:
+    def __init__(self, settings: Settings, embedder: Embedder, worker_name: str) -> None:
         self._embedder = embedder
         self._manifest_id = embedder.manifest.manifest_id
         self._queue = query_queue(self._manifest_id)
@@ -51,7 +48,7 @@ class QueryServer:
         self._thread: threading.Thread | None = None
         self._heartbeat: threading.Thread | None = None
         self._current: str | None = None  # the request being embedded, for the heartbeat
-        self._worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._worker_name = worker_name  # its member in the serving set, as in claimed_by
 
     def serve_one(self, timeout_s: float = POP_TIMEOUT_S) -> bool:
         """Pop and answer one request; False when none arrived within timeout_s."""
@@ -109,7 +106,7 @@ class QueryServer:
         now_s = seconds + micros / 1e6
         key = serving_key(self._manifest_id)
         with self._redis.pipeline() as pipe:
-            pipe.zadd(key, {self._worker_id: now_s + SERVING_TTL_S})
+            pipe.zadd(key, {self._worker_name: now_s + SERVING_TTL_S})
             pipe.zremrangebyscore(key, "-inf", now_s)
             pipe.expire(key, SERVING_TTL_S)  # the last worker's death ends the key too
             current = self._current
@@ -130,7 +127,7 @@ class QueryServer:
 
     def _withdraw(self) -> None:
         try:
-            self._redis.zrem(serving_key(self._manifest_id), self._worker_id)
+            self._redis.zrem(serving_key(self._manifest_id), self._worker_name)
         except redis.RedisError as exc:  # the member lapses within SERVING_TTL_S anyway
             log.warning("query server: could not withdraw from the serving set (%s)", exc)
 
