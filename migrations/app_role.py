@@ -49,6 +49,14 @@ def ensure_app_role(database_url: str, role: str, password: str) -> None:
             )
             for statement in _grants(name, sql.Identifier(database), sql.Identifier(schema)):
                 conn.execute(statement)
+            if _table_exists(conn, schema, "model_manifests"):
+                # A collection's vectors table names the model that wrote each row (a foreign
+                # key): creating one needs REFERENCES on the key it points at.
+                conn.execute(
+                    sql.SQL("GRANT REFERENCES (id) ON {} TO {}").format(
+                        sql.Identifier(schema, "model_manifests"), name
+                    )
+                )
             if _table_exists(conn, schema, "alembic_version"):
                 conn.execute(
                     sql.SQL("REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON {} FROM {}").format(

@@ -59,7 +59,11 @@ def test_db_upgrade_creates_a_login_role_without_superuser_or_ddl(stack: Embedde
         with psycopg.connect(_as(url, ROLE, "rotated-password"), autocommit=True) as app:
             app.execute("SELECT count(*) FROM jobs").fetchone()
             app.execute("INSERT INTO vectors_app_role_later VALUES ('a')")
-            app.execute("CREATE TABLE vectors_app_role_own (id text)")  # collections
+            # A collection's table, as create_collection makes it: its rows name their model.
+            app.execute(
+                "CREATE TABLE vectors_app_role_own"
+                " (id text, manifest_id text REFERENCES model_manifests (id))"
+            )
             app.execute("CREATE TEMP TABLE staging (id text)")  # the writer's COPY stage
             app.execute("DROP TABLE vectors_app_role_own")
             for refused in (
