@@ -87,6 +87,10 @@ class Settings(BaseSettings):
     # How long a worker keeps retrying a batch's transaction while Postgres is unreachable (or
     # answers with a deadlock or serialization failure).
     db_retry_timeout_s: float = Field(default=300.0, gt=0)
+    # At start, how long the API, a worker and `embedq db upgrade` wait for what they need
+    # (Postgres, the schema at head, the broker, the exported model) before they exit with its
+    # name: services started all at once come up in any order.
+    startup_wait_s: float = Field(default=300.0, gt=0)
 
     # Re-embedding migrations
     reembed_chunk_size: int = Field(default=256, ge=1, le=100_000)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 
 from embedq_core.db import sqlalchemy_url
 
@@ -24,3 +25,12 @@ def alembic_config(database_url: str) -> Config:
 def upgrade_head(database_url: str) -> None:
     """Bring the schema to the newest revision (idempotent)."""
     command.upgrade(alembic_config(database_url), "head")
+
+
+def head_revision() -> str:
+    """The newest schema revision this release ships (what the API and workers need)."""
+    config = Config()
+    config.set_main_option("script_location", str(SCRIPT_LOCATION))
+    head = ScriptDirectory.from_config(config).get_current_head()
+    assert head is not None, "the schema scripts have no head"
+    return head

@@ -113,6 +113,11 @@ def api() -> None:
     import uvicorn
 
     from api.main import create_app
+    from embedq_core.startup_wait import wait_for_broker, wait_for_database
+    from migrations.schema_upgrade import head_revision
+
+    wait_for_database(settings, schema_head=head_revision())
+    wait_for_broker(settings)
 
     uvicorn.run(
         create_app(settings),
@@ -140,8 +145,10 @@ def db_upgrade() -> None:
     """Apply the Alembic migrations (run before starting API and workers); with
     EMBEDQ_APP_DB_ROLE set, also create or update that login role for the API and workers."""
     settings = configure()
+    from embedq_core.startup_wait import wait_for_database
     from migrations.schema_upgrade import upgrade_head
 
+    wait_for_database(settings)
     upgrade_head(settings.require_database_url())
     click.echo("schema is at head")
     if settings.app_db_role is None:

@@ -19,6 +19,8 @@ from embedq_core.catalog import register_model_dir
 from embedq_core.db import make_engine
 from embedq_core.queueing import embed_queue, reembed_queue
 from embedq_core.settings import Settings
+from embedq_core.startup_wait import wait_for_broker, wait_for_database, wait_for_model
+from migrations.schema_upgrade import head_revision
 from workers import metrics, metrics_listener
 from workers.celery_app import build_worker_app
 from workers.context import WorkerContext
@@ -48,7 +50,12 @@ def _register(settings: Settings, model_dir: Path) -> None:
 def run_worker(settings: Settings) -> None:
     """Load and warm the model, record its manifest, then consume the model's queue (solo pool:
     one process, one model in memory, one batch at a time; run one process per GPU)."""
+    if settings.model_dir is not None:
+        wait_for_model(settings, settings.model_dir)
+    # The model first: a GPU worker without a GPU exits at once, before any wait on the network.
     ctx = WorkerContext.load(settings)
+    wait_for_database(settings, schema_head=head_revision())
+    wait_for_broker(settings)
     # Labelled with the loaded model; /healthz says 503 until Celery reports the worker ready.
     metrics_server = metrics_listener.start(settings, ctx)
     manifest = ctx.embedder.manifest

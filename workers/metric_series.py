@@ -130,6 +130,18 @@ ITEMS = Counter(
     _labels("result"),
     registry=REGISTRY,
 )
+# Every kind ERRORS counts; each starts at 0 in a worker, so dashboards and alerts see a
+# series (and a rate of 0) before the first error.
+ERROR_KINDS = (
+    "embed",
+    "write",
+    "gave_up",
+    "wrong_model",
+    "delivery",
+    "db_transient",
+    "query",
+    "task",
+)
 ERRORS = Counter(
     "embedq_worker_errors",
     "Errors by kind: embed, write, gave_up, wrong_model (per item); delivery, db_transient "

@@ -32,6 +32,7 @@ from workers.metric_series import (
     COALESCED,
     ENGINE_BATCHES,
     ENGINE_SECONDS,
+    ERROR_KINDS,
     ERRORS,
     INFO,
     INFO_PIPELINE_LABELS,
@@ -75,6 +76,12 @@ def configure(manifest: ModelManifest, backend: str, pipeline: Mapping[str, str]
         **{name: pipeline[name] for name in INFO_PIPELINE_LABELS},
     ).set(1)
     READY.labels(**_base).set(0)
+    # Series that count rare events exist from the start at 0, so a dashboard or an alert on
+    # their rate reads 0 rather than no data until the first event.
+    for kind in ERROR_KINDS:
+        ERRORS.labels(**_base, kind=kind)
+    COALESCED.labels(**_base)
+    QUERY_SECONDS.labels(**_base)
 
 
 def set_ready(ready: bool) -> None:

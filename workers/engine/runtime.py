@@ -72,11 +72,24 @@ class OrtSession:
             if use_cuda
             else ["CPUExecutionProvider"]
         )
-        self._session = ort.InferenceSession(str(onnx_path), options, providers=providers)
+        if use_cuda and hasattr(ort, "preload_dlls"):
+            # The worker-gpu image carries CUDA and cuDNN as PyPI wheels (onnxruntime-gpu's
+            # cuda/cudnn extras), not on the library path: ORT >= 1.21 loads them from there.
+            ort.preload_dlls()
+        no_gpu = (
+            "no usable GPU: CUDAExecutionProvider failed to initialise ({}); give the worker a "
+            "GPU (the NVIDIA driver and a device) or run a CPU worker on an FP32 export"
+        )
+        try:
+            self._session = ort.InferenceSession(str(onnx_path), options, providers=providers)
+        except Exception as exc:
+            if use_cuda:
+                raise RuntimeError(no_gpu.format(f"{type(exc).__name__}: {exc}")) from exc
+            raise
         active = self._session.get_providers()
         if use_cuda and active[0] != "CUDAExecutionProvider":
             # ORT falls back to CPU silently when CUDA fails to initialise; refuse instead.
-            raise RuntimeError(f"CUDAExecutionProvider failed to initialise (active: {active})")
+            raise RuntimeError(no_gpu.format(f"active providers: {active}"))
         self._use_cuda = use_cuda
         self._input_names = {i.name for i in self._session.get_inputs()}
         self._output_names = [output_name, *extra_outputs]
