@@ -113,8 +113,11 @@ def _display(schema: str, table: str) -> str:
 class StoreMetrics(Collector):
     """The figures that live in Postgres and Redis, refreshed at most every cache_s."""
 
-    def __init__(self, engine: Engine, redis: Any, cache_s: float) -> None:
+    def __init__(self, engine: Engine, redis: Any, cache_s: float, with_names: bool) -> None:
+        """with_names: report re-embedding migrations, whose labels name the user's tables
+        (only behind the metrics token)."""
         self._engine = engine
+        self._with_names = with_names
         self._redis = redis
         self._cache_s = cache_s
         self._lock = threading.Lock()
@@ -166,7 +169,8 @@ class StoreMetrics(Collector):
                     r[0] for r in conn.exec_driver_sql("SELECT id FROM model_manifests ORDER BY id")
                 ]
                 self._read_jobs(conn, families)
-                self._read_migrations(conn, families)
+                if self._with_names:
+                    self._read_migrations(conn, families)
         except Exception as exc:  # an outage: report what could be read, and that it failed
             log.warning("metrics: Postgres figures unavailable: %s", exc)
             self._errors += 1
@@ -259,8 +263,20 @@ def install_metrics(app: FastAPI, resources: ApiResources) -> CollectorRegistry:
     registry = CollectorRegistry()
     ProcessCollector(registry=registry)
     http = HttpMetrics(registry)
-    registry.register(StoreMetrics(resources.engine, resources.redis, settings.metrics_cache_s))
     token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
+    if token is None:
+        log.warning(
+            "EMBEDQ_METRICS_TOKEN is not set: /metrics is open and leaves out the re-embedding "
+            "migrations (their labels name your tables)"
+        )
+    registry.register(
+        StoreMetrics(
+            resources.engine,
+            resources.redis,
+            settings.metrics_cache_s,
+            with_names=token is not None,
+        )
+    )
 
     @app.get("/metrics", include_in_schema=False)
     def metrics(request: Request) -> Response:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import signal
+import sys
 from pathlib import Path
+from types import FrameType
 
 import click
 
@@ -12,9 +15,17 @@ from ops.config import configure
 from ops.reembed_cli import reembed
 
 
+def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    sys.exit(128 + signum)
+
+
 @click.group()
 def main() -> None:
     """embedq: asynchronous batch embedding into Postgres/pgvector."""
+    # In a container our process is PID 1, which ignores a signal that has no handler: until
+    # uvicorn or Celery install theirs, `docker stop` during a start-up wait or a model load
+    # would wait out the whole grace period and end in SIGKILL.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
 
 
 @main.command("export-model")

@@ -312,7 +312,7 @@ def _exported_metric_names() -> set[str]:
     HttpMetrics(api_registry)
     ProcessCollector(registry=api_registry)
     families += list(api_registry.collect())
-    families += list(StoreMetrics(cast(Engine, None), None, 0.0).describe())
+    families += list(StoreMetrics(cast(Engine, None), None, 0.0, with_names=True).describe())
     suffixes = {
         "counter": ["_total", "_created"],
         "histogram": ["_bucket", "_sum", "_count", "_created"],

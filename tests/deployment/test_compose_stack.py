@@ -225,6 +225,9 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
 
 def _teardown(compose: ps.Compose) -> None:
     ps.run(["podman", "rm", "-f", "-i", REMOTE_WORKER], check=False)
+    # A run stopped mid-test may leave workers paused, which `down` cannot stop.
+    for container in compose.containers("worker-cpu"):
+        ps.run(["podman", "unpause", container], check=False)
     compose("down", "-v", "--remove-orphans", timeout_s=300, check=False)
     ps.run(["podman", "network", "rm", "-f", REMOTE_NETWORK], check=False)
     leftover = compose.containers("postgres") + compose.containers("worker-cpu")
@@ -234,6 +237,34 @@ def _teardown(compose: ps.Compose) -> None:
 def _exit_code(container: str) -> int:
     out = ps.run(["podman", "inspect", "--format", "{{.State.ExitCode}}", container]).stdout
     return int(out.strip())
+
+
+def test_a_worker_still_waiting_for_its_dependencies_stops_on_sigterm(
+    deployment: Deployment,
+) -> None:
+    """As PID 1 a process ignores a signal it has no handler for: `stop` must end a worker
+    that is still waiting at start-up with SIGTERM (exit 143), not SIGKILL after the grace."""
+    name = f"{ps.PROJECT}-waiting-worker"
+    ps.run(
+        [
+            *("podman", "run", "-d", "--name", name),
+            *("-e", "EMBEDQ_MODEL_DIR=/models/not-exported-yet"),
+            *("-e", "DATABASE_URL=postgresql://embedq:x@127.0.0.1:1/embedq"),
+            *("-e", "REDIS_URL=redis://127.0.0.1:1/0"),
+            ps.our_image("worker-cpu"),
+        ]
+    )
+    try:
+        wait_for(
+            "the worker waiting for its model",
+            lambda: "waiting for the model in /models/not-exported-yet" in ps.container_logs(name),
+            60,
+            lambda: ps.container_logs(name, 30),
+        )
+        ps.run(["podman", "stop", "--time", "60", name], timeout_s=120)
+        assert _exit_code(name) == 143, ps.container_logs(name, 30)
+    finally:
+        ps.run(["podman", "rm", "-f", "-i", name], check=False)
 
 
 def test_one_shots_ran_and_every_service_is_up(deployment: Deployment) -> None:
@@ -552,10 +583,10 @@ def test_down_and_up_keeps_vectors_jobs_and_keys(deployment: Deployment) -> None
     before = compose.psql(f"SELECT count(*) FROM vectors_{COLLECTION}")
     jobs_before = compose.psql("SELECT id FROM jobs ORDER BY created_at").split()
     assert int(before) >= 6000 and len(jobs_before) >= 3
-    with ps.TIMES.step("down, then up again"):
+    with ps.TIMES.step("compose down (volumes kept)"):
         compose("down", timeout_s=300)
-        assert not compose.running("postgres")
-        _start(compose, deployment.env)
+    assert not compose.running("postgres")
+    _start(compose, deployment.env)
     assert compose.psql(f"SELECT count(*) FROM vectors_{COLLECTION}") == before
     for job_id in jobs_before:  # the same key still works, and every job is still completed
         assert deployment.job(job_id)["status"] == "completed"
