@@ -17,7 +17,9 @@ def _limits(settings: Settings) -> dict[tuple[str, str], dict[str, Any]]:
     return {
         ("JobIn", "items"): {"maxItems": settings.max_items_per_job},
         ("ItemIn", "id"): {"maxLength": settings.max_id_chars},
+        ("ItemIn", "text"): {"maxLength": settings.max_text_chars},
         ("EmbeddingsIn", "input"): {"minItems": 1, "maxItems": settings.max_inputs_per_request},
+        ("SearchIn", "query"): {"maxLength": settings.max_text_chars},
     }
 
 
@@ -75,6 +77,12 @@ def install_openapi_limits(app: FastAPI, settings: Settings) -> None:
                 for target in prop.get("anyOf", [prop]):
                     if target.get("type") == "array" or "maxItems" not in keywords:
                         target.update(keywords)
+            # Each text of `input`, the string and each string of the array, has the per-text
+            # limit.
+            for target in components["EmbeddingsIn"]["properties"]["input"].get("anyOf", []):
+                text = target.get("items", target)
+                if text.get("type") == "string":
+                    text["maxLength"] = settings.max_text_chars
             app.openapi_schema = schema
         return app.openapi_schema
 

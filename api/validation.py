@@ -8,6 +8,9 @@ from typing import Annotated, Any
 
 from pydantic import JsonValue, WithJsonSchema
 
+from api.errors import field_error
+from embedq_core.settings import Settings
+
 # Stated in the OpenAPI document (validated by check_storable_text and the blank checks, whose
 # messages say what is wrong): no NUL, and at least one character that is not whitespace.
 NON_BLANK_TEXT_SCHEMA: dict[str, JsonValue] = {"pattern": r"^[^\x00]*[^\s\x00][^\x00]*$"}
@@ -93,3 +96,15 @@ def _path(parents: tuple[str | int, ...]) -> str:
     # Only the first levels are kept: a path through a hostile value must stay short.
     shown = "".join(f".{p[:40]}" if isinstance(p, str) else f"[{p}]" for p in parents)
     return "$" + shown
+
+
+def check_text_chars(text: str, loc: list[str | int], settings: Settings) -> None:
+    """A 422 naming the field when one text is longer than EMBEDQ_MAX_TEXT_CHARS (stated as
+    maxLength in the OpenAPI document); a model reads at most its max_length tokens of it."""
+    if len(text) > settings.max_text_chars:
+        raise field_error(
+            422,
+            loc,
+            f"text has {len(text)} characters; at most {settings.max_text_chars} per text",
+            "too_long",
+        )

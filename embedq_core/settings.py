@@ -73,6 +73,9 @@ class Settings(BaseSettings):
     tokens_per_task: int = Field(default=8192, ge=1)
     max_items_per_job: int = Field(default=2048, ge=1)
     max_id_chars: int = Field(default=256, ge=1)
+    # One text's characters, at most (job items, /v1/embeddings inputs, search queries): 422
+    # above. A worker reads only what its model can (embedq_core/text_limits.py) of any text.
+    max_text_chars: int = Field(default=1_000_000, ge=1)
     max_task_attempts: int = Field(default=5, ge=1)
     visibility_timeout_s: int = Field(default=3600, ge=10)
     # A batch running longer than this ends its worker process (the solo pool enforces no Celery

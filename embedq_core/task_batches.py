@@ -27,8 +27,9 @@ _SPACE = re.compile(r"\s")
 
 def estimate_tokens(text: str) -> int:
     """A tokenizer-free estimate of a text's tokens (CJK characters count one each)."""
-    cjk = len(_CJK.findall(text))
-    other = len(text) - len(_SPACE.findall(text)) - cjk
+    # Counted, not collected: findall would build a list as long as the text.
+    cjk = sum(1 for _ in _CJK.finditer(text))
+    other = len(text) - sum(1 for _ in _SPACE.finditer(text)) - cjk
     return SPECIAL_TOKENS + cjk + -(-other // CHARS_PER_OTHER_TOKEN)
 
 

@@ -11,6 +11,7 @@ from api.deps import Resources
 from api.errors import field_error
 from api.fleet import WorkerFailed, embed_on_fleet, pick_served
 from api.query_schemas import EmbeddingOut, EmbeddingsIn, EmbeddingsOut, UsageOut
+from api.validation import check_text_chars
 from embedq_core.catalog import candidate_models
 from embedq_core.sparse_vectors import sparsevec_literal
 
@@ -28,6 +29,10 @@ def create_embeddings(
     """
     texts = [body.input] if isinstance(body.input, str) else body.input
     settings = resources.settings
+    for index, text in enumerate(texts):
+        check_text_chars(
+            text, ["input"] if isinstance(body.input, str) else ["input", index], settings
+        )
     if len(texts) > settings.max_inputs_per_request:
         raise field_error(
             413,

@@ -11,7 +11,7 @@ from api.deps import Resources
 from api.errors import error_content, field_error
 from api.schemas import CollectionName, ItemErrorOut, JobAccepted, JobIn, JobOut
 from api.token_counter import count_tokens
-from api.validation import check_json
+from api.validation import check_json, check_text_chars
 from embedq_core.catalog import Collection, get_collection
 from embedq_core.jobs import NewItem, create_job, enqueue_batches, get_job, mark_enqueued
 from embedq_core.queueing import embed_queue, queue_depth
@@ -32,6 +32,7 @@ def _check_items(body: JobIn, resources: Resources) -> None:
         )
     seen: set[str] = set()
     for index, item in enumerate(body.items):
+        check_text_chars(item.text, ["items", index, "text"], settings)
         if len(item.id) > settings.max_id_chars:
             raise field_error(
                 422,
@@ -50,13 +51,15 @@ def _check_items(body: JobIn, resources: Resources) -> None:
 
 
 def _check_strict(body: JobIn, collection: Collection, resources: Resources) -> None:
-    counts = count_tokens(resources.engine, collection.manifest_id, [i.text for i in body.items])
+    texts = [i.text for i in body.items]
+    counts = count_tokens(resources.engine, collection.manifest_id, texts, collection.max_length)
     for index, tokens in enumerate(counts):
-        if tokens > collection.max_length:
+        if tokens is None or tokens > collection.max_length:
+            has = f"more than {collection.max_length}" if tokens is None else str(tokens)
             raise field_error(
                 422,
                 ["items", index, "text"],
-                f"text has {tokens} tokens; the model's limit is {collection.max_length} "
+                f"text has {has} tokens; the model's limit is {collection.max_length} "
                 "(strict mode rejects instead of truncating)",
                 "too_long",
             )

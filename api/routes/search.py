@@ -16,7 +16,7 @@ from api.fleet import WorkerFailed, embed_on_fleet
 from api.hybrid_search import hybrid_rows, sparse_rows
 from api.query_schemas import HitOut, SearchIn, SearchOut
 from api.schemas import CollectionName
-from api.validation import check_json
+from api.validation import check_json, check_text_chars
 from embedq_core.catalog import Collection, get_collection
 from embedq_core.sparse_vectors import sparsevec_literal
 
@@ -77,6 +77,7 @@ def search(name: CollectionName, body: SearchIn, resources: Resources) -> Search
     """The k rows of the collection most similar to `query` (embedded with the collection's
     model and its query instruction), optionally only those whose metadata contains `filter`;
     `mode` picks dense, sparse (lexical) or hybrid ranking."""
+    check_text_chars(body.query, ["query"], resources.settings)
     if body.filter is not None:
         problem = check_json(body.filter, resources.json_limits)
         if problem:

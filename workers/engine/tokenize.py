@@ -9,6 +9,13 @@ import numpy as np
 import numpy.typing as npt
 from tokenizers import Tokenizer
 
+from embedq_core.text_limits import (
+    CHARS_PER_TOKENIZER_CALL,
+    chars_for_tokens,
+    cut_text,
+    slices_by_chars,
+)
+
 IntArray = npt.NDArray[np.int64]
 
 
@@ -28,6 +35,7 @@ class TextTokenizer:
         self._tokenizer = Tokenizer.from_file(str(tokenizer_file))
         self._tokenizer.no_padding()
         self._tokenizer.enable_truncation(max_length=max_length)
+        self._max_chars = chars_for_tokens(max_length)
         padding = self._tokenizer.padding
         # BERT's [PAD], or XLM-R's <pad> (id 1: its position ids count from the padding id).
         named = [self._tokenizer.token_to_id(name) for name in ("[PAD]", "<pad>")]
@@ -35,11 +43,20 @@ class TextTokenizer:
         self.pad_id: int = padding["pad_id"] if padding else pad_id
 
     def tokenize(self, texts: list[str]) -> list[TokenizedText]:
-        """Token ids per text, with whether the text was cut at max_length."""
-        encodings = self._tokenizer.encode_batch(texts)
+        """Token ids per text, with whether the text was cut at max_length. Each text is cut by
+        characters first and texts are tokenised a bounded number of characters at a time, so
+        a huge text costs what the model can read of it (embedq_core/text_limits.py)."""
+        cuts = [cut_text(text, self._max_chars) for text in texts]
+        heads = [head for head, _ in cuts]
+        found: list[TokenizedText] = []
+        for part in slices_by_chars(heads, CHARS_PER_TOKENIZER_CALL):
+            found += [
+                TokenizedText(ids=e.ids, type_ids=e.type_ids, truncated=bool(e.overflowing))
+                for e in self._tokenizer.encode_batch(list(part))
+            ]
         return [
-            TokenizedText(ids=e.ids, type_ids=e.type_ids, truncated=bool(e.overflowing))
-            for e in encodings
+            TokenizedText(t.ids, t.type_ids, True) if cut and not t.truncated else t
+            for t, (_, cut) in zip(found, cuts, strict=True)
         ]
 
     def pad(self, batch: list[TokenizedText]) -> tuple[IntArray, IntArray, IntArray]:
