@@ -21,18 +21,54 @@ App = Callable[[Scope, Receive, Send], Awaitable[None]]
 BODY_METHODS = {"POST", "PUT", "PATCH"}
 
 
-class BodyLimit:
-    """413 past max_bytes, 408 past timeout_s, 422 when the body is not UTF-8."""
+class BodyBudget:
+    """The bytes of request bodies the API process holds at once, across requests (one event
+    loop: no lock needed). Past it, a new body is refused with 503 instead of being buffered."""
 
-    def __init__(self, app: App, max_bytes: int, timeout_s: float) -> None:
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.held = 0
+
+    def take(self, size: int) -> bool:
+        """Hold size more bytes, if the budget allows."""
+        if self.held + size > self.max_bytes:
+            return False
+        self.held += size
+        return True
+
+    def give_back(self, size: int) -> None:
+        self.held -= size
+
+
+class BodyLimit:
+    """413 past max_bytes, 408 past timeout_s, 422 when the body is not UTF-8, 503 while the
+    bodies already held fill the budget."""
+
+    def __init__(
+        self,
+        app: App,
+        max_bytes: int,
+        timeout_s: float,
+        budget: BodyBudget,
+        retry_after_s: int,
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.timeout_s = timeout_s
+        self.budget = budget
+        self.retry_after_s = retry_after_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in BODY_METHODS:
             await self.app(scope, receive, send)
             return
+        held = [0]
+        try:
+            await self._limited(scope, receive, send, held)
+        finally:
+            self.budget.give_back(held[0])
+
+    async def _limited(self, scope: Scope, receive: Receive, send: Send, held: list[int]) -> None:
         too_large = error_response(413, ["body"], f"body over {self.max_bytes} bytes", "too_large")
         declared = dict(scope["headers"]).get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self.max_bytes:
@@ -56,6 +92,12 @@ class BodyLimit:
             if size > self.max_bytes:
                 await too_large(scope, receive, send)
                 return
+            if not self.budget.take(len(chunk)):
+                busy = "too many request bodies being read at once; retry later"
+                retry = {"Retry-After": str(self.retry_after_s)}
+                await error_response(503, ["body"], busy, "busy", retry)(scope, receive, send)
+                return
+            held[0] += len(chunk)
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break

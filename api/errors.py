@@ -6,11 +6,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import psycopg
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.fleet import FleetUnavailable, WorkerFailed
@@ -82,6 +84,17 @@ def field_error(
     )
 
 
+# Postgres unreachable, gone mid-query or shut down (through SQLAlchemy or straight from psycopg,
+# as the COPY and migration paths use it), or no connection free in the pool in time.
+DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
+    OperationalError,
+    InterfaceError,
+    PoolTimeout,
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+)
+
+
 def install_error_handlers(app: FastAPI, settings: Settings) -> None:
     """Answer every error in the one shape."""
     retry = {"Retry-After": str(settings.retry_after_s)}
@@ -106,11 +119,14 @@ def install_error_handlers(app: FastAPI, settings: Settings) -> None:
         ]
         return JSONResponse(status_code=422, content={"detail": detail})
 
-    @app.exception_handler(OperationalError)
-    async def database_unavailable(request: Request, exc: OperationalError) -> JSONResponse:
-        # An outage, not a bad request: ask the client to retry instead of answering 500.
-        log.warning("database unavailable: %s", exc.orig)
+    async def database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        # An outage or a full pool, not a bad request: ask the client to retry instead of
+        # answering 500.
+        log.warning("database unavailable: %s: %s", type(exc).__name__, exc)
         return error_response(503, [], "database unavailable; retry later", "unavailable", retry)
+
+    for unavailable in DATABASE_UNAVAILABLE:
+        app.add_exception_handler(unavailable, database_unavailable)
 
     @app.exception_handler(FleetUnavailable)
     async def fleet_unavailable(request: Request, exc: FleetUnavailable) -> JSONResponse:

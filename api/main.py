@@ -8,8 +8,8 @@ from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
 
-from api.auth import require_api_key
-from api.body_limit import BodyLimit
+from api.auth import ApiKeyGate, require_api_key
+from api.body_limit import BodyBudget, BodyLimit
 from api.deps import ApiResources
 from api.errors import ERROR_RESPONSES, install_error_handlers
 from api.metrics import install_metrics
@@ -55,8 +55,17 @@ def create_app(settings: Settings) -> FastAPI:
     install_error_handlers(app, settings)
     install_openapi_limits(app, settings)
     app.add_middleware(
-        BodyLimit, max_bytes=settings.max_request_bytes, timeout_s=settings.request_body_timeout_s
+        BodyLimit,
+        max_bytes=settings.max_request_bytes,
+        timeout_s=settings.request_body_timeout_s,
+        budget=BodyBudget(settings.max_request_bytes_in_flight),
+        retry_after_s=settings.retry_after_s,
     )
+    if settings.auth_required:
+        # Outside the body limit: a request without a valid key never has its body read.
+        app.add_middleware(
+            ApiKeyGate, engine=resources.engine, retry_after_s=settings.retry_after_s
+        )
     # /metrics (bearer EMBEDQ_METRICS_TOKEN when set) and request counting, outermost: it
     # sees the body limit's answers too.
     install_metrics(app, resources)

@@ -9,7 +9,7 @@ no route matches is `unmatched`. 401/413/422/429/503 counts are the `status` lab
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -70,12 +70,25 @@ def route_template(scope: Scope, routes: list[BaseRoute]) -> str:
     path = getattr(route, "path", None)
     if isinstance(path, str):
         return path
-    for candidate in routes:  # answered before routing (the body limit), or no route at all
+    # Answered before routing (the key gate, the body limit), or no route at all.
+    return _matching_template(scope, routes) or UNMATCHED
+
+
+def _matching_template(scope: Scope, routes: Iterable[Any]) -> str | None:
+    for candidate in routes:
+        # FastAPI keeps an included router as one entry; its effective routes carry the
+        # full templates.
+        nested = getattr(candidate, "effective_candidates", None)
+        if callable(nested):
+            found = _matching_template(scope, nested())
+            if found is not None:
+                return found
+            continue
         match, _ = candidate.matches(scope)
         if match is not Match.NONE:
             candidate_path = getattr(candidate, "path", None)
-            return candidate_path if isinstance(candidate_path, str) else UNMATCHED
-    return UNMATCHED
+            return candidate_path if isinstance(candidate_path, str) else None
+    return None
 
 
 class RequestMetrics:

@@ -82,6 +82,16 @@ def get_collection(conn: Connection, name: str) -> Collection | None:
     )
 
 
+def _same_model(existing: Collection, manifest_id: str) -> Collection:
+    """The existing collection when it is bound to manifest_id (creating it again is a no-op),
+    else a conflict: one table cannot hold vectors of two models."""
+    if existing.manifest_id != manifest_id:
+        raise CollectionConflict(
+            f"collection {existing.name!r} is bound to {existing.manifest_id}, not {manifest_id}"
+        )
+    return existing
+
+
 def create_collection(engine: Engine, name: str, manifest_id: str) -> Collection:
     """Create a collection bound to a registered manifest, with its vectors table (its HNSW
     index follows once the first bulk load is over).
@@ -100,17 +110,22 @@ def create_collection(engine: Engine, name: str, manifest_id: str) -> Collection
             raise UnknownManifest(manifest_id)
         existing = get_collection(conn, name)
         if existing is not None:
-            if existing.manifest_id != manifest_id:
-                raise CollectionConflict(
-                    f"collection {name!r} is bound to {existing.manifest_id}, not {manifest_id}"
-                )
-            return existing
+            return _same_model(existing, manifest_id)
         dimension = int(manifest_row.dimension)
-        conn.execute(
-            insert(collections).values(
+        inserted = conn.execute(
+            insert(collections)
+            .values(
                 name=name, manifest_id=manifest_id, dimension=dimension, vector_table=table_name
             )
-        )
+            # A concurrent create of the same name committed first: it made the table; answer
+            # as for an existing collection (this statement sees its committed row).
+            .on_conflict_do_nothing(index_elements=["name"])
+            .returning(collections.c.name)
+        ).first()
+        if inserted is None:
+            created = get_collection(conn, name)
+            assert created is not None, "a conflicting insert left no row"
+            return _same_model(created, manifest_id)
         # The table only: its HNSW index is built after the bulk load (collection_index.py).
         sparse_dimension = _sparse_dimension(manifest_row.manifest)
         table = vector_table(name, dimension, sparse_dimension)

@@ -128,6 +128,9 @@ class Settings(BaseSettings):
     request_body_timeout_s: float = Field(
         default=30.0, gt=0, description="408 when a request body has not arrived by then"
     )
+    # Request bodies the API holds at once, across requests (each up to max_request_bytes);
+    # past it a new body is answered 503 + Retry-After instead of being buffered.
+    max_request_bytes_in_flight: int = Field(default=64 * 1024 * 1024, ge=1024)
     # Metadata and search filters: limits checked without recursion before anything is stored.
     max_json_depth: int = Field(default=32, ge=1, le=1000)
     max_json_values: int = Field(default=10_000, ge=1)
@@ -167,6 +170,15 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".embedq")
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @model_validator(mode="after")
+    def _one_body_fits_the_budget(self) -> Settings:
+        if self.max_request_bytes_in_flight < self.max_request_bytes:
+            raise ValueError(
+                f"max_request_bytes_in_flight ({self.max_request_bytes_in_flight}) must be at "
+                f"least max_request_bytes ({self.max_request_bytes})"
+            )
+        return self
 
     @model_validator(mode="after")
     def _time_limit_between_retry_and_visibility(self) -> Settings:

@@ -7,6 +7,7 @@ gate lets them in between two bulk engine batches, so a query never waits for a 
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 import time
 
@@ -48,7 +49,10 @@ class QueryServer:
         self._thread: threading.Thread | None = None
         self._heartbeat: threading.Thread | None = None
         self._current: str | None = None  # the request being embedded, for the heartbeat
-        self._worker_name = worker_name  # its member in the serving set, as in claimed_by
+        # Its member in the serving set: the worker's name (host:pid, as in claimed_by) and a
+        # token of this process, since two containers may share a host name and both run as
+        # pid 1.
+        self._member = f"{worker_name}:{secrets.token_hex(4)}"
 
     def serve_one(self, timeout_s: float = POP_TIMEOUT_S) -> bool:
         """Pop and answer one request; False when none arrived within timeout_s."""
@@ -61,24 +65,28 @@ class QueryServer:
             metrics.query_expired()
             return True
         self._current = request.request_id
-        self._push(request, TAKEN)
         started = time.perf_counter()
         ok = True
         try:
-            result = self._embedder.embed(request.texts, request.input_type, urgent=True)
-            reply = QueryReply(
-                self._manifest_id,
-                result.vectors,
-                result.token_counts,
-                result.truncated,
-                sparse=result.sparse,
-            )
-        except Exception as exc:  # the caller gets the reason instead of a timeout
-            log.exception("query %s failed", request.request_id)
-            reply = QueryReply.failure(self._manifest_id, f"{type(exc).__name__}: {exc}")
-            ok = False
-        self._push(request, reply.encode())
-        self._current = None
+            self._push(request, TAKEN)
+            try:
+                result = self._embedder.embed(request.texts, request.input_type, urgent=True)
+                reply = QueryReply(
+                    self._manifest_id,
+                    result.vectors,
+                    result.token_counts,
+                    result.truncated,
+                    sparse=result.sparse,
+                )
+            except Exception as exc:  # the caller gets the reason instead of a timeout
+                log.exception("query %s failed", request.request_id)
+                reply = QueryReply.failure(self._manifest_id, f"{type(exc).__name__}: {exc}")
+                ok = False
+            self._push(request, reply.encode())
+        finally:
+            # On every path, a broker error included: the heartbeat must stop renewing the
+            # request's working key, or its caller waits out the whole query timeout.
+            self._current = None
         metrics.query_answered(time.perf_counter() - started, ok)
         log.debug(
             "query %s: %d texts in %.1f ms",
@@ -106,7 +114,7 @@ class QueryServer:
         now_s = seconds + micros / 1e6
         key = serving_key(self._manifest_id)
         with self._redis.pipeline() as pipe:
-            pipe.zadd(key, {self._worker_name: now_s + SERVING_TTL_S})
+            pipe.zadd(key, {self._member: now_s + SERVING_TTL_S})
             pipe.zremrangebyscore(key, "-inf", now_s)
             pipe.expire(key, SERVING_TTL_S)  # the last worker's death ends the key too
             current = self._current
@@ -127,7 +135,7 @@ class QueryServer:
 
     def _withdraw(self) -> None:
         try:
-            self._redis.zrem(serving_key(self._manifest_id), self._worker_name)
+            self._redis.zrem(serving_key(self._manifest_id), self._member)
         except redis.RedisError as exc:  # the member lapses within SERVING_TTL_S anyway
             log.warning("query server: could not withdraw from the serving set (%s)", exc)
 

@@ -6,6 +6,7 @@ from fastapi import APIRouter, status
 
 from api.deps import Resources
 from api.errors import field_error
+from api.json_body import OffLoopJsonRoute
 from api.schemas import CollectionIn, CollectionName, CollectionOut
 from embedq_core.catalog import (
     Collection,
@@ -15,7 +16,7 @@ from embedq_core.catalog import (
     get_collection,
 )
 
-router = APIRouter(prefix="/v1/collections", tags=["collections"])
+router = APIRouter(prefix="/v1/collections", tags=["collections"], route_class=OffLoopJsonRoute)
 
 
 def _out(collection: Collection) -> CollectionOut:

@@ -10,12 +10,13 @@ from fastapi import APIRouter, Response
 from api.deps import Resources
 from api.errors import field_error
 from api.fleet import WorkerFailed, embed_on_fleet, pick_served
+from api.json_body import OffLoopJsonRoute
 from api.query_schemas import EmbeddingOut, EmbeddingsIn, EmbeddingsOut, UsageOut
 from api.validation import check_text_chars
 from embedq_core.catalog import candidate_models
 from embedq_core.sparse_vectors import sparsevec_literal
 
-router = APIRouter(prefix="/v1", tags=["query"])
+router = APIRouter(prefix="/v1", tags=["query"], route_class=OffLoopJsonRoute)
 
 
 @router.post("/embeddings", response_model_exclude_none=True)

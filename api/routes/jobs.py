@@ -9,6 +9,7 @@ from fastapi import APIRouter, HTTPException, status
 
 from api.deps import Resources
 from api.errors import error_content, field_error
+from api.json_body import OffLoopJsonRoute
 from api.schemas import CollectionName, ItemErrorOut, JobAccepted, JobIn, JobOut
 from api.token_counter import count_tokens
 from api.validation import check_json, check_text_chars
@@ -18,7 +19,7 @@ from embedq_core.queueing import embed_queue, queue_depth
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(prefix="/v1", tags=["jobs"])
+router = APIRouter(prefix="/v1", tags=["jobs"], route_class=OffLoopJsonRoute)
 
 
 def _check_items(body: JobIn, resources: Resources) -> None:

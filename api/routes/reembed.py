@@ -8,11 +8,12 @@ from fastapi import APIRouter
 
 from api.deps import Resources
 from api.errors import field_error
+from api.json_body import OffLoopJsonRoute
 from embedq_core.db import psycopg_connection
 from migrations.reembed.progress import progress
 from migrations.reembed.state import MigrationNotFound
 
-router = APIRouter(prefix="/v1/reembed", tags=["re-embedding"])
+router = APIRouter(prefix="/v1/reembed", tags=["re-embedding"], route_class=OffLoopJsonRoute)
 
 
 @router.get("/{name}")

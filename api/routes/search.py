@@ -14,13 +14,14 @@ from api.deps import Resources
 from api.errors import field_error
 from api.fleet import WorkerFailed, embed_on_fleet
 from api.hybrid_search import hybrid_rows, sparse_rows
+from api.json_body import OffLoopJsonRoute
 from api.query_schemas import HitOut, SearchIn, SearchOut
 from api.schemas import CollectionName
 from api.validation import check_json, check_text_chars
 from embedq_core.catalog import Collection, get_collection
 from embedq_core.sparse_vectors import sparsevec_literal
 
-router = APIRouter(prefix="/v1/collections", tags=["query"])
+router = APIRouter(prefix="/v1/collections", tags=["query"], route_class=OffLoopJsonRoute)
 
 
 def vector_literal(vector: npt.NDArray[np.float32]) -> str:

@@ -140,6 +140,21 @@ def resolve_target(
     match = re.fullmatch(r"vector\((\d+)\)", columns[vector_name])
     if match is None:
         raise TargetError(f"vector column {vector_column} is {columns[vector_name]}")
+    not_null = conn.execute(
+        "SELECT attnotnull FROM pg_attribute WHERE attrelid = %s AND attname = %s",
+        (relid, vector_name),
+    ).fetchone()
+    if not_null is not None and not_null[0]:
+        # Writers that send only text (the recommended way during the migration) and every row
+        # written after cutover leave the legacy column empty: NOT NULL would refuse them.
+        statement = sql.SQL("ALTER TABLE {} ALTER COLUMN {} DROP NOT NULL").format(
+            sql.Identifier(schema, name), sql.Identifier(vector_name)
+        )
+        raise TargetError(
+            f"vector column {vector_column} is NOT NULL: rows written with text only (during the "
+            "migration) and after cutover leave it empty, so it must accept NULL first. Run, as "
+            f"the table's owner: {statement.as_string(conn)};"
+        )
     return Target(
         schema=schema,
         table=name,

@@ -120,3 +120,28 @@ def test_slow_body_is_408(private_pipeline: Callable[..., PrivatePipeline]) -> N
             answer += chunk.decode("utf-8", errors="replace")
     assert answer.startswith("HTTP/1.1 408"), answer[:200]
     assert '"loc":["body"]' in answer.replace(" ", "")
+
+
+@pytest.mark.parametrize("authorization", ["", "Authorization: Bearer not-a-key\r\n"])
+def test_no_key_is_refused_before_a_byte_of_the_body_is_read(
+    services: ServiceHandle, authorization: str
+) -> None:
+    """A client announces 8 MB and sends none of it: without a valid key it is answered 401 at
+    once (the body limit would wait EMBEDQ_REQUEST_BODY_TIMEOUT_S for the body, then 408)."""
+    host, port = services.settings.api_host, services.settings.api_port
+    with socket.create_connection((host, port), timeout=10) as sock:
+        sock.sendall(
+            (
+                f"POST /v1/collections/docs/jobs HTTP/1.1\r\nHost: {host}\r\n{authorization}"
+                "Content-Type: application/json\r\nContent-Length: 8000000\r\n\r\n"
+            ).encode()
+        )
+        received = b""
+        while chunk := sock.recv(4096):  # the server closes the connection after its answer
+            received += chunk
+        answer = received.decode("latin-1")
+    assert answer.startswith("HTTP/1.1 401"), answer
+    assert '"unauthorized"' in answer and "connection: close" in answer.lower()
+    # With the key, the same route still reads its body.
+    accepted = services.submit("docs", [{"id": "gate-1", "text": "月亮代表我的心"}])
+    assert accepted.status_code == 202, accepted.text

@@ -438,6 +438,33 @@ def test_plan_counts_rows_estimates_time_and_shows_ddl(
 BAD_NAMES = ["songs; drop table x", 'songs"--', "1songs", "a b", '""', "a.b.c"]
 
 
+def test_a_not_null_vector_column_is_refused_with_the_statement_to_run(
+    env: ReembedEnv, albert: Any, zh_sentences: list[str]
+) -> None:
+    """ORM-made tables declare the vector NOT NULL: text-only writers would fail after start
+    (and after cutover, on the renamed legacy column). plan names the exact fix."""
+    make_legacy_table(env, "Song Lyrics Not Null", song_texts(zh_sentences, 10), albert)
+    with env.connect() as conn:
+        conn.execute(
+            sql.SQL("ALTER TABLE {} ALTER COLUMN {} SET NOT NULL").format(
+                table_id("Song Lyrics Not Null"), sql.Identifier(VECTOR)
+            )
+        )
+    args = [
+        *("reembed", "plan", "--table", as_typed("Song Lyrics Not Null"), "--id", f'"{ID}"'),
+        *("--text", f'"{TEXT}"', "--vector", f'"{VECTOR}"', "--model", str(env.model_dir)),
+    ]
+    refused = env.cli(*args, check=False)
+    assert refused.returncode != 0
+    statement = (
+        f'ALTER TABLE "{SCHEMA}"."Song Lyrics Not Null" ALTER COLUMN "{VECTOR}" DROP NOT NULL;'
+    )
+    assert statement in refused.stderr.replace("\n", " "), refused.stderr
+    with env.connect() as conn:
+        conn.execute(statement)
+    assert env.cli(*args).returncode == 0
+
+
 def test_names_are_parsed_as_sql_never_interpolated(
     env: ReembedEnv, albert: Any, zh_sentences: list[str]
 ) -> None:

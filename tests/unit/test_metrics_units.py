@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry, generate_latest
 
-from api.body_limit import BodyLimit
+from api.body_limit import BodyBudget, BodyLimit
 from api.request_metrics import HttpMetrics, RequestMetrics
 from embedq_core.metrics_auth import metrics_authorized
 from workers import metric_series, metrics, metrics_listener
@@ -101,7 +101,9 @@ def test_requests_are_labelled_by_route_template_even_when_refused_before_routin
         return {"job_id": job_id}
 
     registry = CollectorRegistry()
-    app.add_middleware(BodyLimit, max_bytes=1024, timeout_s=5)
+    app.add_middleware(
+        BodyLimit, max_bytes=1024, timeout_s=5, budget=BodyBudget(4096), retry_after_s=1
+    )
     app.add_middleware(RequestMetrics, metrics=HttpMetrics(registry), routes=lambda: app.routes)
     client = TestClient(app)
     assert client.post("/v1/jobs/abc", content=b"{}").status_code == 200
