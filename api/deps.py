@@ -7,21 +7,25 @@ from typing import Annotated, Any
 
 from celery import Celery
 from fastapi import Depends, Request
+from redis.asyncio import Redis as AsyncRedis
 from sqlalchemy import Engine
 
+from api.fleet import QueryAdmission
 from api.validation import JsonLimits
 from embedq_core.settings import Settings
 
 
 @dataclass
 class ApiResources:
-    """What handlers need: settings, the database engine, the queue client and a Redis client
-    for queue depths."""
+    """What handlers need: settings, the database engine, the queue client, a Redis client for
+    queue depths, and an event-loop Redis client and the admission limit for live queries."""
 
     settings: Settings
     engine: Engine
     celery: Celery
     redis: Any
+    live_redis: AsyncRedis
+    admission: QueryAdmission
 
     @property
     def json_limits(self) -> JsonLimits:

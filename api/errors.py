@@ -15,7 +15,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api.fleet import FleetUnavailable, WorkerFailed
+from api.fleet import FleetBusy, FleetUnavailable, WorkerFailed
 from embedq_core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -127,6 +127,10 @@ def install_error_handlers(app: FastAPI, settings: Settings) -> None:
 
     for unavailable in DATABASE_UNAVAILABLE:
         app.add_exception_handler(unavailable, database_unavailable)
+
+    @app.exception_handler(FleetBusy)
+    async def fleet_busy(request: Request, exc: FleetBusy) -> JSONResponse:
+        return error_response(429, [], str(exc), "busy", retry)
 
     @app.exception_handler(FleetUnavailable)
     async def fleet_unavailable(request: Request, exc: FleetUnavailable) -> JSONResponse:

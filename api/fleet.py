@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, cast
 
+from redis.asyncio import Redis as AsyncRedis
 from redis.exceptions import RedisError
 
 from embedq_core.manifest import ModelManifest
@@ -34,6 +38,34 @@ class WorkerFailed(Exception):
     """The worker took the request and reported an error (502)."""
 
 
+class FleetBusy(Exception):
+    """Too many live requests already wait for this model (429 + Retry-After)."""
+
+
+class QueryAdmission:
+    """Live requests waiting for a model's workers, at most max_waiting per model; the rest
+    are refused at once instead of queueing behind them. Used on the event loop only, so it
+    needs no lock."""
+
+    def __init__(self, max_waiting: int) -> None:
+        self.max_waiting = max_waiting
+        self.waiting: Counter[str] = Counter()
+
+    @contextmanager
+    def admit(self, manifest_id: str) -> Iterator[None]:
+        """Count a waiting request for its model, or raise FleetBusy."""
+        if self.waiting[manifest_id] >= self.max_waiting:
+            raise FleetBusy(
+                f"{self.max_waiting} live requests already wait for model {manifest_id} "
+                "(EMBEDQ_MAX_WAITING_QUERIES_PER_MODEL); retry later"
+            )
+        self.waiting[manifest_id] += 1
+        try:
+            yield
+        finally:
+            self.waiting[manifest_id] -= 1
+
+
 def pick_served(redis: Any, candidates: list[ModelManifest]) -> ModelManifest | None:
     """The first candidate some worker serves now (a source exported twice names both), or
     the first candidate when none is served (its 503 then names it)."""
@@ -51,42 +83,52 @@ def pick_served(redis: Any, candidates: list[ModelManifest]) -> ModelManifest | 
     return candidates[0] if candidates else None
 
 
-def _pop(redis: Any, key: str, deadline: float) -> bytes | None:
+async def _pop(redis: AsyncRedis, key: str, deadline: float) -> bytes | None:
     while (left := deadline - time.monotonic()) > 0:
-        popped = redis.blpop([key], timeout=max(0.01, min(_POP_SLICE_S, left)))
+        popped = await redis.blpop([key], timeout=max(0.01, min(_POP_SLICE_S, left)))
         if popped is not None:
-            message: bytes = popped[1]
-            return message
+            return cast(bytes, popped[1])  # no decode_responses: values stay bytes
     return None
 
 
-def embed_on_fleet(
-    redis: Any, settings: Settings, manifest_id: str, texts: list[str], input_type: InputType
+async def embed_on_fleet(
+    redis: AsyncRedis,
+    admission: QueryAdmission,
+    settings: Settings,
+    manifest_id: str,
+    texts: list[str],
+    input_type: InputType,
 ) -> QueryReply:
-    """Have a worker of manifest_id embed texts now, ahead of its bulk work.
+    """Have a worker of manifest_id embed texts now, ahead of its bulk work. Awaits the answer
+    on the event loop (no thread waits on the broker).
 
-    Raises FleetUnavailable when the broker is down, when no worker takes the request within
+    Raises FleetBusy when max_waiting_queries_per_model requests already wait for the model,
+    FleetUnavailable when the broker is down, when no worker takes the request within
     query_pickup_timeout_s, or when a worker that took it does not answer within
     query_timeout_s.
     """
-    try:
-        return _round_trip(redis, settings, manifest_id, texts, input_type)
-    except RedisError as exc:
-        raise FleetUnavailable(f"broker unavailable ({type(exc).__name__}); retry later") from exc
+    with admission.admit(manifest_id):
+        try:
+            return await _round_trip(redis, settings, manifest_id, texts, input_type)
+        except RedisError as exc:
+            raise FleetUnavailable(
+                f"broker unavailable ({type(exc).__name__}); retry later"
+            ) from exc
 
 
-def _round_trip(
-    redis: Any, settings: Settings, manifest_id: str, texts: list[str], input_type: InputType
+async def _round_trip(
+    redis: AsyncRedis, settings: Settings, manifest_id: str, texts: list[str], input_type: InputType
 ) -> QueryReply:
     request = QueryRequest.new(texts, input_type, settings.query_pickup_timeout_s)
     queue = query_queue(manifest_id)
     message = request.encode()
     started = time.monotonic()
-    redis.rpush(queue, message)
-    first = _pop(redis, request.reply_key, started + settings.query_pickup_timeout_s)
+    await redis.rpush(queue, message)
+    first = await _pop(redis, request.reply_key, started + settings.query_pickup_timeout_s)
     # Still queued means no worker came: take it back, so none embeds it for nobody. Gone from
     # the queue means a worker took it just now: wait for its answer.
-    if first is None and redis.lrem(queue, 1, message):
+    # redis-py's stubs want str; the client sends bytes as they are.
+    if first is None and await redis.lrem(queue, 1, cast(str, message)):
         raise FleetUnavailable(
             f"no worker for model {manifest_id} answered within "
             f"{settings.query_pickup_timeout_s:g}s; start one (EMBEDQ_MODEL_DIR) or retry"
@@ -94,14 +136,14 @@ def _round_trip(
     raw = first if first not in (None, TAKEN) else None
     deadline = started + settings.query_timeout_s
     while raw is None:
-        raw = _pop(redis, request.reply_key, min(deadline, time.monotonic() + _POP_SLICE_S))
+        raw = await _pop(redis, request.reply_key, min(deadline, time.monotonic() + _POP_SLICE_S))
         if raw == TAKEN:  # a re-sent "taken" (a client retry on the worker's side)
             raw = None
             continue
-        if raw is None and not redis.exists(working_key(request.request_id)):
+        if raw is None and not await redis.exists(working_key(request.request_id)):
             # The answer and the end of the working key are one transaction: no key and no
             # answer means the worker died or lost the broker mid-request.
-            raw = redis.lpop(request.reply_key)
+            raw = cast(bytes | None, await redis.lpop(request.reply_key))
             if raw is None:
                 raise FleetUnavailable(
                     f"the worker for model {manifest_id} that took the request stopped "

@@ -12,11 +12,12 @@ from api.auth import ApiKeyGate, require_api_key
 from api.body_limit import BodyBudget, BodyLimit
 from api.deps import ApiResources
 from api.errors import ERROR_RESPONSES, install_error_handlers
+from api.fleet import QueryAdmission
 from api.metrics import install_metrics
 from api.openapi_limits import install_openapi_limits
 from api.routes import collections, embeddings, health, jobs, reembed, search
 from embedq_core.db import make_engine
-from embedq_core.queueing import make_celery, make_redis
+from embedq_core.queueing import make_async_redis, make_celery, make_redis
 from embedq_core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,8 @@ def create_app(settings: Settings) -> FastAPI:
         engine=make_engine(settings.require_database_url()),
         celery=make_celery(settings),
         redis=make_redis(settings),
+        live_redis=make_async_redis(settings),
+        admission=QueryAdmission(settings.max_waiting_queries_per_model),
     )
 
     @asynccontextmanager
@@ -36,6 +39,7 @@ def create_app(settings: Settings) -> FastAPI:
         yield
         resources.engine.dispose()
         resources.redis.close()
+        await resources.live_redis.aclose()
 
     app = FastAPI(
         title="embedq",

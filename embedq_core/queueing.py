@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import redis
+import redis.asyncio
 from celery import Celery
 
 from embedq_core.settings import Settings
@@ -52,6 +53,13 @@ def make_redis(settings: Settings) -> redis.Redis:
     """A Redis client for queue depths and the broker epoch; short timeouts, so an outage is
     noticed instead of waited on."""
     return redis.Redis.from_url(
+        settings.require_redis_url(), socket_timeout=5, socket_connect_timeout=2
+    )
+
+
+def make_async_redis(settings: Settings) -> redis.asyncio.Redis:
+    """make_redis's client for an event loop (the API's live queries await their answers)."""
+    return redis.asyncio.Redis.from_url(
         settings.require_redis_url(), socket_timeout=5, socket_connect_timeout=2
     )
 

@@ -140,6 +140,9 @@ class Settings(BaseSettings):
 
     # Query side: live embeddings (/v1/embeddings, search) answered by the workers.
     max_inputs_per_request: int = Field(default=2048, ge=1, description="413 beyond this")
+    # Live requests (embeddings, searches) waiting for one model's workers in an API process;
+    # past it, 429 + Retry-After at once instead of a longer wait.
+    max_waiting_queries_per_model: int = Field(default=256, ge=1)
     query_pickup_timeout_s: float = Field(
         default=5.0, gt=0, description="503 when no worker of the model takes a query by then"
     )

@@ -6,21 +6,24 @@ import base64
 
 import numpy as np
 from fastapi import APIRouter, Response
+from starlette.concurrency import run_in_threadpool
 
-from api.deps import Resources
+from api.deps import ApiResources, Resources
 from api.errors import field_error
 from api.fleet import WorkerFailed, embed_on_fleet, pick_served
 from api.json_body import OffLoopJsonRoute
 from api.query_schemas import EmbeddingOut, EmbeddingsIn, EmbeddingsOut, UsageOut
 from api.validation import check_text_chars
 from embedq_core.catalog import candidate_models
+from embedq_core.manifest import ModelManifest
+from embedq_core.query_protocol import QueryReply
 from embedq_core.sparse_vectors import sparsevec_literal
 
 router = APIRouter(prefix="/v1", tags=["query"], route_class=OffLoopJsonRoute)
 
 
 @router.post("/embeddings", response_model_exclude_none=True)
-def create_embeddings(
+async def create_embeddings(
     body: EmbeddingsIn, resources: Resources, response: Response
 ) -> EmbeddingsOut:
     """Embed texts now (OpenAI's request and response shapes; the `openai` client works).
@@ -41,9 +44,7 @@ def create_embeddings(
             f"{len(texts)} inputs; at most {settings.max_inputs_per_request} per request",
             "too_many",
         )
-    with resources.engine.connect() as conn:
-        candidates = candidate_models(conn, body.model)
-    manifest = pick_served(resources.redis, candidates)
+    manifest = await run_in_threadpool(_served_model, resources, body.model)
     if manifest is None:
         raise field_error(
             404,
@@ -76,14 +77,34 @@ def create_embeddings(
         )
     # `model` echoes the client's name, as OpenAI does; this says which export answered.
     response.headers["X-Embedq-Manifest-Id"] = manifest.manifest_id
-    reply = embed_on_fleet(resources.redis, settings, manifest.manifest_id, texts, body.input_type)
+    reply = await embed_on_fleet(
+        resources.live_redis,
+        resources.admission,
+        settings,
+        manifest.manifest_id,
+        texts,
+        body.input_type,
+    )
+    # Truncating, normalising and encoding thousands of vectors: off the event loop.
+    return await run_in_threadpool(_embeddings_out, body, manifest, reply, len(texts))
+
+
+def _served_model(resources: ApiResources, model: str) -> ModelManifest | None:
+    with resources.engine.connect() as conn:
+        candidates = candidate_models(conn, model)
+    return pick_served(resources.redis, candidates)
+
+
+def _embeddings_out(
+    body: EmbeddingsIn, manifest: ModelManifest, reply: QueryReply, count: int
+) -> EmbeddingsOut:
     vectors = reply.vectors
     if body.dimensions is not None and body.dimensions < manifest.dimension:
         vectors = vectors[:, : body.dimensions]
         if manifest.normalize:
             vectors = vectors / np.clip(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12, None)
     vectors = np.ascontiguousarray(vectors, dtype="<f4")
-    sparse: list[str | None] = [None] * len(texts)
+    sparse: list[str | None] = [None] * count
     if body.sparse and manifest.vocab_size is not None:
         if reply.sparse is None:
             raise WorkerFailed(f"the worker for {manifest.manifest_id} sent no lexical weights")

@@ -9,8 +9,9 @@ import numpy as np
 import numpy.typing as npt
 from fastapi import APIRouter
 from sqlalchemy import Connection
+from starlette.concurrency import run_in_threadpool
 
-from api.deps import Resources
+from api.deps import ApiResources, Resources
 from api.errors import field_error
 from api.fleet import WorkerFailed, embed_on_fleet
 from api.hybrid_search import hybrid_rows, sparse_rows
@@ -74,7 +75,7 @@ def nearest(
 
 
 @router.post("/{name}/search")
-def search(name: CollectionName, body: SearchIn, resources: Resources) -> SearchOut:
+async def search(name: CollectionName, body: SearchIn, resources: Resources) -> SearchOut:
     """The k rows of the collection most similar to `query` (embedded with the collection's
     model and its query instruction), optionally only those whose metadata contains `filter`;
     `mode` picks dense, sparse (lexical) or hybrid ranking."""
@@ -91,8 +92,7 @@ def search(name: CollectionName, body: SearchIn, resources: Resources) -> Search
         raise field_error(
             422, ["sparse_weight"], "dense_weight and sparse_weight are both 0", "value_error"
         )
-    with resources.engine.connect() as conn:
-        collection = get_collection(conn, name)
+    collection = await run_in_threadpool(_collection, resources, name)
     if collection is None:
         raise field_error(404, ["name"], f"unknown collection {name!r}", "not_found", "path")
     if body.mode != "dense" and collection.sparse_dimension is None:
@@ -103,8 +103,13 @@ def search(name: CollectionName, body: SearchIn, resources: Resources) -> Search
             f"{collection.manifest_id}, a dense-only model: use mode 'dense'",
             "value_error",
         )
-    reply = embed_on_fleet(
-        resources.redis, resources.settings, collection.manifest_id, [body.query], "query"
+    reply = await embed_on_fleet(
+        resources.live_redis,
+        resources.admission,
+        resources.settings,
+        collection.manifest_id,
+        [body.query],
+        "query",
     )
     query_sparse = None
     if collection.sparse_dimension is not None and body.mode != "dense":
@@ -112,6 +117,24 @@ def search(name: CollectionName, body: SearchIn, resources: Resources) -> Search
             raise WorkerFailed(f"the worker for {collection.manifest_id} sent no lexical weights")
         query_sparse = sparsevec_literal(reply.sparse[0], collection.sparse_dimension)
     ef_search = body.ef_search or resources.settings.search_ef_search
-    with resources.engine.begin() as conn:  # SET LOCAL-style settings need a transaction
-        hits = nearest(conn, collection, reply.vectors[0], query_sparse, body, ef_search)
+    hits = await run_in_threadpool(
+        _nearest_rows, resources, collection, reply.vectors[0], query_sparse, body, ef_search
+    )
     return SearchOut(hits=hits, model=collection.manifest_id)
+
+
+def _collection(resources: ApiResources, name: str) -> Collection | None:
+    with resources.engine.connect() as conn:
+        return get_collection(conn, name)
+
+
+def _nearest_rows(
+    resources: ApiResources,
+    collection: Collection,
+    vector: npt.NDArray[np.float32],
+    query_sparse: str | None,
+    body: SearchIn,
+    ef_search: int,
+) -> list[HitOut]:
+    with resources.engine.begin() as conn:  # SET LOCAL-style settings need a transaction
+        return nearest(conn, collection, vector, query_sparse, body, ef_search)

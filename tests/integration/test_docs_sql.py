@@ -21,6 +21,7 @@ from pgvector.psycopg import register_vector
 from psycopg import sql
 
 from embedq_core.catalog import create_collection, register_model_dir
+from embedq_core.collection_index import hnsw_index_name
 from embedq_core.db import libpq_url
 from migrations.reembed.ddl import start_statements, swap_statements
 from migrations.reembed.state import Migration
@@ -98,6 +99,19 @@ def cookbook(
         ]
         job = services.wait_job(services.submit("songs", items).json()["job_id"])
         assert job["status"] == "completed", job
+
+        def hnsw_built() -> bool:
+            with services.engine.connect() as conn:
+                valid = conn.exec_driver_sql(
+                    "SELECT i.indisvalid FROM pg_index i JOIN pg_class x ON x.oid = i.indexrelid"
+                    " WHERE x.relname = %(name)s",
+                    {"name": hnsw_index_name("vectors_songs")},
+                ).scalar()
+            return bool(valid)
+
+        # The worker builds the collection's HNSW index CONCURRENTLY after the load; a README
+        # snippet's own CREATE INDEX CONCURRENTLY beside it can deadlock with it.
+        services.wait_until(hnsw_built, 120, "the worker's HNSW index on vectors_songs")
         with psycopg.connect(libpq_url(settings.require_database_url()), autocommit=True) as c:
             c.execute("CREATE TABLE songs (song_id text PRIMARY KEY, title text, artist text)")
             with c.cursor() as cursor:

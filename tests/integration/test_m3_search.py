@@ -5,6 +5,7 @@ model on a labelled set where exact words matter; they say nothing about BGE-M3'
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,12 +16,13 @@ import psycopg
 import pytest
 from pgvector.psycopg import register_vector
 
-from api.fleet import embed_on_fleet
+from api.fleet import QueryAdmission, embed_on_fleet
 from embedq_core.catalog import create_collection, register_model_dir
 from embedq_core.collection_index import hnsw_index_name, sparse_index_name
 from embedq_core.db import libpq_url
 from embedq_core.manifest import ModelManifest
-from embedq_core.queueing import make_redis
+from embedq_core.query_protocol import QueryReply
+from embedq_core.queueing import make_async_redis
 from embedq_core.sparse_vectors import STORED_SPARSE_TOKENS
 from ops.corpus import load_demo_corpus
 from ops.processes import start_worker
@@ -203,13 +205,22 @@ def test_sparse_modes_are_refused_on_a_dense_collection(loaded: Loaded) -> None:
 
 def test_live_query_path_returns_lexical_weights(loaded: Loaded, tiny_m3_dir: Path) -> None:
     settings = loaded.services.settings
-    redis = make_redis(settings)
-    try:
-        reply = embed_on_fleet(
-            redis, settings, loaded.manifest.manifest_id, ["warranty for cable"], "query"
-        )
-    finally:
-        redis.close()
+
+    async def ask() -> QueryReply:
+        redis = make_async_redis(settings)
+        try:
+            return await embed_on_fleet(
+                redis,
+                QueryAdmission(settings.max_waiting_queries_per_model),
+                settings,
+                loaded.manifest.manifest_id,
+                ["warranty for cable"],
+                "query",
+            )
+        finally:
+            await redis.aclose()
+
+    reply = asyncio.run(ask())
     local = Embedder.from_model_dir(tiny_m3_dir, engine_config()).embed(
         ["warranty for cable"], input_type="query"
     )

@@ -439,3 +439,37 @@ def test_a_worker_that_dies_mid_request_is_a_prompt_503(
     assert answer["status"] == 503, answer
     assert "stopped answering" in answer["body"]["detail"][0]["msg"]
     assert answer["seconds"] < WORKING_TTL_S + 10 < handle.settings.query_timeout_s
+
+
+def test_live_queries_past_the_model_limit_are_refused_at_once_with_429(
+    private_pipeline: Callable[..., PrivatePipeline],
+) -> None:
+    """Two searches wait for a model nobody serves yet; a third is refused at once (429 +
+    Retry-After) instead of joining the wait. The waits hold no thread: the API still answers
+    a plain read meanwhile."""
+    pipeline = private_pipeline(
+        "q_admission", max_waiting_queries_per_model=2, query_pickup_timeout_s=30, retry_after_s=3
+    )
+    handle = pipeline.handle
+    path = f"/v1/collections/{pipeline.collection}/search"
+    waiting = [
+        threading.Thread(target=lambda: handle.post(path, {"query": "月亮"})) for _ in range(2)
+    ]
+    for thread in waiting:
+        thread.start()
+
+    manifest_id = handle.get(f"/v1/collections/{pipeline.collection}").json()["manifest_id"]
+    broker = make_redis(handle.settings)
+    handle.wait_until(
+        lambda: int(broker.llen(query_queue(manifest_id))) == 2, 30, "two searches waiting"
+    )
+    broker.close()
+    refused = handle.post(path, {"query": "月亮"})
+    assert refused.status_code == 429, refused.text
+    assert refused.headers["Retry-After"] == "3"
+    assert refused.json()["detail"][0]["type"] == "busy"
+    assert handle.get(f"/v1/collections/{pipeline.collection}").status_code == 200
+    pipeline.start_worker()  # the waiting two are answered
+    for thread in waiting:
+        thread.join(timeout=60)
+        assert not thread.is_alive()
