@@ -22,7 +22,7 @@ STATE_KEY = "api_key_id"
 def bearer_token(authorization: str) -> str | None:
     """The token of an `Authorization: Bearer <token>` header, or None."""
     scheme, _, token = authorization.partition(" ")
-    return token.strip() or None if scheme.lower() == "bearer" else None
+    return (token.strip() or None) if scheme.lower() == "bearer" else None
 
 
 class ApiKeyGate:
