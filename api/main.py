@@ -27,7 +27,10 @@ def create_app(settings: Settings) -> FastAPI:
     """Build the app; connections open lazily, so startup never waits on the database."""
     resources = ApiResources(
         settings=settings,
-        engine=make_engine(settings.require_database_url()),
+        engine=make_engine(
+            settings.require_database_url(),
+            statement_timeout_s=settings.api_statement_timeout_s,
+        ),
         celery=make_celery(settings),
         redis=make_redis(settings),
         live_redis=make_async_redis(settings),

@@ -9,8 +9,9 @@
   model_manifests, reembed_migrations, the latest rows of reembed_chunks by primary key), Redis
   list lengths and pg_stat_progress_create_index: never a user's table, neither a collection's
   vectors_<name> nor a table being re-embedded. Migration figures are what each migration
-  records as it goes (rows_total counted once at start; rows_embedded and chunks per chunk),
-  not counts of the table: `embedq reembed status` counts it when you ask.
+  records as it goes (rows_total counted at start and at each phase change; rows_embedded and
+  chunks per chunk), not counts of the table: `embedq reembed status --exact` counts it when
+  you ask.
 - With EMBEDQ_METRICS_TOKEN set, /metrics answers only `Authorization: Bearer <token>`.
 """
 

@@ -8,7 +8,8 @@ This module owns every transition of a batch's delivery, whoever makes it:
   the transaction that publishes it), so a claim of that message is always at or after it;
 - waiting: sent, and not claimed since (its message is in the queue); a worker coalescing
   small batches may claim it before its message arrives (the message then finds nothing);
-- claimed: `claimed_at`, `claimed_by`, in the worker's claim transaction; also `claimed_at`
+- claimed: `claimed_at`, `claimed_by`, in the worker's claim transaction (a batch whose
+  `claimed_by` is set was tried before, and is never coalesced again); also `claimed_at`
   alone when a delivery found the batch locked by another live worker (its message is consumed:
   if that worker then fails, the grace rule sends the batch again);
 - delivered: `delivered_at`, with the claim, when the claim was made on delivery of the batch's
@@ -111,6 +112,7 @@ WITH waiting AS (
     FROM job_batches b JOIN jobs j ON j.id = b.job_id
     WHERE j.manifest_id = %(manifest_id)s AND j.finished_at IS NULL AND b.finished_at IS NULL
       AND b.sent_at IS NOT NULL AND (b.claimed_at IS NULL OR b.claimed_at < b.sent_at)
+      AND b.claimed_by IS NULL
       AND NOT (b.job_id = %(job_id)s AND b.batch_no = %(batch_no)s)
     ORDER BY b.sent_at, b.job_id, b.batch_no
     LIMIT %(limit)s
@@ -145,7 +147,8 @@ def waiting_small_batches(
     limit: int,
 ) -> list[WaitingBatch]:
     """Those of the `limit` oldest-sent batches of the model's unfinished jobs, other than
-    `besides` (job, batch), that wait in the queue with fewer than items_below pending items."""
+    `besides` (job, batch), that wait in the queue with fewer than items_below pending items
+    and were never claimed (a batch gets one try embedded beside others)."""
     rows = conn.execute(
         _WAITING_SMALL_BATCHES_SQL,
         {
@@ -201,27 +204,42 @@ def record_resent(conn: psycopg.Connection[Any], job_id: str, batch_nos: list[in
     conn.execute("UPDATE jobs SET enqueued_at = now() WHERE id = %s", (job_id,))
 
 
+@dataclass(frozen=True)
+class ClaimRecord:
+    """What recording a claim tells the claimer."""
+
+    # Seconds the batch waited since its last send (its queue wait; None: unknown).
+    queued_s: float | None
+    # Whether a worker had claimed the batch before (its earlier try did not finish it).
+    claimed_before: bool
+
+
 def record_claimed(
     conn: psycopg.Connection[Any], job_id: str, batch_no: int, worker: str, delivered: bool
-) -> float | None:
+) -> ClaimRecord:
     """A worker took the batch's pending items, in its claim transaction; `delivered` when on
     delivery of the batch's own message (not coalescing it). An upsert, so a job recorded by an
-    older API gets its row here. Returns how long the batch waited since its last send (its
-    queue wait; a first send not recorded yet is dated at the job's creation, as
-    record_enqueued will date it)."""
+    older API gets its row here. The queue wait counts from the last send (a first send not
+    recorded yet is dated at the job's creation, as record_enqueued will date it)."""
     row = conn.execute(
         """
+        WITH prior AS (
+            SELECT claimed_by FROM job_batches WHERE job_id = %(job)s AND batch_no = %(batch)s
+        )
         INSERT INTO job_batches AS b (job_id, batch_no, claimed_at, claimed_by, delivered_at)
         VALUES (%(job)s, %(batch)s, now(), %(worker)s, CASE WHEN %(delivered)s THEN now() END)
         ON CONFLICT (job_id, batch_no)
         DO UPDATE SET claimed_at = now(), claimed_by = EXCLUDED.claimed_by,
                       delivered_at = coalesce(EXCLUDED.delivered_at, b.delivered_at)
         RETURNING extract(epoch FROM b.claimed_at - coalesce(
-            b.sent_at, (SELECT j.created_at FROM jobs j WHERE j.id = b.job_id)))::float8
+            b.sent_at, (SELECT j.created_at FROM jobs j WHERE j.id = b.job_id)))::float8,
+            coalesce((SELECT claimed_by IS NOT NULL FROM prior), false)
         """,
         {"job": job_id, "batch": batch_no, "worker": worker, "delivered": delivered},
     ).fetchone()
-    return None if row is None or row[0] is None else max(float(row[0]), 0.0)
+    if row is None:
+        return ClaimRecord(None, False)
+    return ClaimRecord(None if row[0] is None else max(float(row[0]), 0.0), bool(row[1]))
 
 
 def date_claim(conn: psycopg.Connection[Any], job_id: str, batch_no: int, delivered: bool) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
-from sqlalchemy import Connection, Engine, create_engine
+from sqlalchemy import Connection, Engine, create_engine, event
 
 
 def sqlalchemy_url(database_url: str) -> str:
@@ -21,9 +21,23 @@ def libpq_url(database_url: str) -> str:
     return database_url.replace("postgresql+psycopg://", "postgresql://", 1)
 
 
-def make_engine(database_url: str, pool_size: int = 5) -> Engine:
-    """A pooled engine that checks connections before use, so a restarted Postgres is survived."""
-    return create_engine(sqlalchemy_url(database_url), pool_size=pool_size, pool_pre_ping=True)
+def make_engine(
+    database_url: str, pool_size: int = 5, statement_timeout_s: float | None = None
+) -> Engine:
+    """A pooled engine that checks connections before use, so a restarted Postgres is survived;
+    with statement_timeout_s, Postgres cancels any statement of its sessions running longer."""
+    engine = create_engine(sqlalchemy_url(database_url), pool_size=pool_size, pool_pre_ping=True)
+    if statement_timeout_s is not None:
+        timeout_ms = max(round(statement_timeout_s * 1000), 1)
+
+        # Set per session (not in the URL's `options`, which a user's URL may already carry).
+        @event.listens_for(engine, "connect")
+        def _limit_statements(dbapi_connection: Any, _record: Any) -> None:
+            with dbapi_connection.cursor() as cursor:
+                cursor.execute(f"SET statement_timeout = {timeout_ms}")
+            dbapi_connection.commit()
+
+    return engine
 
 
 def psycopg_connection(conn: Connection) -> psycopg.Connection[Any]:

@@ -77,6 +77,10 @@ class Settings(BaseSettings):
     # above. A worker reads only what its model can (embedq_core/text_limits.py) of any text.
     max_text_chars: int = Field(default=1_000_000, ge=1)
     max_task_attempts: int = Field(default=5, ge=1)
+    # A delivery that fails, after which the engine cannot embed even a probe text, blames the
+    # engine: the worker exits and gives the attempt back. At most this many times per batch
+    # (job_batches.engine_refunds): a text that breaks every engine it meets then fails.
+    max_engine_refunds: int = Field(default=3, ge=0)
     visibility_timeout_s: int = Field(default=3600, ge=10)
     # A batch running longer than this ends its worker process (the solo pool enforces no Celery
     # time limit), which frees the batch's lock so it is re-sent. Below visibility_timeout_s;
@@ -137,6 +141,9 @@ class Settings(BaseSettings):
     max_json_key_chars: int = Field(default=256, ge=1)
     max_queue_batches: int = Field(default=10_000, ge=1, description="429 beyond this depth")
     retry_after_s: int = Field(default=10, ge=1)
+    # Every statement the API runs is cancelled after this (503 + Retry-After): a request
+    # never holds a connection of the pool, or the product's database, for longer.
+    api_statement_timeout_s: float = Field(default=30.0, gt=0)
 
     # Query side: live embeddings (/v1/embeddings, search) answered by the workers.
     max_inputs_per_request: int = Field(default=2048, ge=1, description="413 beyond this")

@@ -126,6 +126,9 @@ job_batches = Table(
     Column("delivered_at", DateTime(timezone=True)),
     # Set in the transaction that leaves the batch with no pending item.
     Column("finished_at", DateTime(timezone=True)),
+    # Deliveries whose attempt was given back because the engine then failed a probe text too
+    # (at most max_engine_refunds; workers/batch_embed.py).
+    Column("engine_refunds", Integer, nullable=False, server_default="0"),
     PrimaryKeyConstraint("job_id", "batch_no"),
 )
 Index(
@@ -187,6 +190,10 @@ reembed_migrations = Table(
     # Catch-up passes done, and rows found in the current pass (bounds the catch-up phase).
     Column("catchup_passes", Integer, nullable=False, server_default="0"),
     Column("pass_rows", Integer, nullable=False, server_default="0"),
+    # Rows without text, counted with rows_total at start and at each phase change (NULL:
+    # estimated, too large to count); status serves these instead of scanning the table.
+    Column("rows_no_text", Integer),
+    Column("counted_at", DateTime(timezone=True)),
     CheckConstraint(f"status IN {REEMBED_STATUSES}", name="reembed_status_known"),
     CheckConstraint(f"phase IN {REEMBED_PHASES}", name="reembed_phase_known"),
 )

@@ -236,7 +236,12 @@ def finalize_cmd(name: str) -> None:
 @click.argument("name")
 @click.option("--watch", is_flag=True, help="Show a live progress bar until the backfill is done.")
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
-def status_cmd(name: str, watch: bool, as_json: bool) -> None:
+@click.option(
+    "--exact",
+    is_flag=True,
+    help="Count the table now (scans it) instead of the counts the migration keeps.",
+)
+def status_cmd(name: str, watch: bool, as_json: bool, exact: bool) -> None:
     """Rows done and pending, rate, ETA, phase and index progress."""
     from migrations.reembed.progress import progress
     from migrations.reembed.state import MigrationNotFound
@@ -245,7 +250,7 @@ def status_cmd(name: str, watch: bool, as_json: bool) -> None:
     console = Console()
     with _connection(settings) as conn:
         try:
-            figures = progress(conn, name)
+            figures = progress(conn, name, exact=exact)
         except MigrationNotFound as exc:
             raise _fail(exc) from exc
         if as_json:

@@ -87,7 +87,7 @@ def process_batch(ctx: WorkerContext, job_id: str, batch_no: int) -> BatchOutcom
         if not batch.items:
             return BatchOutcome(0, 0, skipped_reason="nothing pending (already done)")
         timer.queue_wait(batch.queued_s)
-        if any(item.attempts > 1 for item in batch.items):
+        if batch.claimed_before:
             metrics.retry("redelivery")
         model_id = ctx.embedder.manifest.manifest_id
         if batch.manifest_id != model_id:

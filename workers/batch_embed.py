@@ -22,7 +22,13 @@ from workers.context import WorkerContext
 from workers.db_retry import is_transient
 from workers.embed_isolation import Embedded
 from workers.engine import PreparedTexts
-from workers.job_state import ClaimedBatch, ClaimedItem, record_batch_error, refund_attempt
+from workers.job_state import (
+    ClaimedBatch,
+    ClaimedItem,
+    count_attempt,
+    record_batch_error,
+    refund_attempt,
+)
 from workers.metrics import BatchTimer
 from workers.watchdog import time_limit
 from workers.write_plan import Action, decide
@@ -89,11 +95,23 @@ def embed_planned(
 ) -> list[EmbeddedBatch]:
     """Embed what each planned batch must write (tokenised: tokenise_planned's), all in one
     engine call; on failure, record it on the batches (the engine probed: a broken one ends the
-    worker) and raise."""
+    worker) and raise. A batch embedded alone spends an attempt first; a group embedded together
+    spends none (job_state)."""
+    counted = False
     try:
+        if any(plan.held.batch.claimed_before for plan in plans):
+            # A batch tried before may hold the text that killed a worker: before it runs, the
+            # batches embedded ahead of it are committed, so if it kills this worker too, they
+            # spend no attempt on its account.
+            ctx.writes.wait_for_writes()
+        if len(plans) == 1 and plans[0].candidates:  # (one whose items all gave up: no try)
+            plans[0].held.lock.run(partial(count_attempt, batch=plans[0].held.batch))
+            counted = True
         embedded = embed_together(ctx.embedder, [plan.to_embed for plan in plans], tokenised)
+    except BatchBusy:
+        raise  # another worker took the batch over (after a reconnect): its fate is theirs
     except Exception as exc:
-        record_failures(ctx, [plan.held for plan in plans], exc)
+        record_failures(ctx, [plan.held for plan in plans], exc, counted=counted)
         raise
     return [
         EmbeddedBatch(plan.held, plan.candidates, plan.gave_up, result, model_id)
@@ -129,10 +147,10 @@ def _plan(ctx: WorkerContext, held: HeldBatch, model_id: str) -> Plan:
     batch = held.batch
     max_attempts = ctx.settings.max_task_attempts
     gave_up = {
-        item.external_id: f"gave up after {item.attempts - 1} attempts"
+        item.external_id: f"gave up after {item.attempts} attempts"
         + (f"; last error: {item.last_error}" if item.last_error else "")
         for item in batch.items
-        if item.attempts > max_attempts
+        if item.attempts >= max_attempts
     }
     candidates = [i for i in batch.items if i.external_id not in gave_up]
     # An unlocked read, only to skip embedding what will not be written; the write
@@ -151,11 +169,16 @@ def _plan(ctx: WorkerContext, held: HeldBatch, model_id: str) -> Plan:
 
 
 def record_failures(
-    ctx: WorkerContext, held: list[HeldBatch], exc: Exception, probe_engine: bool = True
+    ctx: WorkerContext,
+    held: list[HeldBatch],
+    exc: Exception,
+    probe_engine: bool = True,
+    counted: bool = False,
 ) -> None:
     """A delivery failed on these batches: note the reason on their pending items for the
-    reconciler's re-send; if the engine cannot embed even a probe, give their attempts back and
-    leave (the engine is at fault, not the batches)."""
+    reconciler's re-send. If the engine cannot embed even a probe, the worker leaves; the
+    attempt (`counted`: this delivery spent one) is given back, up to max_engine_refunds times
+    per batch, after which the failure counts as the batch's own."""
     for _ in held:
         metrics.batch_failed(transient=is_transient(exc))
     if is_transient(exc):
@@ -165,16 +188,29 @@ def record_failures(
     broken = probe_engine and not engine_health.engine_works(ctx.embedder)
     reason = f"{type(exc).__name__}: {exc}"
     for each in held:
-        # Broken: the attempt goes back. Otherwise the items stay pending with the reason: the
-        # reconciler sends the batch again, and the attempt counter ends the retries.
-        record = (
-            partial(refund_attempt, batch=each.batch)
-            if broken
-            else partial(_record_error, batch=each.batch, reason=reason)
-        )
         # BatchBusy: another worker took it over (after a reconnect): its fate is theirs.
         with contextlib.suppress(BatchBusy):
-            each.lock.run(record)
+            if broken:
+                if not counted:
+                    continue  # nothing spent, nothing to give back: the re-send tries again
+                refunded = each.lock.run(
+                    partial(
+                        refund_attempt,
+                        batch=each.batch,
+                        max_refunds=ctx.settings.max_engine_refunds,
+                    )
+                )
+                if refunded:
+                    continue
+            why = reason
+            if broken:
+                why += (
+                    " (the engine then failed a probe text too; this batch's attempts were"
+                    f" given back {ctx.settings.max_engine_refunds} times already)"
+                )
+            # The items stay pending with the reason: the reconciler sends the batch again,
+            # and the attempt counter ends the retries.
+            each.lock.run(partial(_record_error, batch=each.batch, reason=why))
     if broken:
         engine_health.leave()
 

@@ -10,6 +10,10 @@ estimated tokens, and embeds all their texts in one call. Each batch is then wri
 finished in its own transaction, as if delivered alone, and their own messages, when they
 arrive, find nothing pending. A worker that dies meanwhile leaves each of them claimed after its
 last send and unlocked: the reconciler sends them again by the usual grace rule.
+
+Only batches never claimed before are grouped, and a group spends no attempt (job_state): if a
+text in it kills the worker, every batch of the group is embedded alone from then on, and only
+the poison one spends attempts until it fails.
 """
 
 from __future__ import annotations
@@ -44,11 +48,13 @@ class HeldBatch:
 
 def claim_companions(ctx: WorkerContext, lane: DbSession, primary: ClaimedBatch) -> list[HeldBatch]:
     """Claim waiting small batches of primary's model to embed with it, when primary is small
-    itself; each is locked on lane. Best effort: a batch another worker takes first is skipped,
-    and a database error ends the search (primary goes on alone or with what was claimed)."""
+    itself and on its first claim (a batch tried before is embedded alone, so that a poison
+    text fails by itself); each is locked on lane. Best effort: a batch another worker takes
+    first is skipped, and a database error ends the search (primary goes on alone or with what
+    was claimed)."""
     settings = ctx.settings
     below = settings.coalesce_below_items
-    if below == 0 or len(primary.items) >= below:
+    if below == 0 or len(primary.items) >= below or primary.claimed_before:
         return []
     items = len(primary.items)
     tokens = sum(estimate_tokens(i.text) for i in primary.items)

@@ -1,6 +1,13 @@
-"""Worker-side job transitions: claim a batch, record failures, finish a batch.
+"""Worker-side job transitions: claim a batch, count an attempt, record failures, finish a batch.
 
 Every transition is guarded by the item's status, so a redelivered batch changes nothing twice.
+
+An attempt is counted when the worker starts embedding a batch alone (count_attempt, committed
+before the engine runs), not when it claims it: a batch claimed ahead of one that crashes the
+worker never ran, and spends nothing. Small batches embedded together on their first claim
+(workers/coalesce.py) count no attempt either, since a crash cannot say whose text caused it;
+every later claim of such a batch embeds it alone, so a poison text spends its own attempts
+until it fails, and the batches beside it complete.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ from embedq_core.batch_delivery import record_claimed, record_finished
 
 @dataclass(frozen=True)
 class ClaimedItem:
-    """A pending item of a batch, with the attempt number this delivery counts as."""
+    """A pending item of a batch, with the attempts it has spent before this delivery."""
 
     external_id: str
     text: str
@@ -40,6 +47,9 @@ class ClaimedBatch:
     items: list[ClaimedItem]
     # Seconds from the batch's last send to this claim (None: unknown).
     queued_s: float | None = None
+    # A worker claimed the batch before this claim (a re-send, or its message after a
+    # coalesced try): it is embedded alone.
+    claimed_before: bool = False
 
 
 # Where a job's vectors go.
@@ -59,19 +69,18 @@ WITH started AS (
 def claim_batch(
     conn: psycopg.Connection[Any], job_id: str, batch_no: int, worker: str, delivered: bool
 ) -> ClaimedBatch | None:
-    """Count an attempt on the batch's pending items, record the claim (`delivered`: on
-    delivery of the batch's own message), and return them (committed at once, so a worker
-    killed mid-batch still leaves the attempt and the claim recorded). None if the job is
-    unknown. A batch with nothing pending (its message arrived after another delivery finished
-    it) is only read: no row is written."""
-    queued_s = None
+    """Record the claim of the batch's pending items (`delivered`: on delivery of the batch's
+    own message) and return them (committed at once, so a worker killed mid-batch leaves the
+    claim recorded for the reconciler). None if the job is unknown. A batch with nothing
+    pending (its message arrived after another delivery finished it) is only read: no row is
+    written. No attempt is counted here: count_attempt does, when the engine starts on it."""
+    claim_record = None
     with conn.transaction() as claim:
         rows = conn.execute(
             """
-            UPDATE job_items SET attempts = attempts + 1, updated_at = now()
-            WHERE job_id = %s AND batch_no = %s AND status = 'pending'
-            RETURNING external_id, text, metadata, content_hash, attempts, item_index, error,
-                      coalesce(seq, 0)
+            SELECT external_id, text, metadata, content_hash, attempts, item_index, error,
+                   coalesce(seq, 0)
+            FROM job_items WHERE job_id = %s AND batch_no = %s AND status = 'pending'
             """,
             (job_id, batch_no),
         ).fetchall()
@@ -83,12 +92,32 @@ def claim_batch(
         if rows:
             if job is None:
                 raise psycopg.Rollback(claim)  # no such job: nothing is claimed
-            queued_s = record_claimed(conn, job_id, batch_no, worker, delivered)
+            claim_record = record_claimed(conn, job_id, batch_no, worker, delivered)
     if job is None:
         return None
     rows.sort(key=lambda r: r[5])
     items = [ClaimedItem(r[0], r[1], r[2], bytes(r[3]), r[4], r[6], r[7]) for r in rows]
-    return ClaimedBatch(uuid.UUID(job_id), batch_no, job[0], job[1], job[2], items, queued_s)
+    return ClaimedBatch(
+        uuid.UUID(job_id),
+        batch_no,
+        job[0],
+        job[1],
+        job[2],
+        items,
+        claim_record.queued_s if claim_record else None,
+        claim_record.claimed_before if claim_record else False,
+    )
+
+
+def count_attempt(conn: psycopg.Connection[Any], batch: ClaimedBatch) -> None:
+    """The worker starts embedding the batch alone: one attempt on its pending items, committed
+    before the engine runs, so a text that kills the worker still spends it."""
+    with conn.transaction():
+        conn.execute(
+            "UPDATE job_items SET attempts = attempts + 1, updated_at = now()"
+            " WHERE job_id = %s AND batch_no = %s AND status = 'pending'",
+            (batch.job_id, batch.batch_no),
+        )
 
 
 # A batch being worked on holds a session-level advisory lock keyed by (job, batch).
@@ -118,14 +147,23 @@ def pending_ids(conn: psycopg.Connection[Any], batch: ClaimedBatch) -> set[str]:
     return {r[0] for r in rows}
 
 
-def refund_attempt(conn: psycopg.Connection[Any], batch: ClaimedBatch) -> None:
-    """Give back this delivery's attempt: the worker's engine, not the batch, was at fault."""
+def refund_attempt(conn: psycopg.Connection[Any], batch: ClaimedBatch, max_refunds: int) -> bool:
+    """Give back this delivery's attempt (the worker's engine, not the batch, seemed at fault),
+    unless the batch has had max_refunds already: a text that breaks the engine it runs on
+    would otherwise be retried forever. Whether it was given back."""
     with conn.transaction():
-        conn.execute(
-            "UPDATE job_items SET attempts = greatest(attempts - 1, 0), updated_at = now()"
-            " WHERE job_id = %s AND batch_no = %s AND status = 'pending'",
-            (batch.job_id, batch.batch_no),
-        )
+        refunded = conn.execute(
+            "UPDATE job_batches SET engine_refunds = engine_refunds + 1"
+            " WHERE job_id = %s AND batch_no = %s AND engine_refunds < %s",
+            (batch.job_id, batch.batch_no, max_refunds),
+        ).rowcount
+        if refunded:
+            conn.execute(
+                "UPDATE job_items SET attempts = greatest(attempts - 1, 0), updated_at = now()"
+                " WHERE job_id = %s AND batch_no = %s AND status = 'pending'",
+                (batch.job_id, batch.batch_no),
+            )
+    return bool(refunded)
 
 
 def record_batch_error(conn: psycopg.Connection[Any], batch: ClaimedBatch, error: str) -> None:

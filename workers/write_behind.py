@@ -120,6 +120,12 @@ class BatchWrites:
         finally:
             self._free.put(lane)
 
+    def wait_for_writes(self) -> None:
+        """Wait until the writes handed to the writer thread so far have ended (committed or
+        failed); from the consumer or engine thread, never from the writer."""
+        if self._executor is not None:
+            self._executor.submit(lambda: None).result()
+
     def drain(self) -> None:
         """Wait until every batch handed over has been written (or has failed)."""
         held = [self._free.get() for _ in self._lanes]

@@ -24,6 +24,7 @@ from psycopg.types.json import Jsonb
 
 from embedq_core.settings import Settings
 from migrations.reembed import attempts, chunk_io
+from migrations.reembed.progress import record_counts
 from migrations.reembed.state import Migration, MigrationNotFound, load, set_fields
 
 log = logging.getLogger(__name__)
@@ -183,6 +184,8 @@ def _chunk(
         # Fewer rows than a chunk: the pass has reached the end of the key range.
         result = _after_pass(m, m.pass_rows + len(rows), fields, options)
         set_fields(conn, name, **fields)
+        if result.phase != m.phase:
+            record_counts(conn, m)  # status serves these until the next phase change
         return StepResult(result.outcome, result.phase, len(rows), written, result.next_delay_s)
 
 

@@ -18,6 +18,7 @@ from embedq_core.queueing import REEMBED_STEP_TASK, reembed_queue
 from migrations.reembed import ddl
 from migrations.reembed.backfill import new_step_token
 from migrations.reembed.locking import LockPolicy, limit_lock_wait, with_lock_retries
+from migrations.reembed.progress import record_counts
 from migrations.reembed.state import Migration, load, planned_names, set_fields
 from migrations.reembed.target import Target, TargetError, check_migration_name
 from migrations.reembed.text_rule import has_text
@@ -152,8 +153,7 @@ def start(
     # CONCURRENTLY: outside a transaction, and with no lock_timeout (see locking.py).
     ddl.ensure_pending_index(conn, draft)
     with conn.transaction():
-        count = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(draft.table)).fetchone()
-        set_fields(conn, draft.name, rows_total=int(count[0]) if count else 0)
+        record_counts(conn, draft)
         token = new_step_token(conn, draft.name)
     m = load(conn, draft.name)
     send_step(celery, m, token)

@@ -18,6 +18,7 @@ from typing import Any, Literal
 import psycopg
 
 from migrations.reembed import attempts, ddl
+from migrations.reembed.progress import record_counts
 from migrations.reembed.state import load, set_fields
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,7 @@ def build_index(conn: psycopg.Connection[Any], name: str, options: IndexOptions)
                 # A step's error, if one is pending, stays visible; an index error is over.
                 clear = {"error": None} if m.step_attempts == 0 else {}
                 set_fields(conn, name, phase="following", index_attempts=0, **clear)
+                record_counts(conn, m)
         log.info("HNSW index of %s built", name)
         return "built"
     finally:

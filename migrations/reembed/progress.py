@@ -1,15 +1,26 @@
-"""Progress figures of a migration, the same for the CLI, the API and Prometheus."""
+"""Progress figures of a migration, the same for the CLI, the API and Prometheus.
+
+Reading them never scans the user's table (a dashboard polls status; on a table of 100M rows a
+count per poll piles full scans on the product's database). Rows in all and rows without text
+are counted by the migration itself, at start and at each phase change (above
+EXACT_COUNT_MAX_ROWS, the planner's estimate), and served as of then. Pending rows come from
+the partial index of pending rows (rows with text and no new vector: small once the keyset
+pass is over); during the keyset pass, the rows ahead of its checkpoint are estimated from the
+counts and the rows embedded so far. `exact=True` (`embedq reembed status --exact`) counts
+everything now, at the cost of those scans.
+"""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
 from migrations.reembed import attempts
-from migrations.reembed.state import Migration, load
+from migrations.reembed.state import Migration, load, set_fields
 from migrations.reembed.text_rule import has_text, no_text
 
 RATE_WINDOW_S = 120
@@ -19,7 +30,9 @@ EXACT_COUNT_MAX_ROWS = 2_000_000
 @dataclass(frozen=True)
 class Progress:
     """Where a migration stands. rows_total = rows_done + rows_pending + rows_no_text, where
-    rows without text (NULL, empty or whitespace) never get a vector (text_rule.py)."""
+    rows without text (NULL, empty or whitespace) never get a vector (text_rule.py); rows_total
+    and rows_no_text are as of counted_at, rows_pending is live (estimated during the keyset
+    pass: pending_estimated)."""
 
     name: str
     table: str
@@ -30,6 +43,8 @@ class Progress:
     rows_pending: int
     rows_done: int
     rows_no_text: int | None  # None: not counted on tables above EXACT_COUNT_MAX_ROWS
+    counted_at: datetime | None
+    pending_estimated: bool
     rows_embedded: int
     chunks_done: int
     rate_rows_per_s: float
@@ -43,7 +58,17 @@ class Progress:
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready."""
-        return asdict(self)
+        figures = asdict(self)
+        figures["counted_at"] = self.counted_at.isoformat() if self.counted_at else None
+        return figures
+
+
+def record_counts(conn: psycopg.Connection[Any], m: Migration) -> None:
+    """Count the table's rows and rows without text (one scan, or the planner's estimate on a
+    large table) and keep them as the migration's figures; at start and at phase changes."""
+    total, without_text = _count_rows(conn, m)
+    set_fields(conn, m.name, rows_total=total, rows_no_text=without_text)
+    conn.execute("UPDATE reembed_migrations SET counted_at = now() WHERE name = %s", (m.name,))
 
 
 def _count_rows(conn: psycopg.Connection[Any], m: Migration) -> tuple[int, int | None]:
@@ -72,29 +97,43 @@ def _count(conn: psycopg.Connection[Any], m: Migration, *conditions: sql.Composa
     return int(row[0]) if row else 0
 
 
-def _pending(conn: psycopg.Connection[Any], m: Migration) -> int:
-    """Rows with text still to embed: those without a new vector (the partial index of
-    pending rows answers that), and in the keyset pass, which rewrites every row with text,
-    also those ahead of the checkpoint (a range of the primary key)."""
+def _pending(conn: psycopg.Connection[Any], m: Migration, exact: bool) -> tuple[int, bool]:
+    """Rows with text still to embed, and whether that is an estimate. Rows without a new
+    vector are counted through the partial index of pending rows. The keyset pass rewrites
+    every row with text, so it also has those ahead of its checkpoint: counted when `exact`,
+    otherwise estimated from the counted rows with text less those the pass embedded."""
     null_new = sql.SQL("{} IS NULL").format(sql.Identifier(m.columns.new))
     if m.phase != "keyset":
-        return _count(conn, m, null_new)
+        return _count(conn, m, null_new), False
+    if not exact:
+        with_text = m.rows_total - (m.rows_no_text or 0)
+        behind = sql.SQL("{} <= {}::{}").format(
+            sql.Identifier(m.id_column), sql.Literal(m.checkpoint), m.id_type_sql
+        )
+        left_behind = _count(conn, m, null_new, behind) if m.checkpoint is not None else 0
+        return max(with_text - m.rows_embedded, 0) + left_behind, True
     if m.checkpoint is None:
-        return _count(conn, m)
+        return _count(conn, m), False
     ahead = sql.SQL("{} > {}::{}").format(
         sql.Identifier(m.id_column), sql.Literal(m.checkpoint), m.id_type_sql
     )
     behind = sql.SQL("{} <= {}::{}").format(
         sql.Identifier(m.id_column), sql.Literal(m.checkpoint), m.id_type_sql
     )
-    return _count(conn, m, ahead) + _count(conn, m, null_new, behind)
+    return _count(conn, m, ahead) + _count(conn, m, null_new, behind), False
 
 
-def progress(conn: psycopg.Connection[Any], name: str) -> Progress:
-    """Rows done, pending and without text, recent rate, ETA, attempts and index progress."""
+def progress(conn: psycopg.Connection[Any], name: str, exact: bool = False) -> Progress:
+    """Rows done, pending and without text, recent rate, ETA, attempts and index progress;
+    `exact` counts the table now (scans it) instead of serving the migration's counts."""
     m = load(conn, name)
-    total, without_text = _count_rows(conn, m)
-    pending = _pending(conn, m)
+    if exact:
+        total, without_text = _count_rows(conn, m)
+        counted_at = conn.execute("SELECT now()").fetchone()
+        m_counted_at = counted_at[0] if counted_at else None
+    else:
+        total, without_text, m_counted_at = m.rows_total, m.rows_no_text, m.counted_at
+    pending, estimated = _pending(conn, m, exact)
     recent = conn.execute(
         "SELECT coalesce(sum(rows_read), 0), min(finished_at), max(finished_at),"
         " coalesce(sum(seconds), 0) FROM reembed_chunks"
@@ -128,6 +167,8 @@ def progress(conn: psycopg.Connection[Any], name: str) -> Progress:
         rows_pending=pending,
         rows_done=max(done, 0),
         rows_no_text=without_text,
+        counted_at=m_counted_at,
+        pending_estimated=estimated,
         rows_embedded=m.rows_embedded,
         chunks_done=m.chunks_done,
         rate_rows_per_s=rate,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -58,6 +59,10 @@ class Migration:
     index_attempts: int = 0
     catchup_passes: int = 0
     pass_rows: int = 0
+    # Rows without text when the rows were last counted (at start and at each phase change;
+    # None: the table was too large to count, rows_total is then the planner's estimate).
+    rows_no_text: int | None = None
+    counted_at: datetime | None = None
 
     @property
     def table(self) -> sql.Identifier:

@@ -43,7 +43,7 @@ class Failing:
 
 settings = Settings(
     database_url=sys.argv[1], redis_url=sys.argv[2], model_dir=sys.argv[3],
-    claim_ahead=sys.argv[6] == "True",
+    claim_ahead=sys.argv[6] == "True", max_engine_refunds=int(sys.argv[7]),
 )
 ctx = WorkerContext.load(settings)
 ctx.embedder = Failing(ctx.embedder, sys.argv[4])
@@ -81,7 +81,7 @@ def test_a_broken_engine_leaves_without_spending_the_attempt(
     items = [NewItem(f"p{i}", f"poison text {i}", {}) for i in range(3)]
     job_id = job_in_new_collection(database_url, minilm_dir, name, items)
     result = run_delivery_script(
-        DELIVERY, settings, minilm_dir, mode, str(job_id), str(claim_ahead)
+        DELIVERY, settings, minilm_dir, mode, str(job_id), str(claim_ahead), "3"
     )
     attempts = _attempts(database_url, str(job_id))
     if mode == "all":
@@ -96,3 +96,32 @@ def test_a_broken_engine_leaves_without_spending_the_attempt(
             assert "embedding a batch behind the consumer failed" in result.stderr
         assert [a for a, _ in attempts] == [1, 1, 1]
         assert all(error and "CUDA error" in error for _, error in attempts)
+
+
+@pytest.mark.usefixtures("reconciler_paused")
+def test_attempts_are_given_back_a_bounded_number_of_times(
+    stack: EmbeddedStack, minilm_dir: Path
+) -> None:
+    """A text that breaks every engine it meets (the probe fails after it each time) would be
+    retried forever if its attempt always came back: past max_engine_refunds the failure
+    counts, with the reason, and the attempt counter ends the retries."""
+    settings = stack.settings()
+    database_url = settings.require_database_url()
+    items = [NewItem(f"p{i}", f"poison text {i}", {}) for i in range(3)]
+    job_id = job_in_new_collection(database_url, minilm_dir, "health_bounded", items)
+    for expected in ([(0, None)] * 3, [(1, "given back 1 times already")] * 3):
+        result = run_delivery_script(
+            DELIVERY, settings, minilm_dir, "all", str(job_id), "False", "1"
+        )
+        assert result.returncode == EXIT_CODE, result.stderr[-2000:]
+        attempts = _attempts(database_url, str(job_id))
+        assert [a for a, _ in attempts] == [a for a, _ in expected]
+        for (_, error), (_, said) in zip(attempts, expected, strict=True):
+            assert error == said if said is None else (error is not None and said in error)
+    engine = make_engine(database_url, pool_size=1)
+    with engine.connect() as conn:
+        refunds = conn.execute(
+            text("SELECT engine_refunds FROM job_batches WHERE job_id = :j"), {"j": job_id}
+        ).scalar_one()
+    engine.dispose()
+    assert refunds == 1

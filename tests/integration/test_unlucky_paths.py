@@ -1,10 +1,11 @@
 """Unlucky paths that must not cost a client a 500 or a long wait: two creates of one collection
 at once, Postgres shutting a connection down mid-request, a broker error while a live query is
-answered, and two worker processes that share a host name and pid."""
+answered, two worker processes that share a host name and pid, and a read stuck behind a lock."""
 
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
 
@@ -16,7 +17,8 @@ import redis
 
 from embedq_core.manifest import ModelManifest
 from embedq_core.query_protocol import QueryRequest, query_queue, serving_key, working_key
-from ops.devstack import EmbeddedStack
+from ops.devstack import EmbeddedStack, free_port
+from ops.processes import start_api
 from tests.support import ServiceHandle, wait_for
 from workers.engine import Embedder
 from workers.query_server import QueryServer
@@ -80,6 +82,33 @@ def test_a_connection_shut_down_by_postgres_is_a_503_with_retry_after(
             conn.execute("DROP FUNCTION shut_down_probe()")
     assert response.status_code == 503, response.text
     assert response.headers["Retry-After"] == str(services.settings.retry_after_s)
+    assert response.json()["detail"][0]["type"] == "unavailable"
+
+
+def test_a_read_stuck_behind_a_lock_is_cancelled_by_the_statement_timeout(
+    services: ServiceHandle, tmp_path: Path
+) -> None:
+    """An operator's long transaction holds a lock the status read needs: the API's statement
+    timeout answers 503 + Retry-After instead of holding the request (and a pooled connection)
+    until the lock goes."""
+    settings = services.settings.model_copy(
+        update={"api_port": free_port(), "api_statement_timeout_s": 1.0}
+    )
+    api = start_api(settings, tmp_path)
+    try:
+        url = settings.require_database_url()
+        with psycopg.connect(url) as holder:
+            holder.execute("LOCK TABLE reembed_migrations IN ACCESS EXCLUSIVE MODE")
+            response = httpx.get(
+                f"http://{settings.api_host}:{settings.api_port}/v1/reembed/anything",
+                headers=services.auth,
+                timeout=20,
+            )
+            holder.rollback()
+    finally:
+        api.stop()
+    assert response.status_code == 503, response.text
+    assert response.headers["Retry-After"] == str(settings.retry_after_s)
     assert response.json()["detail"][0]["type"] == "unavailable"
 
 
