@@ -109,7 +109,7 @@ Index("job_items_batch", job_items.c.job_id, job_items.c.batch_no)
 job_item_seq = Sequence("job_item_seq", metadata=metadata, data_type=BigInteger)
 
 # What was sent when and claimed when, per batch: the reconciler re-sends from these facts
-# alone (embedq_core/batch_delivery.py owns every transition).
+# alone (embedq_core/lifecycle/delivery.py owns every transition).
 job_batches = Table(
     "job_batches",
     metadata,
@@ -127,7 +127,7 @@ job_batches = Table(
     # Set in the transaction that leaves the batch with no pending item.
     Column("finished_at", DateTime(timezone=True)),
     # Deliveries whose attempt was given back because the engine then failed a probe text too
-    # (at most max_engine_refunds; workers/batch_embed.py).
+    # (at most max_engine_refunds; workers/delivery/embed.py).
     Column("engine_refunds", Integer, nullable=False, server_default="0"),
     PrimaryKeyConstraint("job_id", "batch_no"),
 )

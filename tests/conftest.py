@@ -28,7 +28,7 @@ from tests.exact_words import exact_word_texts
 from tests.m3_model import build_tiny_m3
 from tests.model_factory import BGE_INSTRUCTION, EXTRA_CHARACTERS, build_tiny_bge
 from tests.support import PrivatePipeline, ServiceHandle, engine_config, make_manifest_variant
-from workers.reconciler import RECONCILER_LOCK_ID
+from workers.background.reconciler import RECONCILER_LOCK_ID
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ from sqlalchemy import Engine, text
 
 from embedq_core.catalog import create_collection, get_collection, register_model_dir
 from embedq_core.db import make_engine
-from embedq_core.jobs import NewItem, create_job
+from embedq_core.lifecycle.jobs import NewItem, create_job
 from embedq_core.manifest import MANIFEST_FILENAME, ModelManifest
 from embedq_core.queueing import embed_queue, make_redis, queue_depth
 from embedq_core.settings import Settings

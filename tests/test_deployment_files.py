@@ -22,7 +22,7 @@ from api.metrics import StoreMetrics
 from api.request_metrics import HttpMetrics
 from embedq_core.settings import Settings
 from ops.cli import main as cli
-from workers import metric_series as worker_metrics
+from workers.telemetry import series as worker_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "ops" / "docker" / "Dockerfile"

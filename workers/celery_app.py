@@ -18,11 +18,11 @@ from embedq_core.queueing import (
     reembed_queue,
 )
 from migrations.reembed.backfill import StepOptions, run_step, step_is_current
-from workers import metrics
-from workers.batch import ClaimNotRecorded, process_batch
+from workers.background.watchdog import time_limit
 from workers.context import WorkerContext
-from workers.db_retry import with_db_retry
-from workers.watchdog import time_limit
+from workers.delivery.db import with_db_retry
+from workers.delivery.run import ClaimNotRecorded, process_batch
+from workers.telemetry import metrics
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,8 @@ def build_worker_app(ctx: WorkerContext) -> Celery:
 
     @app.task(name=EMBED_BATCH_TASK)  # type: ignore[untyped-decorator]
     def embed_batch(job_id: str, batch_no: int) -> dict[str, int | str | bool | None]:
-        # Celery's own time limits are not enforced by the solo pool: see workers/watchdog.py.
+        # Celery's own time limits are not enforced by the solo pool: see
+        # workers/background/watchdog.py.
         try:
             with time_limit(ctx.settings.task_time_limit_s, f"job {job_id} batch {batch_no}"):
                 outcome = process_batch(ctx, job_id, batch_no)

@@ -11,9 +11,9 @@ import redis
 
 from embedq_core.queueing import make_redis
 from embedq_core.settings import Settings
-from workers.db_session import DbSession
+from workers.delivery.db import DbSession
+from workers.delivery.lanes import BatchWrites
 from workers.engine import Embedder, EngineConfig
-from workers.write_behind import BatchWrites
 
 
 class WorkerContext:

@@ -21,12 +21,13 @@ from embedq_core.queueing import embed_queue, reembed_queue
 from embedq_core.settings import Settings
 from embedq_core.startup_wait import wait_for_broker, wait_for_database, wait_for_model
 from migrations.schema_upgrade import head_revision
-from workers import metrics, metrics_listener
+from workers.background.index_maintenance import IndexMaintenance
+from workers.background.query_server import QueryServer
+from workers.background.reconciler import Reconciler
 from workers.celery_app import build_worker_app
 from workers.context import WorkerContext
-from workers.maintenance import IndexMaintenance
-from workers.query_server import QueryServer
-from workers.reconciler import Reconciler
+from workers.telemetry import listener as metrics_listener
+from workers.telemetry import metrics
 
 log = logging.getLogger(__name__)
 

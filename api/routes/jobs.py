@@ -14,7 +14,7 @@ from api.schemas import CollectionName, ItemErrorOut, JobAccepted, JobIn, JobOut
 from api.token_counter import count_tokens
 from api.validation import check_json, check_text_chars
 from embedq_core.catalog import Collection, get_collection
-from embedq_core.jobs import NewItem, create_job, enqueue_batches, get_job, mark_enqueued
+from embedq_core.lifecycle.jobs import NewItem, create_job, enqueue_batches, get_job, mark_enqueued
 from embedq_core.queueing import embed_queue, queue_depth
 
 log = logging.getLogger(__name__)

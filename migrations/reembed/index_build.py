@@ -1,5 +1,5 @@
 """The HNSW index build of a migration in the `index` phase, run by a maintenance thread in
-each worker process (workers/maintenance.py), never by a step.
+each worker process (workers/background/index_maintenance.py), never by a step.
 
 Building the index takes as long as the table is large (hours on big tables), and all that
 time Postgres does the work while the client only waits. Running it in a step would hold the

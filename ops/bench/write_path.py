@@ -23,7 +23,7 @@ from embedq_core.settings import Settings
 from embedq_core.tables import vector_table
 from migrations.schema_upgrade import upgrade_head
 from ops.devstack import EmbeddedStack
-from workers.writer import VectorRow, read_stored, write_vectors
+from workers.delivery.rows import VectorRow, read_stored, write_vectors
 
 MANIFEST_ID = "bench-write-path"
 STORED_IDS = "ids already stored"  # in a variant's name: it rewrites the rows of the one before

@@ -13,7 +13,7 @@ import redis
 from sqlalchemy import Engine, text
 
 from embedq_core.catalog import get_collection
-from embedq_core.jobs import NewItem, create_job, mark_enqueued
+from embedq_core.lifecycle.jobs import NewItem, create_job, mark_enqueued
 from embedq_core.queueing import EMBED_BATCH_TASK, embed_queue, make_celery
 from ops.bundled_model import BUNDLED_MODEL_ID
 from ops.corpus import load_demo_corpus

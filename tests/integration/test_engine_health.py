@@ -9,10 +9,10 @@ import pytest
 from sqlalchemy import text
 
 from embedq_core.db import make_engine
-from embedq_core.jobs import NewItem
+from embedq_core.lifecycle.jobs import NewItem
 from ops.devstack import EmbeddedStack
 from tests.support import job_in_new_collection, run_delivery_script
-from workers.engine_health import EXIT_CODE
+from workers.delivery.embed import EXIT_CODE
 
 pytestmark = pytest.mark.integration
 
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.integration
 DELIVERY = """
 import sys
 from embedq_core.settings import Settings
-from workers.batch import process_batch
+from workers.delivery.run import process_batch
 from workers.context import WorkerContext
 
 class Failing:

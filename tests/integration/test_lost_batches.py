@@ -11,13 +11,13 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from embedq_core.batch_delivery import lost_batches, record_enqueued
 from embedq_core.catalog import create_collection, register_model_dir
 from embedq_core.db import libpq_url, make_engine
-from embedq_core.jobs import NewItem, create_job
+from embedq_core.lifecycle.claims import claim_batch
+from embedq_core.lifecycle.delivery import lost_batches, record_enqueued
+from embedq_core.lifecycle.jobs import NewItem, create_job
 from ops.devstack import EmbeddedStack
 from tests.support import make_manifest_variant
-from workers.job_state import claim_batch
 
 pytestmark = pytest.mark.integration
 

@@ -408,7 +408,8 @@ def test_query_endpoints_need_a_key(services: ServiceHandle) -> None:
 def test_a_worker_that_dies_mid_request_is_a_prompt_503(
     private_pipeline: Callable[..., PrivatePipeline],
 ) -> None:
-    """A worker takes the request (as workers/query_server.py does: "taken" and its working
+    """A worker takes the request (as workers/background/query_server.py does: "taken" and its
+    working
     key in one transaction) and then vanishes without answering: the API must not hold the
     client for query_timeout_s."""
     pipeline = private_pipeline("q_dies", query_timeout_s=120.0)

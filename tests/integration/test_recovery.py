@@ -18,12 +18,12 @@ from sqlalchemy import Engine, text
 
 from embedq_core.catalog import create_collection, get_collection
 from embedq_core.db import libpq_url
-from embedq_core.jobs import NewItem, create_job
+from embedq_core.lifecycle.jobs import NewItem, create_job
 from embedq_core.queueing import NEW_WORK_PRIORITY, embed_queue, priority_list, queue_depth
 from ops.corpus import load_demo_corpus
 from ops.processes import ChildProcess
 from tests.support import PrivatePipeline, ServiceHandle
-from workers.watchdog import EXIT_CODE
+from workers.background.watchdog import EXIT_CODE
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,7 @@ import pytest
 from alembic import command
 from sqlalchemy.engine import make_url
 
-from embedq_core.batch_delivery import adopt_unrecorded_jobs, lost_batches
+from embedq_core.lifecycle.delivery import adopt_unrecorded_jobs, lost_batches
 from migrations.schema_upgrade import alembic_config
 from ops.devstack import EmbeddedStack
 

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import text
 
 from embedq_core.db import make_engine
-from embedq_core.jobs import NewItem
+from embedq_core.lifecycle.jobs import NewItem
 from ops.devstack import EmbeddedStack
 from tests.support import job_in_new_collection, run_delivery_script
 
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.integration
 DELIVERY = """
 import json, sys, threading
 from embedq_core.settings import Settings
-from workers.batch import process_batch
+from workers.delivery.run import process_batch
 from workers.context import WorkerContext
 
 class Recording:

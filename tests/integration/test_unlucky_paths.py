@@ -20,8 +20,8 @@ from embedq_core.query_protocol import QueryRequest, query_queue, serving_key, w
 from ops.devstack import EmbeddedStack, free_port
 from ops.processes import start_api
 from tests.support import ServiceHandle, wait_for
+from workers.background.query_server import QueryServer
 from workers.engine import Embedder
-from workers.query_server import QueryServer
 
 pytestmark = pytest.mark.integration
 

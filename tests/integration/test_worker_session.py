@@ -9,14 +9,14 @@ from typing import cast
 
 import psycopg
 
-from embedq_core.batch_delivery import lost_batches
 from embedq_core.db import libpq_url
+from embedq_core.lifecycle.claims import try_lock_batch
+from embedq_core.lifecycle.delivery import lost_batches
 from ops.devstack import EmbeddedStack
 from tests.support import PrivatePipeline
-from workers.batch import process_batch
 from workers.context import WorkerContext
+from workers.delivery.run import process_batch
 from workers.engine import Embedder
-from workers.job_state import try_lock_batch
 
 
 def test_worker_session_sets_tcp_keepalives(stack: EmbeddedStack) -> None:

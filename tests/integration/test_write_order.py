@@ -117,7 +117,7 @@ def test_an_older_batch_delivered_after_a_newer_one_changes_nothing(
 
 def test_the_upsert_itself_refuses_an_older_submission(services: ServiceHandle) -> None:
     """The guard in SQL, for a row that lands between the write's locked read and its upsert."""
-    from workers.writer import VectorRow, read_stored, refresh_unchanged, write_vectors
+    from workers.delivery.rows import VectorRow, read_stored, refresh_unchanged, write_vectors
 
     with services.engine.connect() as conn:
         manifest_id, dimension = conn.execute(

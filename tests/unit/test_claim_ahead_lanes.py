@@ -11,7 +11,7 @@ import threading
 import pytest
 
 from embedq_core.settings import Settings
-from workers.write_behind import BatchWrites
+from workers.delivery.lanes import BatchWrites
 
 WAIT_S = 10.0
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from workers.embed_isolation import embed_isolating
+from workers.delivery.isolation import embed_isolating
 from workers.engine import EmbedResult, PreparedTexts
 
 

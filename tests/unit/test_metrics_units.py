@@ -14,7 +14,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 from api.body_limit import BodyBudget, BodyLimit
 from api.request_metrics import HttpMetrics, RequestMetrics
 from embedq_core.metrics_auth import metrics_authorized
-from workers import metric_series, metrics, metrics_listener
+from workers.telemetry import listener as metrics_listener
+from workers.telemetry import metrics
+from workers.telemetry import series as metric_series
 
 
 def _value(name: str, **labels: str) -> float:

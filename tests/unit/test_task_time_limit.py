@@ -12,12 +12,12 @@ import pytest
 from pydantic import ValidationError
 
 from embedq_core.settings import Settings
-from workers.watchdog import EXIT_CODE
+from workers.background.watchdog import EXIT_CODE
 
 HANG = """
 import logging, time
 logging.basicConfig(level=logging.INFO)
-from workers.watchdog import time_limit
+from workers.background.watchdog import time_limit
 with time_limit(0.1, "quick"):
     pass
 print("quick body finished", flush=True)

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from workers.write_plan import Action, decide
-from workers.writer import StoredRow
+from workers.delivery.rows import Action, StoredRow, decide
 
 MODEL = "model-a"
 HASH = b"\x01" * 32

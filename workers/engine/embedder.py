@@ -75,7 +75,8 @@ class Embedder:
         self._max_batch_size = config.max_batch_size
         self._gate = EngineGate()
         self._dropped = dropped_ids(manifest.sparse_dropped_token_ids)
-        # A worker installs its metrics here (workers/metrics.py); nothing is recorded otherwise.
+        # A worker installs its metrics here (workers/telemetry/metrics.py); nothing is recorded
+        # otherwise.
         self.observer: EngineObserver = NoObserver()
 
     @classmethod

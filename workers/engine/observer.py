@@ -1,7 +1,7 @@
 """What the engine reports about its own work, to whoever watches (a worker's metrics).
 
 The engine knows nothing about Prometheus: it calls an observer, which does nothing unless a
-worker installs one (workers/metrics.py), so benchmarks and the CLI pay nothing for it.
+worker installs one (workers/telemetry/metrics.py), so benchmarks and the CLI pay nothing for it.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 A claim made on delivery of the batch's message, unlike one a coalescing worker makes before
 the message arrives, tells the reconciler that every message sent before it in that queue has
-left Redis (embedq_core/batch_delivery.py). Existing rows get NULL: no delivery is presumed.
+left Redis (embedq_core/lifecycle/delivery.py). Existing rows get NULL: no delivery is presumed.
 
 Revision ID: 0006
 Revises: 0005

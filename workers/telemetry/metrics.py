@@ -1,7 +1,7 @@
 """Recording a worker's metrics: instrumented code calls the functions here, which label every
 sample with the process's model, backend and device and record it into the process's registry
-(workers/metric_series.py) whether or not a listener serves it (tests, the CLI), at a cost of
-microseconds. workers/metrics_listener.py serves the registry.
+(workers/telemetry/series.py) whether or not a listener serves it (tests, the CLI), at a cost of
+microseconds. workers/telemetry/listener.py serves the registry.
 
 A worker is one process (Celery's solo pool, one process per GPU), so each process keeps one
 plain registry, served on its own port (EMBEDQ_WORKER_METRICS_PORT; in compose every worker
@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from typing import Protocol
 
 from embedq_core.manifest import ModelManifest
-from workers.metric_series import (
+from workers.telemetry.series import (
     BATCH_SECONDS,
     BATCHES,
     COALESCED,
@@ -203,7 +203,7 @@ class EngineMetrics:
 
 
 class Outcome(Protocol):
-    """What a stored delivery did (workers/batch.py's BatchOutcome)."""
+    """What a stored delivery did (workers/delivery/run.py's BatchOutcome)."""
 
     @property
     def done(self) -> int:

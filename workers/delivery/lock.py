@@ -8,10 +8,9 @@ from typing import Any, TypeVar
 
 import psycopg
 
+from embedq_core.lifecycle.claims import try_lock_batch, unlock_batch
 from embedq_core.settings import Settings
-from workers.db_retry import with_db_retry
-from workers.db_session import DbSession
-from workers.job_state import try_lock_batch, unlock_batch
+from workers.delivery.db import DbSession, with_db_retry
 
 T = TypeVar("T")
 

@@ -27,8 +27,8 @@ from embedq_core.query_protocol import (
 )
 from embedq_core.queueing import make_redis
 from embedq_core.settings import Settings
-from workers import metrics
 from workers.engine import Embedder
+from workers.telemetry import metrics
 
 log = logging.getLogger(__name__)
 

@@ -1,13 +1,13 @@
-"""Worker-side job transitions: claim a batch, count an attempt, record failures, finish a batch.
+"""The worker's transitions: claim a batch, count an attempt, record failures, finish a batch.
 
 Every transition is guarded by the item's status, so a redelivered batch changes nothing twice.
 
 An attempt is counted when the worker starts embedding a batch alone (count_attempt, committed
 before the engine runs), not when it claims it: a batch claimed ahead of one that crashes the
 worker never ran, and spends nothing. Small batches embedded together on their first claim
-(workers/coalesce.py) count no attempt either, since a crash cannot say whose text caused it;
-every later claim of such a batch embeds it alone, so a poison text spends its own attempts
-until it fails, and the batches beside it complete.
+(workers/delivery/coalesce.py) count no attempt either, since a crash cannot say whose text
+caused it; every later claim of such a batch embeds it alone, so a poison text spends its own
+attempts until it fails, and the batches beside it complete.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 
 import psycopg
 
-from embedq_core.batch_delivery import record_claimed, record_finished
+from embedq_core.lifecycle.delivery import record_claimed, record_finished
 
 
 @dataclass(frozen=True)

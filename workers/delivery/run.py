@@ -5,7 +5,8 @@ failover, deadlock, serialization failure) run the failed transaction again with
 the vectors already computed: they spend no attempt. A text the engine cannot embed fails
 alone. A write error fails the delivery with its reason on the items; the reconciler sends the
 batch again and that delivery writes item by item, so a poison item fails alone. A small batch
-takes other waiting small batches of its model into the same engine call (workers/coalesce.py);
+takes other waiting small batches of its model into the same engine call
+(workers/delivery/coalesce.py);
 each is still written and finished on its own.
 """
 
@@ -18,9 +19,13 @@ from typing import Any
 
 import psycopg
 
-from embedq_core.batch_delivery import date_claim
-from workers import metrics
-from workers.batch_embed import (
+from embedq_core.lifecycle.claims import claim_batch
+from embedq_core.lifecycle.delivery import date_claim
+from workers.background.watchdog import time_limit
+from workers.context import WorkerContext
+from workers.delivery.coalesce import HeldBatch, claim_companions
+from workers.delivery.db import DbSession, is_transient
+from workers.delivery.embed import (
     EmbeddedBatch,
     embed_behind,
     embed_planned,
@@ -28,16 +33,10 @@ from workers.batch_embed import (
     record_failures,
     tokenise_planned,
 )
-from workers.batch_lock import BatchBusy, BatchLock
-from workers.batch_write import fail_all, write_batch
-from workers.coalesce import HeldBatch, claim_companions
-from workers.context import WorkerContext
-from workers.db_retry import is_transient
-from workers.db_session import DbSession
-from workers.job_state import claim_batch
-from workers.metrics import BatchTimer
-from workers.outcome import BatchOutcome
-from workers.watchdog import time_limit
+from workers.delivery.lock import BatchBusy, BatchLock
+from workers.delivery.store import BatchOutcome, fail_all, write_batch
+from workers.telemetry import metrics
+from workers.telemetry.metrics import BatchTimer
 
 log = logging.getLogger(__name__)
 

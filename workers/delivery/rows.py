@@ -10,20 +10,21 @@ deadlocking.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import psycopg
+from pgvector import SparseVector
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from embedq_core.sparse_vectors import SPARSE_COLUMN
+from embedq_core.sparse_vectors import SPARSE_COLUMN, top_weights
 from embedq_core.staging import copy_rows, copy_to_stage
-from workers.sparse_rows import sparse_values
 
 STAGE_TABLE = "embedq_stage"
 
@@ -208,3 +209,53 @@ def refresh_unchanged(
         ),
     ).fetchall()
     return {r[0] for r in updated}
+
+
+# Deciding what a batch's item does to its vector row: write it, keep the vector, or nothing.
+#
+# The same rule runs twice per batch: before embedding, on an unlocked read, to skip embedding
+# what will not be written; and inside the write transaction, on rows locked FOR UPDATE, where
+# the decision is final.
+class Action(Enum):
+    """What one item does to the stored row of its id."""
+
+    WRITE = "write"  # embed and upsert
+    UNCHANGED = "unchanged"  # same text and model: keep the vector, take the metadata
+    SUPERSEDED = "superseded"  # a newer submission of the id is stored: write nothing
+
+
+def decide(seq: int, content_hash: bytes, stored: StoredRow | None, manifest_id: str) -> Action:
+    """The action for an item with this submission order and text hash, given the stored row."""
+    if stored is None:
+        return Action.WRITE
+    if stored.seq > seq:
+        return Action.SUPERSEDED
+    if stored.content_hash == content_hash and stored.manifest_id == manifest_id:
+        return Action.UNCHANGED
+    return Action.WRITE
+
+
+# Lexical weights as the writer stores them: the top STORED_SPARSE_TOKENS of each row, as a
+# sparsevec of the collection column's own dimension (the model's vocabulary size).
+def sparse_column_dimension(conn: psycopg.Connection[Any], vector_table: str) -> int:
+    """The dimension of the table's sparsevec column (its type modifier)."""
+    row = conn.execute(
+        "SELECT atttypmod FROM pg_attribute WHERE attrelid = %s::regclass AND attname = %s"
+        " AND NOT attisdropped",
+        (vector_table, SPARSE_COLUMN),
+    ).fetchone()
+    if row is None:
+        raise ValueError(f"{vector_table} has no {SPARSE_COLUMN} column for lexical weights")
+    return int(row[0])
+
+
+def sparse_values(
+    conn: psycopg.Connection[Any],
+    vector_table: str,
+    weights: Sequence[Mapping[int, float] | None],
+) -> list[SparseVector] | None:
+    """None when no row has lexical weights (a dense model); else one SparseVector per row."""
+    if all(w is None for w in weights):
+        return None
+    dimension = sparse_column_dimension(conn, vector_table)
+    return [SparseVector(top_weights(w or {}), dimension) for w in weights]

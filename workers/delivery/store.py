@@ -7,19 +7,38 @@ that failed before is written item by item, so a poison item fails alone.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import psycopg
 
-from workers import metrics
-from workers.db_retry import is_transient
-from workers.embed_isolation import Embedded, TextEmbedder, embed_isolating
+from embedq_core.lifecycle.claims import ClaimedBatch, ClaimedItem, finish_batch, pending_ids
+from workers.delivery.db import is_transient
+from workers.delivery.isolation import Embedded, TextEmbedder, embed_isolating
+from workers.delivery.rows import (
+    Action,
+    VectorRow,
+    decide,
+    read_stored,
+    refresh_unchanged,
+    write_vectors,
+)
 from workers.engine.pooling import FloatArray
-from workers.job_state import ClaimedBatch, ClaimedItem, finish_batch, pending_ids
-from workers.outcome import BatchOutcome
-from workers.write_plan import Action, decide
-from workers.writer import VectorRow, read_stored, refresh_unchanged, write_vectors
+from workers.telemetry import metrics
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    """What one delivery of a batch did. `done` counts unchanged and superseded items too;
+    `written_behind`: the write was handed to the writer thread, which ends the batch."""
+
+    done: int
+    failed: int
+    unchanged: int = 0
+    superseded: int = 0
+    skipped_reason: str | None = None
+    written_behind: bool = False
 
 
 def fail_all(conn: psycopg.Connection[Any], batch: ClaimedBatch, failures: dict[str, str]) -> None:

@@ -26,7 +26,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
 from embedq_core.settings import Settings
-from workers.db_session import DbSession
+from workers.delivery.db import DbSession
 
 log = logging.getLogger(__name__)
 

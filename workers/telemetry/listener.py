@@ -1,6 +1,6 @@
 """Serving a worker's metrics: the listener for /metrics and /healthz on the process's registry
-(workers/metric_series.py), and the hooks (Celery's signals, the engine's observer) that record
-into it through workers/metrics.py. start() wires both."""
+(workers/telemetry/series.py), and the hooks (Celery's signals, the engine's observer) that record
+into it through workers/telemetry/metrics.py. start() wires both."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from prometheus_client import CollectorRegistry, make_wsgi_app
 
 from embedq_core.metrics_auth import metrics_authorized
 from embedq_core.settings import Settings
-from workers import metric_series, metrics
+from workers.telemetry import metrics
+from workers.telemetry import series as metric_series
 
 if TYPE_CHECKING:
     from workers.context import WorkerContext

@@ -3,7 +3,7 @@
 Postgres is the source of truth; Redis can lose messages (restart without persistence, a
 flushed database, eviction), and a consumed message can leave its batch pending (a killed or
 hung worker, a delivery that failed and that Celery acked). Every batch's sends and claims are
-recorded in job_batches (embedq_core/batch_delivery.py); a pending batch that no live worker
+recorded in job_batches (embedq_core/lifecycle/delivery.py); a pending batch that no live worker
 holds is re-sent when the broker was wiped, when it was never sent, when its last claim is at
 or after its last send, or when a batch sent after its first send was delivered (a worker took
 its message and died before claiming), once requeue_grace_s has passed: whatever the queue
@@ -21,8 +21,9 @@ from typing import Any
 
 import psycopg
 
-from embedq_core.batch_delivery import adopt_unrecorded_jobs, lost_batches, record_resent
 from embedq_core.db import ReconnectingConnection
+from embedq_core.lifecycle.claims import LOCK_BATCH_SQL, UNLOCK_BATCH_SQL
+from embedq_core.lifecycle.delivery import adopt_unrecorded_jobs, lost_batches, record_resent
 from embedq_core.queueing import (
     EMBED_BATCH_TASK,
     REEMBED_STEP_TASK,
@@ -36,7 +37,6 @@ from embedq_core.queueing import (
 from embedq_core.settings import Settings
 from migrations.reembed import attempts
 from migrations.reembed.backfill import new_step_token
-from workers.job_state import LOCK_BATCH_SQL, UNLOCK_BATCH_SQL
 
 log = logging.getLogger(__name__)
 

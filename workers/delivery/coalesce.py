@@ -22,15 +22,14 @@ import logging
 from dataclasses import dataclass
 from functools import partial
 
-from embedq_core.batch_delivery import waiting_small_batches
+from embedq_core.lifecycle.claims import ClaimedBatch, ClaimedItem, claim_batch
+from embedq_core.lifecycle.delivery import waiting_small_batches
 from embedq_core.task_batches import estimate_tokens
-from workers.batch_lock import BatchBusy, BatchLock
 from workers.context import WorkerContext
-from workers.db_retry import with_db_retry
-from workers.db_session import DbSession
-from workers.embed_isolation import Embedded, TextEmbedder, embed_isolating
+from workers.delivery.db import DbSession, with_db_retry
+from workers.delivery.isolation import Embedded, TextEmbedder, embed_isolating
+from workers.delivery.lock import BatchBusy, BatchLock
 from workers.engine import PreparedTexts
-from workers.job_state import ClaimedBatch, ClaimedItem, claim_batch
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,6 @@
-"""The Prometheus series of one worker process, in one plain registry (workers/metrics.py records
-into them, workers/metrics_listener.py serves them). Every series carries the process's model
+"""The Prometheus series of one worker process, in one plain registry
+(workers/telemetry/metrics.py records
+into them, workers/telemetry/listener.py serves them). Every series carries the process's model
 (manifest id), backend and device; `embedq_worker_info` carries them once more with the model's
 precision, dimension and source, and how its pipeline runs."""
 

@@ -13,9 +13,9 @@ from celery import Celery
 from psycopg.types.json import Jsonb
 from sqlalchemy import Connection, Engine, func, insert, select
 
-from embedq_core.batch_delivery import record_created, record_enqueued
 from embedq_core.catalog import Collection
 from embedq_core.db import psycopg_connection
+from embedq_core.lifecycle.delivery import record_created, record_enqueued
 from embedq_core.queueing import EMBED_BATCH_TASK, embed_queue
 from embedq_core.staging import copy_rows
 from embedq_core.tables import job_items, jobs

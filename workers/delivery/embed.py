@@ -1,6 +1,7 @@
 """A claimed batch's items sorted out and embedded, and a failed delivery's reason recorded.
 
-workers/batch.py runs a delivery; this is its middle: which items must be embedded (an item past
+workers/delivery/run.py runs a delivery; this is its middle: which items must be embedded (an
+item past
 its attempts gives up, an unchanged one is not embedded again), the one engine call for the
 batch and its companions, and what a failure leaves on the items for the reconciler's re-send.
 """
@@ -9,30 +10,31 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import sys
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, NoReturn
 
 import psycopg
 
-from workers import engine_health, metrics
-from workers.batch_lock import BatchBusy
-from workers.coalesce import HeldBatch, embed_together, texts_together
-from workers.context import WorkerContext
-from workers.db_retry import is_transient
-from workers.embed_isolation import Embedded
-from workers.engine import PreparedTexts
-from workers.job_state import (
+from embedq_core.lifecycle.claims import (
     ClaimedBatch,
     ClaimedItem,
     count_attempt,
     record_batch_error,
     refund_attempt,
 )
-from workers.metrics import BatchTimer
-from workers.watchdog import time_limit
-from workers.write_plan import Action, decide
-from workers.writer import read_stored
+from workers.background.watchdog import time_limit
+from workers.context import WorkerContext
+from workers.delivery.coalesce import HeldBatch, embed_together, texts_together
+from workers.delivery.db import is_transient
+from workers.delivery.isolation import Embedded
+from workers.delivery.lock import BatchBusy
+from workers.delivery.rows import Action, decide, read_stored
+from workers.engine import Embedder, PreparedTexts
+from workers.telemetry import metrics
+from workers.telemetry.metrics import BatchTimer
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +187,7 @@ def record_failures(
         # Past db_retry_timeout_s: the claims are recorded, so the reconciler sends the
         # batches again once Postgres answers.
         return
-    broken = probe_engine and not engine_health.engine_works(ctx.embedder)
+    broken = probe_engine and not engine_works(ctx.embedder)
     reason = f"{type(exc).__name__}: {exc}"
     for each in held:
         # BatchBusy: another worker took it over (after a reconnect): its fate is theirs.
@@ -212,9 +214,42 @@ def record_failures(
             # and the attempt counter ends the retries.
             each.lock.run(partial(_record_error, batch=each.batch, reason=why))
     if broken:
-        engine_health.leave()
+        leave()
 
 
 def _record_error(conn: psycopg.Connection[Any], batch: ClaimedBatch, reason: str) -> None:
     with conn.transaction():
         record_batch_error(conn, batch, reason)
+
+
+# A worker whose engine fails on everything leaves, instead of failing the fleet's batches.
+#
+# When a delivery fails and even a one-word probe cannot be embedded, the engine is at fault (a
+# lost CUDA context, a corrupted runtime), not the batch: the delivery's attempt is given back and
+# the process exits, so its lock dies with its session and the reconciler sends the batch to a
+# healthy worker. Counting the attempt would instead fail every batch this worker touches once
+# `max_task_attempts` deliveries had gone to it. A restarted worker that still cannot embed stops at
+# its own warm-up, before it consumes anything.
+
+EXIT_CODE = 71  # distinct from the watchdog's 70, so the supervisor's log says which
+PROBE_TEXT = "warm-up 预热"
+
+
+def engine_works(embedder: Embedder) -> bool:
+    """Whether the engine can still embed the probe text."""
+    try:
+        embedder.embed([PROBE_TEXT], observed=False)
+    except Exception:
+        log.exception("the engine cannot embed even the probe text")
+        return False
+    return True
+
+
+def leave() -> NoReturn:
+    """End the process at once (Celery's shutdown would ack and carry on)."""
+    log.critical(
+        "engine broken: this worker exits (code %d) so a healthy one takes its work", EXIT_CODE
+    )
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(EXIT_CODE)
