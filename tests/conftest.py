@@ -19,11 +19,11 @@ from embedq_core.db import libpq_url, make_engine
 from embedq_core.manifest import ModelManifest
 from embedq_core.settings import Settings
 from migrations.schema_upgrade import upgrade_head
-from ops.bundled_model import ensure_bundled_model
-from ops.corpus import load_demo_corpus
-from ops.devstack import EmbeddedStack, free_port
-from ops.export_model import ExportOptions, export_model
-from ops.processes import ChildProcess, start_api, start_worker
+from ops.data.corpus import load_demo_corpus
+from ops.devstack.bundled_model import ensure_bundled_model
+from ops.devstack.processes import ChildProcess, start_api, start_worker
+from ops.devstack.stack import EmbeddedStack, free_port
+from ops.export.model import ExportOptions, export_model
 from tests.exact_words import exact_word_texts
 from tests.m3_model import build_tiny_m3
 from tests.model_factory import BGE_INSTRUCTION, EXTRA_CHARACTERS, build_tiny_bge

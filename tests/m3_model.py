@@ -2,7 +2,7 @@
 
 Laid out like BAAI/bge-m3: an XLM-RoBERTa encoder (8,194 positions, so 8,192 tokens plus the
 padding offset), `sparse_linear.pt` (torch.nn.Linear(hidden, 1) state dict) and a
-`colbert_linear.pt` beside the weights, the offline Unigram tokenizer of `ops.xlmr_tokenizer`
+`colbert_linear.pt` beside the weights, the offline Unigram tokenizer of `ops.export.xlmr_tokenizer`
 (XLM-R's special tokens) and a sentence-transformers config (CLS, normalised, 8,192). Hidden
 size, depth and heads are tiny. The vocabulary holds every whitespace-separated word of the
 texts given (and every character), so product codes and names stay whole tokens.
@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from ops.xlmr_tokenizer import write_xlmr_tokenizer
+from ops.export.xlmr_tokenizer import write_xlmr_tokenizer
 from tests.model_factory import _write_sentence_transformers_config
 
 M3_MAX_TOKENS = 8192

@@ -20,7 +20,7 @@ from embedq_core.lifecycle.jobs import NewItem, create_job
 from embedq_core.manifest import MANIFEST_FILENAME, ModelManifest
 from embedq_core.queueing import embed_queue, make_redis, queue_depth
 from embedq_core.settings import Settings
-from ops.processes import ChildProcess, start_worker
+from ops.devstack.processes import ChildProcess, start_worker
 from workers.engine import EngineConfig
 
 FINISHED = {"completed", "completed_with_errors", "failed"}

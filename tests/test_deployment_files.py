@@ -21,11 +21,11 @@ from sqlalchemy import Engine
 from api.metrics import StoreMetrics
 from api.request_metrics import HttpMetrics
 from embedq_core.settings import Settings
-from ops.cli import main as cli
+from ops.cli.main import main as cli
 from workers.telemetry import series as worker_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCKERFILE = ROOT / "ops" / "docker" / "Dockerfile"
+DOCKERFILE = ROOT / "ops" / "deploy" / "docker" / "Dockerfile"
 INTERPOLATION = re.compile(r"\$\{([A-Z][A-Z0-9_]*)(?::?[-?][^}]*)?\}")
 SECRET_NAME = re.compile(r"(^|_)(PASSWORD|TOKEN|SECRET|BASIC_AUTH)($|_)")
 # Environment variables of our images that a library reads, not the settings object.
@@ -217,10 +217,10 @@ def test_no_secret_value_is_committed() -> None:
                 assert str(word).startswith("${VALKEY_PASSWORD"), name
     for key, value in compose["x-app-env"].items():
         check("x-app-env", key, value)
-    for path in (ROOT / "ops" / "prometheus").glob("*.yml"):
+    for path in (ROOT / "ops" / "deploy" / "prometheus").glob("*.yml"):
         text = path.read_text()
         assert not re.search(r"^\s*(password|credentials|bearer_token):", text, re.M), path
-    for path in (ROOT / "ops" / "grafana").rglob("*.yml"):
+    for path in (ROOT / "ops" / "deploy" / "grafana").rglob("*.yml"):
         assert not re.search(r"password|secureJsonData", path.read_text(), re.I), path
 
 
@@ -349,7 +349,9 @@ def test_dashboard_and_alerts_query_only_metrics_the_code_exports() -> None:
         "a_b_bucket",
         "c",
     }
-    dashboard = json.loads((ROOT / "ops" / "grafana" / "dashboards" / "embedq.json").read_text())
+    dashboard = json.loads(
+        (ROOT / "ops" / "deploy" / "grafana" / "dashboards" / "embedq.json").read_text()
+    )
     panels = [p for p in dashboard["panels"] if p["type"] != "row"]
     titles = " ".join(p["title"].lower() for p in panels)
     for topic in ("throughput", "latency", "error", "queue", "migration"):
@@ -363,12 +365,12 @@ def test_dashboard_and_alerts_query_only_metrics_the_code_exports() -> None:
     assert used, "the dashboard queries nothing"
     assert used <= exported, used - exported
     datasource = yaml.safe_load(
-        (ROOT / "ops/grafana/provisioning/datasources/prometheus.yml").read_text()
+        (ROOT / "ops/deploy/grafana/provisioning/datasources/prometheus.yml").read_text()
     )["datasources"][0]
     assert {p["datasource"]["uid"] for p in panels} == {datasource["uid"]}
     assert datasource["url"] == "http://prometheus:9090"
 
-    alerts = yaml.safe_load((ROOT / "ops" / "prometheus" / "alerts.yml").read_text())
+    alerts = yaml.safe_load((ROOT / "ops" / "deploy" / "prometheus" / "alerts.yml").read_text())
     rules = [rule for group in alerts["groups"] for rule in group["rules"]]
     assert len(rules) >= 8
     for rule in rules:
@@ -380,10 +382,10 @@ def test_grafana_is_provisioned_with_the_dashboard() -> None:
     grafana = _services()["grafana"]
     mounts = {v.split(":")[0]: v.split(":")[1] for v in grafana["volumes"]}
     provider = yaml.safe_load(
-        (ROOT / "ops/grafana/provisioning/dashboards/embedq.yml").read_text()
+        (ROOT / "ops/deploy/grafana/provisioning/dashboards/embedq.yml").read_text()
     )["providers"][0]
-    assert mounts["./ops/grafana/dashboards"] == provider["options"]["path"]
-    assert mounts["./ops/grafana/provisioning"] == "/etc/grafana/provisioning"
+    assert mounts["./ops/deploy/grafana/dashboards"] == provider["options"]["path"]
+    assert mounts["./ops/deploy/grafana/provisioning"] == "/etc/grafana/provisioning"
     assert "${GRAFANA_ADMIN_PASSWORD:?" in grafana["environment"]["GF_SECURITY_ADMIN_PASSWORD"]
 
 
@@ -391,10 +393,12 @@ def test_prometheus_scrapes_every_service_that_exposes_metrics() -> None:
     services = _services()
     prometheus = services["prometheus"]
     mounts = {v.split(":")[0]: v.split(":")[1] for v in prometheus["volumes"]}
-    config_dir = mounts["./ops/prometheus"]
-    config = yaml.safe_load((ROOT / "ops" / "prometheus" / "prometheus.yml").read_text())
+    config_dir = mounts["./ops/deploy/prometheus"]
+    config = yaml.safe_load((ROOT / "ops" / "deploy" / "prometheus" / "prometheus.yml").read_text())
     for rule_file in config["rule_files"]:
-        assert (ROOT / "ops" / "prometheus" / Path(rule_file).relative_to(config_dir)).is_file()
+        assert (
+            ROOT / "ops" / "deploy" / "prometheus" / Path(rule_file).relative_to(config_dir)
+        ).is_file()
     static: set[str] = set()
     discovered: set[tuple[str, int]] = set()
     for job in config["scrape_configs"]:

@@ -8,7 +8,7 @@ import click
 
 from ops.bench.pipeline_cli import bench_pipeline, bench_write_path
 from ops.bench.shapes import SHAPES
-from ops.config import configure
+from ops.cli.config import configure
 
 
 @click.group()
@@ -94,8 +94,8 @@ def bench_engine(
         int8_refusal,
     )
     from ops.bench.shapes import shape_of_model_dir
-    from ops.bundled_model import bundled_model_source, ensure_bundled_model
-    from ops.corpus import load_bench_corpus, load_bench_passages
+    from ops.data.corpus import load_bench_corpus, load_bench_passages
+    from ops.devstack.bundled_model import bundled_model_source, ensure_bundled_model
     from workers.engine import EngineConfig
 
     settings = configure(quiet=True)
@@ -182,7 +182,7 @@ def bench_migrate(model_dir: Path | None, rows: int, chunk_size: int, out_json: 
     from rich.console import Console
 
     from ops.bench.migrate import run_migrate_bench
-    from ops.bundled_model import bench_model_dir
+    from ops.devstack.bundled_model import bench_model_dir
 
     settings = configure(quiet=True)
     model_dir = bench_model_dir(settings, model_dir)
@@ -212,7 +212,7 @@ def bench_query(model_dir: Path | None, calls: int, bulk_texts: int, out_json: P
     from rich.console import Console
 
     from ops.bench.query import run_query_bench
-    from ops.bundled_model import bench_model_dir
+    from ops.devstack.bundled_model import bench_model_dir
 
     settings = configure(quiet=True)
     model_dir = bench_model_dir(settings, model_dir)

@@ -24,7 +24,7 @@ from ops.bench.peak import detect_peak
 from ops.bench.peers import PEERS
 from ops.bench.shape_models import BenchModels
 from ops.bench.shapes import ModelShape, shape_flops_per_token
-from ops.fidelity import fidelity
+from ops.export.fidelity import fidelity
 from workers.engine.backend_choice import choose_backend
 from workers.engine.config import EngineConfig
 from workers.engine.hardware import cpu_flags, detect_hardware

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ops.corpus import load_bench_passages
+from ops.data.corpus import load_bench_passages
 
 # Passages between text starts, so texts of one length differ from their first words on.
 _START_STRIDE = 7

@@ -28,9 +28,9 @@ from migrations.reembed.state import load
 from migrations.reembed.target import resolve_target
 from migrations.schema_upgrade import upgrade_head
 from ops.bench.engine import machine_description, machine_label
-from ops.corpus import load_bench_corpus
-from ops.devstack import EmbeddedStack
-from ops.processes import start_worker
+from ops.data.corpus import load_bench_corpus
+from ops.devstack.processes import start_worker
+from ops.devstack.stack import EmbeddedStack
 from workers.engine import Embedder, EngineConfig
 
 LEGACY_DIMENSION = 312

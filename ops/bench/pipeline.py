@@ -24,8 +24,8 @@ from migrations.schema_upgrade import upgrade_head
 from ops.bench import cpu_share
 from ops.bench.pipeline_reference import api_task_numbers, bare_engine, bench_texts
 from ops.bench.pipeline_variants import bench_variants
-from ops.devstack import EmbeddedStack, free_port
-from ops.processes import ChildProcess, start_api, start_worker
+from ops.devstack.processes import ChildProcess, start_api, start_worker
+from ops.devstack.stack import EmbeddedStack, free_port
 from workers.engine import EngineConfig
 
 FINISHED = {"completed", "completed_with_errors", "failed"}

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ops.config import configure
+from ops.cli.config import configure
 
 
 @click.command("write-path")
@@ -107,7 +107,7 @@ def bench_pipeline(
     from ops.bench.pipeline import run_pipeline_bench
     from ops.bench.pipeline_report import print_runs, print_write_path
     from ops.bench.write_path import run_write_path_on_embedded_stack
-    from ops.bundled_model import bench_model_dir
+    from ops.devstack.bundled_model import bench_model_dir
 
     settings = configure(quiet=True)
     model_dir = bench_model_dir(settings, model_dir)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from embedq_core.settings import Settings
 from embedq_core.task_batches import task_numbers
-from ops.corpus import load_bench_corpus
+from ops.data.corpus import load_bench_corpus
 from workers.engine import Embedder, EngineConfig
 
 

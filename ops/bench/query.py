@@ -21,9 +21,9 @@ from embedq_core.db import make_engine
 from embedq_core.settings import Settings
 from migrations.schema_upgrade import upgrade_head
 from ops.bench.engine import machine_description, machine_label
-from ops.corpus import load_bench_corpus, load_demo_corpus
-from ops.devstack import EmbeddedStack, free_port
-from ops.processes import ChildProcess, start_api, start_worker
+from ops.data.corpus import load_bench_corpus, load_demo_corpus
+from ops.devstack.processes import ChildProcess, start_api, start_worker
+from ops.devstack.stack import EmbeddedStack, free_port
 
 COLLECTION = "bench_query"
 FINISHED = {"completed", "completed_with_errors", "failed"}

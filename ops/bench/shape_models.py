@@ -10,7 +10,12 @@ from pathlib import Path
 
 from embedq_core.manifest import MANIFEST_FILENAME, ModelManifest
 from ops.bench.shapes import ModelShape, build_shape_source
-from ops.corpus import calibration_texts, load_bench_corpus, load_bench_passages, load_demo_corpus
+from ops.data.corpus import (
+    calibration_texts,
+    load_bench_corpus,
+    load_bench_passages,
+    load_demo_corpus,
+)
 from workers.engine.config import EngineConfig
 
 log = logging.getLogger(__name__)
@@ -51,8 +56,8 @@ def ensure_int8_openvino(fp32_dir: Path, int8_dir: Path, engine: EngineConfig) -
     """An int8-openvino export next to fp32_dir: a copy of the FP32 export quantised in place,
     the same code as `export-model --quantize int8-openvino` after its FP32 step. Kept whatever
     the gate says (force): the bench reports fidelity, it does not ship the model."""
-    from ops.quantize import QualityGate
-    from ops.quantize_openvino import quantize_int8_openvino
+    from ops.export.quantize import QualityGate
+    from ops.export.quantize_openvino import quantize_int8_openvino
 
     if (int8_dir / MANIFEST_FILENAME).is_file():
         return ModelManifest.read(int8_dir)
@@ -70,7 +75,7 @@ def ensure_int8_openvino(fp32_dir: Path, int8_dir: Path, engine: EngineConfig) -
 def ensure_shape_models(shape: ModelShape, root: Path, engine: EngineConfig) -> BenchModels:
     """Build (once) the random-weight source for shape and export it like a real model (and
     quantise it unless int8_refusal says why not: then int8_dir does not exist)."""
-    from ops.export_model import ExportOptions, export_model
+    from ops.export.model import ExportOptions, export_model
 
     base = root / f"shape-{shape.name}"
     models = BenchModels(base / "source", base / "fp32", base / "int8-openvino")

@@ -21,8 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ops.model_config import SPARSE_LINEAR_FILE, Pooling
-from ops.xlmr_tokenizer import write_xlmr_tokenizer
+from ops.export.model_config import SPARSE_LINEAR_FILE, Pooling
+from ops.export.xlmr_tokenizer import write_xlmr_tokenizer
 
 # The instruction bge-*-zh-v1.5 puts before queries (passages never get it).
 BGE_ZH_QUERY_INSTRUCTION = "为这个句子生成表示以用于检索相关文章："
@@ -143,7 +143,7 @@ def _wordpiece_zh(model_dir: Path, texts: list[str]) -> int:
     tokenises to [UNK]. Token counts match bert-base-chinese's closely on Chinese text."""
     from transformers import BertTokenizerFast
 
-    from ops.bundled_model import bundled_model_source
+    from ops.devstack.bundled_model import bundled_model_source
 
     vocab = (bundled_model_source() / "vocab.txt").read_text(encoding="utf-8").splitlines()
     known = set(vocab)
@@ -160,8 +160,9 @@ def _wordpiece_zh(model_dir: Path, texts: list[str]) -> int:
 
 
 def _unigram_xlmr(model_dir: Path, texts: list[str]) -> int:
-    """An XLM-R-style Unigram tokenizer (ops.xlmr_tokenizer). Unspaced Chinese goes one token a
-    character (words over 16 characters get no piece), about what bge-m3's tokenizer gives."""
+    """An XLM-R-style Unigram tokenizer (ops.export.xlmr_tokenizer). Unspaced Chinese goes one
+    token a character (words over 16 characters get no piece), about what bge-m3's tokenizer
+    gives."""
     return write_xlmr_tokenizer(model_dir, texts, M3_MAX_TOKENS, max_word_chars=16)
 
 

@@ -22,7 +22,7 @@ from embedq_core.db import libpq_url, make_engine
 from embedq_core.settings import Settings
 from embedq_core.tables import vector_table
 from migrations.schema_upgrade import upgrade_head
-from ops.devstack import EmbeddedStack
+from ops.devstack.stack import EmbeddedStack
 from workers.delivery.rows import VectorRow, read_stored, write_vectors
 
 MANIFEST_ID = "bench-write-path"

@@ -200,7 +200,7 @@ def our_image(target: str) -> str:
 
 
 def build_ours(target: str, base: str, mounts: BuildMounts) -> str:
-    """One target of ops/docker/Dockerfile, on the local base image (PYTHON_IMAGE)."""
+    """One target of ops/deploy/docker/Dockerfile, on the local base image (PYTHON_IMAGE)."""
     tag = our_image(target)
     build(
         tag,
@@ -209,7 +209,7 @@ def build_ours(target: str, base: str, mounts: BuildMounts) -> str:
         # The export image takes torch's CPU build from the mounted wheel folder instead of
         # PyTorch's index (unreachable here).
         {"PYTHON_IMAGE": base, "TORCH_INDEX_URL": ""},
-        dockerfile=ROOT / "ops" / "docker" / "Dockerfile",
+        dockerfile=ROOT / "ops" / "deploy" / "docker" / "Dockerfile",
         target=target,
     )
     return tag

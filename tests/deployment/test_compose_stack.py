@@ -18,7 +18,7 @@ import httpx
 import pytest
 from openai import OpenAI
 
-from ops.bundled_model import bundled_model_source
+from ops.devstack.bundled_model import bundled_model_source
 from tests.deployment import podman_stack as ps
 from tests.test_deployment_files import _metric_names
 
@@ -459,7 +459,7 @@ def test_prometheus_scrapes_every_target_and_every_dashboard_metric(
     jobs = {t["labels"]["job"] for t in active}
     assert {"embedq-api", "embedq-workers", "prometheus"} <= jobs
 
-    dashboard = json.loads((ps.ROOT / "ops/grafana/dashboards/embedq.json").read_text())
+    dashboard = json.loads((ps.ROOT / "ops/deploy/grafana/dashboards/embedq.json").read_text())
     queried: set[str] = set()
     for panel in dashboard["panels"]:
         for target in panel.get("targets", []):

@@ -14,9 +14,9 @@ import pytest
 from click.testing import CliRunner
 
 from embedq_core.manifest import ModelManifest
-from ops.cli import main
-from ops.corpus import load_demo_corpus
-from ops.export_model import ExportOptions, export_model
+from ops.cli.main import main
+from ops.data.corpus import load_demo_corpus
+from ops.export.model import ExportOptions, export_model
 from tests.model_factory import build_tiny_albert_hub_style
 from tests.support import engine_config
 from workers.engine import Embedder

@@ -11,8 +11,8 @@ import psycopg
 import pytest
 
 from embedq_core.settings import Settings
-from ops.devstack import EmbeddedStack
-from ops.processes import process_env
+from ops.devstack.processes import process_env
+from ops.devstack.stack import EmbeddedStack
 
 pytestmark = pytest.mark.integration
 
@@ -26,7 +26,7 @@ def _as(database_url: str, role: str, password: str) -> str:
 
 def _upgrade(settings: Settings) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "ops.cli", "db", "upgrade"],
+        [sys.executable, "-m", "ops.cli.main", "db", "upgrade"],
         env=process_env(settings),
         capture_output=True,
         text=True,

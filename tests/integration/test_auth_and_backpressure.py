@@ -12,8 +12,8 @@ import httpx
 import pytest
 
 from embedq_core.catalog import create_collection, register_model_dir
-from ops.devstack import free_port
-from ops.processes import ChildProcess, process_env, start_api
+from ops.devstack.processes import ChildProcess, process_env, start_api
+from ops.devstack.stack import free_port
 from tests.support import ServiceHandle, make_manifest_variant
 
 pytestmark = pytest.mark.integration
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.integration
 
 def _cli(services: ServiceHandle, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "ops.cli", *args],
+        [sys.executable, "-m", "ops.cli.main", *args],
         env=process_env(services.settings),
         capture_output=True,
         text=True,

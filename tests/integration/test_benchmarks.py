@@ -24,7 +24,7 @@ def test_bench_engine_smoke_run_on_a_tiny_shape(tmp_path: Path) -> None:
     export-model's code, runs peers and ours on both corpora and reports both."""
     out = tmp_path / "engine.json"
     result = subprocess.run(
-        [sys.executable, "-m", "ops.cli", "bench", "engine", "--shape", "tiny-bert",
+        [sys.executable, "-m", "ops.cli.main", "bench", "engine", "--shape", "tiny-bert",
          "--limit", "12", "--repeats", "1", "--variants", SMOKE_VARIANTS, "--out", str(out)],
         capture_output=True,
         text=True,
@@ -61,7 +61,7 @@ def test_bench_engine_long_inputs_on_a_tiny_sparse_shape(tmp_path: Path) -> None
     out = tmp_path / "engine-m3.json"
     data = tmp_path / "data"
     result = subprocess.run(
-        [sys.executable, "-m", "ops.cli", "bench", "engine", "--shape", "tiny-m3",
+        [sys.executable, "-m", "ops.cli.main", "bench", "engine", "--shape", "tiny-m3",
          "--limit", "2", "--out", str(out)],
         capture_output=True,
         text=True,
@@ -95,7 +95,7 @@ def test_bench_migrate_compares_the_migration_with_the_bare_engine(
         [
             sys.executable,
             "-m",
-            "ops.cli",
+            "ops.cli.main",
             "bench",
             "migrate",
             "--model-dir",
@@ -123,7 +123,7 @@ def test_bench_migrate_compares_the_migration_with_the_bare_engine(
 def _bench(args: list[str]) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
     return subprocess.run(
-        [sys.executable, "-m", "ops.cli", "bench", *args],
+        [sys.executable, "-m", "ops.cli.main", "bench", *args],
         capture_output=True,
         text=True,
         timeout=600,

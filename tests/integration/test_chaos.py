@@ -15,9 +15,9 @@ from sqlalchemy import Engine, text
 from embedq_core.catalog import get_collection
 from embedq_core.lifecycle.jobs import NewItem, create_job, mark_enqueued
 from embedq_core.queueing import EMBED_BATCH_TASK, embed_queue, make_celery
-from ops.bundled_model import BUNDLED_MODEL_ID
-from ops.corpus import load_demo_corpus
-from ops.devstack import EmbeddedStack
+from ops.data.corpus import load_demo_corpus
+from ops.devstack.bundled_model import BUNDLED_MODEL_ID
+from ops.devstack.stack import EmbeddedStack
 from tests.support import PrivatePipeline
 
 pytestmark = pytest.mark.integration

@@ -13,7 +13,7 @@ from embedq_core.catalog import create_collection, register_model_dir
 from embedq_core.db import libpq_url, make_engine
 from embedq_core.lifecycle.claims import claim_batch
 from embedq_core.lifecycle.jobs import NewItem, create_job
-from ops.devstack import EmbeddedStack
+from ops.devstack.stack import EmbeddedStack
 
 pytestmark = pytest.mark.integration
 

@@ -19,9 +19,9 @@ from sqlalchemy import text
 
 from embedq_core.catalog import create_collection, register_model_dir
 from embedq_core.db import libpq_url
-from ops.corpus import load_demo_corpus
-from ops.devstack import free_port
-from ops.processes import ChildProcess, process_env
+from ops.data.corpus import load_demo_corpus
+from ops.devstack.processes import ChildProcess, process_env
+from ops.devstack.stack import free_port
 from tests.support import (
     WRITE_GATE,
     PrivatePipeline,

@@ -11,8 +11,8 @@ import onnxruntime as ort
 import pytest
 
 from embedq_core.manifest import ModelManifest
-from ops.corpus import load_bench_corpus
-from ops.export_model import FP16_FILE, convert_fp16
+from ops.data.corpus import load_bench_corpus
+from ops.export.model import FP16_FILE, convert_fp16
 from tests.support import engine_config
 from workers.engine import Embedder
 from workers.engine.backend_choice import BackendUnavailable

@@ -17,7 +17,7 @@ def _our_processes(marker: str) -> list[str]:
     found = []
     for proc in psutil.process_iter(["cmdline"]):
         cmdline = " ".join(proc.info["cmdline"] or [])
-        if marker in cmdline or ("ops.cli" in cmdline and proc.pid != os.getpid()):
+        if marker in cmdline or ("ops.cli.main" in cmdline and proc.pid != os.getpid()):
             found.append(cmdline)
     return found
 
@@ -29,7 +29,7 @@ def test_demo_runs_end_to_end_and_leaves_nothing_behind(tmp_path: Path, minilm_d
         {"EMBEDQ_DATA_DIR": str(tmp_path), "EMBEDQ_MODEL_DIR": str(minilm_dir), "COLUMNS": "160"}
     )
     result = subprocess.run(
-        [sys.executable, "-m", "ops.cli", "demo"],
+        [sys.executable, "-m", "ops.cli.main", "demo"],
         env=env,
         capture_output=True,
         text=True,

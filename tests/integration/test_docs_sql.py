@@ -25,8 +25,8 @@ from embedq_core.collection_index import hnsw_index_name
 from embedq_core.db import libpq_url
 from migrations.reembed.ddl import start_statements, swap_statements
 from migrations.reembed.state import Migration
-from ops.corpus import load_demo_corpus
-from ops.processes import start_worker
+from ops.data.corpus import load_demo_corpus
+from ops.devstack.processes import start_worker
 from tests.support import ServiceHandle
 
 pytestmark = pytest.mark.integration

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from embedq_core.manifest import ModelManifest
-from ops.bundled_model import bundled_model_source
-from ops.corpus import load_demo_corpus
+from ops.data.corpus import load_demo_corpus
+from ops.devstack.bundled_model import bundled_model_source
 from tests.model_factory import BGE_INSTRUCTION
 from tests.support import engine_config
 from workers.engine import Embedder

@@ -10,7 +10,7 @@ from sqlalchemy import text
 
 from embedq_core.db import make_engine
 from embedq_core.lifecycle.jobs import NewItem
-from ops.devstack import EmbeddedStack
+from ops.devstack.stack import EmbeddedStack
 from tests.support import job_in_new_collection, run_delivery_script
 from workers.delivery.embed import EXIT_CODE
 

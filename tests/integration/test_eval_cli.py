@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from ops.cli import main
-from ops.corpus import load_demo_corpus
+from ops.cli.main import main
+from ops.data.corpus import load_demo_corpus
 from ops.evaluation.metrics import METRICS
 
 pytestmark = pytest.mark.integration

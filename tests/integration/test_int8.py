@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from embedq_core.manifest import ModelManifest
-from ops.bundled_model import BUNDLED_MODEL_ID, bundled_model_source
-from ops.corpus import load_bench_corpus
-from ops.quantize import INT8_FILE, QualityGate, QualityGateFailed, quantize_int8
+from ops.data.corpus import load_bench_corpus
+from ops.devstack.bundled_model import BUNDLED_MODEL_ID, bundled_model_source
+from ops.export.quantize import INT8_FILE, QualityGate, QualityGateFailed, quantize_int8
 from tests.support import engine_config
 from workers.engine import Embedder
 
@@ -27,7 +27,7 @@ def int8_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         [
             sys.executable,
             "-m",
-            "ops.cli",
+            "ops.cli.main",
             "export-model",
             str(bundled_model_source()),
             "--out",

@@ -12,9 +12,9 @@ import pytest
 
 from embedq_core.manifest import ModelManifest
 from ops.bench.shapes import SHAPES, build_shape_source
-from ops.corpus import load_bench_corpus, load_bench_passages
-from ops.quantize import QualityGate
-from ops.quantize_openvino import OV_INT8_FILE, quantize_int8_openvino
+from ops.data.corpus import load_bench_corpus, load_bench_passages
+from ops.export.quantize import QualityGate
+from ops.export.quantize_openvino import OV_INT8_FILE, quantize_int8_openvino
 from tests.support import engine_config
 from workers.engine import Embedder
 
@@ -60,7 +60,7 @@ def test_int8_vector_does_not_depend_on_its_batch(minilm_int8_dir: Path) -> None
 
 def _export(source: Path, out: Path, *gate: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "ops.cli", "export-model", str(source), "--out", str(out),
+        [sys.executable, "-m", "ops.cli.main", "export-model", str(source), "--out", str(out),
          "--quantize", "int8-openvino", *gate],
         capture_output=True,
         text=True,

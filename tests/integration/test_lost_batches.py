@@ -16,7 +16,7 @@ from embedq_core.db import libpq_url, make_engine
 from embedq_core.lifecycle.claims import claim_batch
 from embedq_core.lifecycle.delivery import lost_batches, record_enqueued
 from embedq_core.lifecycle.jobs import NewItem, create_job
-from ops.devstack import EmbeddedStack
+from ops.devstack.stack import EmbeddedStack
 from tests.support import make_manifest_variant
 
 pytestmark = pytest.mark.integration

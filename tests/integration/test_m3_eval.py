@@ -13,8 +13,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 from embedq_core.sparse_vectors import STORED_SPARSE_TOKENS
-from ops.cli import main
-from ops.corpus import load_demo_corpus
+from ops.cli.main import main
+from ops.data.corpus import load_demo_corpus
 from tests.exact_words import exact_word_rows, write_exact_word_set
 from tests.support import make_manifest_variant
 

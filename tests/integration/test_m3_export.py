@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from embedq_core.manifest import ModelManifest
-from ops.cli import main
+from ops.cli.main import main
 from tests.exact_words import exact_word_texts
 from tests.support import engine_config
 from workers.engine import Embedder

@@ -24,8 +24,8 @@ from embedq_core.manifest import ModelManifest
 from embedq_core.query_protocol import QueryReply
 from embedq_core.queueing import make_async_redis
 from embedq_core.sparse_vectors import STORED_SPARSE_TOKENS
-from ops.corpus import load_demo_corpus
-from ops.processes import start_worker
+from ops.data.corpus import load_demo_corpus
+from ops.devstack.processes import start_worker
 from tests.exact_words import exact_word_rows, exact_word_texts
 from tests.support import ServiceHandle, engine_config
 from workers.engine import Embedder

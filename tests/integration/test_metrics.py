@@ -29,9 +29,9 @@ from embedq_core.settings import Settings
 from embedq_core.task_batches import task_numbers
 from migrations.app_role import ensure_app_role
 from migrations.schema_upgrade import upgrade_head
-from ops.corpus import load_demo_corpus
-from ops.devstack import EmbeddedStack, free_port
-from ops.processes import start_api
+from ops.data.corpus import load_demo_corpus
+from ops.devstack.processes import start_api
+from ops.devstack.stack import EmbeddedStack, free_port
 from tests.support import PrivatePipeline, ServiceHandle
 from workers.engine.tokenize import TextTokenizer
 

@@ -10,8 +10,8 @@ from pgvector.psycopg import register_vector
 from embedq_core.db import libpq_url
 from embedq_core.manifest import ModelManifest
 from embedq_core.task_batches import task_numbers
-from ops.bundled_model import bundled_model_source
-from ops.corpus import load_demo_corpus
+from ops.data.corpus import load_demo_corpus
+from ops.devstack.bundled_model import bundled_model_source
 from tests.support import ServiceHandle
 
 pytestmark = pytest.mark.integration

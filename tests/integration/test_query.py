@@ -30,8 +30,8 @@ from embedq_core.query_protocol import (
     working_key,
 )
 from embedq_core.queueing import make_redis
-from ops.corpus import load_bench_corpus, load_demo_corpus
-from ops.processes import start_worker
+from ops.data.corpus import load_bench_corpus, load_demo_corpus
+from ops.devstack.processes import start_worker
 from tests.support import PrivatePipeline, ServiceHandle, make_manifest_variant
 
 pytestmark = pytest.mark.integration

@@ -20,8 +20,8 @@ from embedq_core.catalog import create_collection, get_collection
 from embedq_core.db import libpq_url
 from embedq_core.lifecycle.jobs import NewItem, create_job
 from embedq_core.queueing import NEW_WORK_PRIORITY, embed_queue, priority_list, queue_depth
-from ops.corpus import load_demo_corpus
-from ops.processes import ChildProcess
+from ops.data.corpus import load_demo_corpus
+from ops.devstack.processes import ChildProcess
 from tests.support import PrivatePipeline, ServiceHandle
 from workers.background.watchdog import EXIT_CODE
 

@@ -33,8 +33,8 @@ from embedq_core.settings import Settings
 from migrations.reembed import attempts
 from migrations.reembed.progress import progress
 from migrations.reembed.target import TargetError, resolve_target
-from ops.corpus import load_demo_corpus
-from ops.processes import ChildProcess, process_env, start_worker
+from ops.data.corpus import load_demo_corpus
+from ops.devstack.processes import ChildProcess, process_env, start_worker
 from tests.model_factory import build_tiny_albert, song_texts
 from tests.support import ServiceHandle, wait_for
 from workers.engine import Embedder, EngineConfig
@@ -136,7 +136,7 @@ class ReembedEnv:
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
-            [sys.executable, "-m", "ops.cli", *args],
+            [sys.executable, "-m", "ops.cli.main", *args],
             env=process_env(self.settings),
             capture_output=True,
             text=True,
@@ -151,7 +151,7 @@ class ReembedEnv:
         out, err = self.log_dir / f"cli{n}.out", self.log_dir / f"cli{n}.err"
         with out.open("wb") as out_file, err.open("wb") as err_file:
             popen = subprocess.Popen(
-                [sys.executable, "-m", "ops.cli", *args],
+                [sys.executable, "-m", "ops.cli.main", *args],
                 env=process_env(self.settings),
                 stdout=out_file,
                 stderr=err_file,

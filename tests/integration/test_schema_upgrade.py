@@ -14,7 +14,7 @@ from sqlalchemy.engine import make_url
 
 from embedq_core.lifecycle.delivery import adopt_unrecorded_jobs, lost_batches
 from migrations.schema_upgrade import alembic_config
-from ops.devstack import EmbeddedStack
+from ops.devstack.stack import EmbeddedStack
 
 pytestmark = pytest.mark.integration
 

@@ -14,7 +14,7 @@ from api.query_schemas import SearchIn
 from api.routes.search import nearest, vector_literal
 from embedq_core.catalog import create_collection, register_model_dir
 from embedq_core.db import make_engine
-from ops.devstack import EmbeddedStack
+from ops.devstack.stack import EmbeddedStack
 
 pytestmark = pytest.mark.integration
 

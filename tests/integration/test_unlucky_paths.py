@@ -17,8 +17,8 @@ import redis
 
 from embedq_core.manifest import ModelManifest
 from embedq_core.query_protocol import QueryRequest, query_queue, serving_key, working_key
-from ops.devstack import EmbeddedStack, free_port
-from ops.processes import start_api
+from ops.devstack.processes import start_api
+from ops.devstack.stack import EmbeddedStack, free_port
 from tests.support import ServiceHandle, wait_for
 from workers.background.query_server import QueryServer
 from workers.engine import Embedder

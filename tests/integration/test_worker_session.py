@@ -12,7 +12,7 @@ import psycopg
 from embedq_core.db import libpq_url
 from embedq_core.lifecycle.claims import try_lock_batch
 from embedq_core.lifecycle.delivery import lost_batches
-from ops.devstack import EmbeddedStack
+from ops.devstack.stack import EmbeddedStack
 from tests.support import PrivatePipeline
 from workers.context import WorkerContext
 from workers.delivery.run import process_batch

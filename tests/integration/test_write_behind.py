@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import text
 
 from embedq_core.db import libpq_url
-from ops.corpus import load_demo_corpus
+from ops.data.corpus import load_demo_corpus
 from tests.support import WRITE_GATE, PrivatePipeline, gate_writes_and_audit, writes_waiting
 
 pytestmark = pytest.mark.integration

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from ops.bundled_model import bundled_model_source
-from ops.model_config import read_source_semantics
+from ops.devstack.bundled_model import bundled_model_source
+from ops.export.model_config import read_source_semantics
 
 
 def test_minilm_semantics_come_from_its_sentence_transformers_files() -> None:

@@ -20,7 +20,7 @@ from embedq_core.text_limits import (
     cut_text,
     slices_by_chars,
 )
-from ops.bundled_model import bundled_model_source
+from ops.devstack.bundled_model import bundled_model_source
 from workers.engine.tokenize import TextTokenizer
 
 MAX_LENGTH = 32

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Literal
 
 from embedq_core.manifest import ModelManifest
-from ops.export_m3 import DENSE_OUTPUT, SPARSE_OUTPUT, SparseHead, export_m3
-from ops.model_config import (
+from ops.export.m3 import DENSE_OUTPUT, SPARSE_OUTPUT, SparseHead, export_m3
+from ops.export.model_config import (
     FAST_TOKENIZER_FILE,
     SPARSE_LINEAR_FILE,
     Pooling,
@@ -136,13 +136,13 @@ def export_model(
     if options.quantize == "fp16":
         manifest = convert_fp16(out_dir, fp32)
     elif options.quantize == "int8":
-        from ops.quantize import QualityGate, quantize_int8
+        from ops.export.quantize import QualityGate, quantize_int8
 
         gate = QualityGate(options.int8_min_mean_cos, options.int8_min_recall_at_10)
         manifest = quantize_int8(out_dir, fp32, gate, engine, force=options.force)
     elif options.quantize == "int8-openvino":
-        from ops.quantize import QualityGate
-        from ops.quantize_openvino import quantize_int8_openvino
+        from ops.export.quantize import QualityGate
+        from ops.export.quantize_openvino import quantize_int8_openvino
 
         gate = QualityGate(options.int8_min_mean_cos, options.int8_min_recall_at_10)
         manifest = quantize_int8_openvino(out_dir, fp32, gate, engine, force=options.force)
@@ -174,7 +174,7 @@ def _export_encoder(
     if not (out_dir / FAST_TOKENIZER_FILE).is_file() and needs_wordpiece_tokenizer(model_dir):
         # optimum saves no tokenizer when AutoTokenizer cannot load one (a legacy ALBERT with a
         # BertTokenizer vocab.txt and no tokenizer config); build the one its model card names.
-        from ops.wordpiece_tokenizer import write_wordpiece_tokenizer
+        from ops.export.wordpiece_tokenizer import write_wordpiece_tokenizer
 
         log.info("%s ships only vocab.txt: building a BERT WordPiece tokenizer.json", source)
         write_wordpiece_tokenizer(model_dir, out_dir, max_length)

@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 
 from embedq_core.manifest import ModelManifest
-from ops.corpus import calibration_texts, load_bench_corpus
-from ops.fidelity import fidelity
+from ops.data.corpus import calibration_texts, load_bench_corpus
+from ops.export.fidelity import fidelity
 from workers.engine.config import EngineConfig
 
 log = logging.getLogger(__name__)

@@ -19,7 +19,7 @@ from rich.table import Table
 
 from embedq_core.db import libpq_url
 from embedq_core.settings import Settings
-from ops.config import configure
+from ops.cli.config import configure
 
 
 def _settings() -> Settings:

@@ -10,9 +10,9 @@ from types import FrameType
 import click
 
 from ops.bench.cli import bench
-from ops.catalog_cli import collections, keys
-from ops.config import configure
-from ops.reembed_cli import reembed
+from ops.cli.catalog import collections, keys
+from ops.cli.config import configure
+from ops.cli.reembed import reembed
 
 
 def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
@@ -87,7 +87,7 @@ def export_model_cmd(
 ) -> None:
     """Export SOURCE (hub id or local directory) to ONNX with its manifest."""
     settings = configure()
-    from ops.export_model import ExportOptions, export_model
+    from ops.export.model import ExportOptions, export_model
     from workers.engine import EngineConfig
 
     options = ExportOptions(
@@ -112,7 +112,7 @@ def export_model_cmd(
 @click.option("--keep-running", is_flag=True, help="Leave the stack up and print its URLs.")
 def demo(keep_running: bool) -> None:
     """Run the whole pipeline on the embedded stack and the bundled model, then query it."""
-    from ops.demo import run_demo
+    from ops.devstack.demo import run_demo
 
     run_demo(configure(quiet=True), keep_running=keep_running)
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ops.config import configure
+from ops.cli.config import configure
 
 
 @click.group()

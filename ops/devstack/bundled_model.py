@@ -29,7 +29,7 @@ def ensure_bundled_model(model_dir: Path, engine: EngineConfig) -> ModelManifest
     """Export the bundled MiniLM to model_dir unless an export is already there."""
     if (model_dir / MANIFEST_FILENAME).is_file():
         return ModelManifest.read(model_dir)
-    from ops.export_model import ExportOptions, export_model
+    from ops.export.model import ExportOptions, export_model
 
     log.info("exporting the bundled %s to %s (once)", BUNDLED_MODEL_ID, model_dir)
     return export_model(

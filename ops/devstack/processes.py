@@ -41,7 +41,7 @@ class ChildProcess:
         # Own session: Ctrl-C in the terminal reaches only the parent, which stops children
         # in order (worker finishes its batch) instead of all dying at once.
         self.popen = subprocess.Popen(
-            [sys.executable, "-m", "ops.cli", *args],
+            [sys.executable, "-m", "ops.cli.main", *args],
             env=env,
             stdout=self._log,
             stderr=subprocess.STDOUT,

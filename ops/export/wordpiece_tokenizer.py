@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ops.model_config import FAST_TOKENIZER_FILE, WORDPIECE_VOCAB_FILE
+from ops.export.model_config import FAST_TOKENIZER_FILE, WORDPIECE_VOCAB_FILE
 
 
 def _json_dict(path: Path) -> dict[str, Any]:

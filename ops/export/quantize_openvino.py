@@ -1,5 +1,5 @@
 """INT8 export for OpenVINO: static post-training quantisation with NNCF, behind the same
-quality gate as the ONNX Runtime INT8 export (ops/quantize.py).
+quality gate as the ONNX Runtime INT8 export (ops/export/quantize.py).
 
 NNCF's transformer preset with SmoothQuant (alpha below) moves activation outliers into the
 weights, scales are calibrated once on padded, production-shaped batches, and the layers that
@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 
 from embedq_core.manifest import ModelManifest
-from ops.corpus import calibration_texts, load_bench_corpus, load_bench_passages
-from ops.fidelity import fidelity
-from ops.quantize import QualityGate, QualityGateFailed
+from ops.data.corpus import calibration_texts, load_bench_corpus, load_bench_passages
+from ops.export.fidelity import fidelity
+from ops.export.quantize import QualityGate, QualityGateFailed
 from workers.engine.config import EngineConfig
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ops.model_config import FAST_TOKENIZER_FILE, SPARSE_LINEAR_FILE
+from ops.export.model_config import FAST_TOKENIZER_FILE, SPARSE_LINEAR_FILE
 
 log = logging.getLogger(__name__)
 

@@ -18,10 +18,10 @@ from embedq_core.catalog import create_collection, register_model_dir
 from embedq_core.db import libpq_url, make_engine
 from embedq_core.settings import Settings
 from migrations.schema_upgrade import upgrade_head
-from ops.bundled_model import ensure_bundled_model
-from ops.corpus import load_demo_corpus
-from ops.devstack import EmbeddedStack, free_port
-from ops.processes import ChildProcess, start_api, start_worker
+from ops.data.corpus import load_demo_corpus
+from ops.devstack.bundled_model import ensure_bundled_model
+from ops.devstack.processes import ChildProcess, start_api, start_worker
+from ops.devstack.stack import EmbeddedStack, free_port
 from workers.engine import EngineConfig
 
 COLLECTION = "demo"
