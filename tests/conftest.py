@@ -30,6 +30,18 @@ from tests.model_factory import BGE_INSTRUCTION, EXTRA_CHARACTERS, build_tiny_bg
 from tests.support import PrivatePipeline, ServiceHandle, engine_config, make_manifest_variant
 from workers.background.reconciler import RECONCILER_LOCK_ID
 
+TIERS = ("unit", "db", "model", "e2e", "deployment")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test with its tier, the folder it lives in (tests/<tier>/...)."""
+    tests_dir = Path(__file__).parent
+    for item in items:
+        tier = item.path.relative_to(tests_dir).parts[0]
+        if tier not in TIERS:
+            raise pytest.UsageError(f"{item.nodeid}: tests live in one of tests/{TIERS}")
+        item.add_marker(getattr(pytest.mark, tier))
+
 
 @pytest.fixture(scope="session")
 def minilm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -20,7 +20,7 @@ from openai import OpenAI
 
 from ops.devstack.bundled_model import bundled_model_source
 from tests.deployment import podman_stack as ps
-from tests.test_deployment_files import _metric_names
+from tests.unit.test_deployment_files import _metric_names
 
 pytestmark = [pytest.mark.deployment, pytest.mark.timeout(2400)]
 

@@ -2,7 +2,7 @@
 its own thread while the consumer takes a lane for the next one, and the writer writes it after.
 
 Pure thread logic: the lanes' database sessions connect only when used, and nothing here uses
-them (the claim, embed and write are stand-ins; the real ones run in tests/integration)."""
+them (the claim, embed and write are stand-ins; the real ones run in tests/e2e)."""
 
 from __future__ import annotations
 

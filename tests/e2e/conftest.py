@@ -1,0 +1,75 @@
+"""Fixtures of the end-to-end tier beyond the suite's own (tests/conftest.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ops.data.corpus import load_demo_corpus
+from tests.e2e.reembed_harness import CHUNK, LOCK_TIMEOUT_S, ReembedEnv
+from tests.model_factory import build_tiny_albert
+from tests.support import ServiceHandle
+
+
+@pytest.fixture(scope="module")
+def zh_sentences() -> list[str]:
+    return [t for i, t in load_demo_corpus() if i.startswith("zh")]
+
+
+@pytest.fixture(scope="module")
+def albert(
+    tmp_path_factory: pytest.TempPathFactory, zh_sentences: list[str]
+) -> Callable[[list[str]], np.ndarray]:
+    """The legacy model: ALBERT-shaped, 312-d, CLS output, not normalised."""
+    import torch
+    from transformers import AlbertModel, AutoTokenizer
+
+    source = build_tiny_albert(
+        tmp_path_factory.mktemp("albert") / "albert", [*zh_sentences, "（第首版）改新旧0123456789"]
+    )
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    model = AlbertModel.from_pretrained(source).eval()
+
+    def embed(texts: list[str]) -> np.ndarray:
+        out = []
+        with torch.inference_mode():
+            for start in range(0, len(texts), 256):
+                batch = tokenizer(
+                    texts[start : start + 256],
+                    padding=True,
+                    truncation=True,
+                    max_length=128,
+                    return_tensors="pt",
+                )
+                out.append(model(**batch).last_hidden_state[:, 0].numpy())
+        return np.concatenate(out)
+
+    return embed
+
+
+@pytest.fixture
+def env(services: ServiceHandle, tiny_bge_dir: Path, tmp_path: Path) -> Iterator[ReembedEnv]:
+    settings = services.settings.model_copy(
+        update={
+            "model_dir": tiny_bge_dir,
+            "reembed_chunk_size": CHUNK,
+            "reembed_follow_interval_s": 0.3,
+            "reconcile_interval_s": 1.0,
+            "requeue_grace_s": 2.0,
+            "reembed_maintenance_work_mem": "64MB",
+            "reembed_max_step_attempts": 3,
+            "reembed_step_retry_delay_s": 0.2,
+            "reembed_lock_timeout_s": LOCK_TIMEOUT_S,
+            "reembed_lock_retry_timeout_s": 60.0,
+            "reembed_index_poll_interval_s": 0.3,
+        }
+    )
+    environment = ReembedEnv(settings, tiny_bge_dir, tmp_path)
+    yield environment
+    for traffic in environment.traffic:
+        traffic.stop()
+    for worker in environment.workers:
+        worker.stop()

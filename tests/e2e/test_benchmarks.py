@@ -1,0 +1,250 @@
+"""The bench commands run, print their tables and write their JSON (smoke runs; no timings
+are asserted)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+# The reference, one more peer, and our INT8 path with each engine step (a subset keeps it quick).
+SMOKE_VARIANTS = "st-torch-fp32,st-onnx,ours-ov-int8,ours-ov-int8-pad16,ours-ov-int8-2streams"
+
+
+def test_bench_engine_smoke_run_on_a_tiny_shape(tmp_path: Path) -> None:
+    """--shape builds a random-weight model, exports FP32 and INT8 (OpenVINO) through
+    export-model's code, runs peers and ours on both corpora and reports both."""
+    out = tmp_path / "engine.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "ops.cli.main", "bench", "engine", "--shape", "tiny-bert",
+         "--limit", "12", "--repeats", "1", "--variants", SMOKE_VARIANTS, "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "COLUMNS": "200", "EMBEDQ_DATA_DIR": str(tmp_path / "data")},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "× best peer" in result.stdout and "infinity" in result.stdout
+    report = json.loads(out.read_text())
+    assert report["model"]["random_weights"] and report["model"]["shape"] == "tiny-bert"
+    assert report["corpora"]["sentences"]["texts"] == report["corpora"]["passages"]["texts"] == 12
+    rows = {(row["variant"], row["corpus"]): row for row in report["rows"]}
+    assert len(rows) == 10
+    for corpus in ("sentences", "passages"):
+        assert rows[("st-onnx", corpus)]["min_cos"] >= 0.9999
+        assert rows[("ours-ov-int8", corpus)]["backend"] == "openvino-int8"
+        # The engine steps change scheduling and shapes, never the vectors.
+        for step in ("ours-ov-int8-pad16", "ours-ov-int8-2streams"):
+            assert (
+                rows[(step, corpus)]["min_cos"] >= rows[("ours-ov-int8", corpus)]["min_cos"] - 1e-4
+            )
+        peers = [
+            r["texts_per_s"] for (v, c), r in rows.items() if c == corpus and v.startswith("st")
+        ]
+        best = rows[("ours-ov-int8", corpus)]
+        assert abs(best["ratio_to_best_peer"] - best["texts_per_s"] / max(peers)) < 1e-9
+    assert all(r["tokens_per_s"] > 0 and r["peak_rss_mb"] > 0 for r in rows.values())
+    assert "mean_cos_vs_fp32" in report["model"]["int8_quality"]
+
+
+def test_bench_engine_long_inputs_on_a_tiny_sparse_shape(tmp_path: Path) -> None:
+    """A long-input sparse shape (tiny-m3, bge-m3's layout at toy size) runs a corpus per token
+    length, texts of exactly that many tokens, only our FP32 variants: no peer, no INT8 model."""
+    out = tmp_path / "engine-m3.json"
+    data = tmp_path / "data"
+    result = subprocess.run(
+        [sys.executable, "-m", "ops.cli.main", "bench", "engine", "--shape", "tiny-m3",
+         "--limit", "2", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "COLUMNS": "200", "EMBEDQ_DATA_DIR": str(data)},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "random weights" in result.stdout
+    report = json.loads(out.read_text())
+    assert report["model"]["shape"] == "tiny-m3" and report["model"]["random_weights"]
+    assert report["model"]["int8_quality"] is None
+    assert not (data / "models" / "shape-tiny-m3" / "int8-openvino").exists()
+    lengths = {"32 tokens": (2, 32), "128 tokens": (2, 128), "512 tokens": (1, 512)}
+    assert {name: (c["texts"], c["max_tokens"]) for name, c in report["corpora"].items()} == lengths
+    assert all(report["corpora"][n]["tokens"] == t * n_tok for n, (t, n_tok) in lengths.items())
+    variants = {row["variant"] for row in report["rows"]}
+    assert "ours-ort-fp32" in variants
+    assert variants <= {"ours-ort-fp32", "ours-ov-bf16", "ours-ov-fp32"}  # no peer, no INT8
+    assert {(v, n) for v in variants for n in lengths} == {
+        (row["variant"], row["corpus"]) for row in report["rows"]
+    }
+    assert all(r["texts_per_s"] > 0 and r["peak_rss_mb"] > 0 for r in report["rows"])
+
+
+def test_bench_migrate_compares_the_migration_with_the_bare_engine(
+    tmp_path: Path, minilm_dir: Path
+) -> None:
+    out = tmp_path / "migrate.json"
+    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ops.cli.main",
+            "bench",
+            "migrate",
+            "--model-dir",
+            str(minilm_dir),
+            "--rows",
+            "600",
+            "--chunk-size",
+            "100",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**env, "COLUMNS": "200"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "× bare engine" in result.stdout
+    report = json.loads(out.read_text())
+    variants = [row["variant"] for row in report["results"]]
+    assert variants[0].startswith("bare engine") and len(variants) == 3
+    assert all(row["rows"] == 600 and row["rows_per_s"] > 0 for row in report["results"])
+
+
+def _bench(args: list[str]) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
+    return subprocess.run(
+        [sys.executable, "-m", "ops.cli.main", "bench", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**env, "COLUMNS": "200"},
+    )
+
+
+def test_bench_query_reports_percentiles_idle_and_under_bulk_load(
+    tmp_path: Path, minilm_dir: Path
+) -> None:
+    out = tmp_path / "query.json"
+    result = _bench(
+        ["query", "--model-dir", str(minilm_dir), "--calls", "12", "--bulk-texts", "300",
+         "--out", str(out)]
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "p95 ms" in result.stdout
+    rows = json.loads(out.read_text())["rows"]
+    assert {(r["endpoint"], r["phase"].split(" (")[0]) for r in rows} == {
+        ("/v1/embeddings", "idle"),
+        ("/search", "idle"),
+        ("/v1/embeddings", "bulk job running"),
+        ("/search", "bulk job running"),
+    }
+    assert all(0 < r["p50_ms"] <= r["p95_ms"] <= r["p99_ms"] <= r["max_ms"] for r in rows)
+
+
+def test_bench_write_path_compares_copy_with_executemany(tmp_path: Path) -> None:
+    out = tmp_path / "write.json"
+    result = _bench(["write-path", "--rows", "1000", "--batch", "250", "--out", str(out)])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "vs executemany" in result.stdout
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["variant"].split(",")[0] for r in rows] == [
+        "binary COPY",
+        "binary COPY + upsert",
+        "executemany upsert (psycopg 3",
+        "executemany upsert",
+        "one upsert per row",
+        "binary COPY",
+    ]
+    assert all(r["rows"] > 0 and r["rows_per_s"] > 0 for r in rows)
+
+
+def test_bench_pipeline_compares_the_whole_path_with_the_bare_engine(
+    tmp_path: Path, minilm_dir: Path
+) -> None:
+    out = tmp_path / "pipeline.json"
+    result = _bench(
+        ["pipeline", "--model-dir", str(minilm_dir), "--texts", "150", "--no-hnsw-variant",
+         "--small-jobs", "40", "--texts-per-small-job", "4", "--repeat", "2",
+         "--write-rows", "600",
+         "--out", str(out)]
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "engine idle" in result.stdout
+    report = json.loads(out.read_text())
+    variants = [r["variant"] for r in report["runs"]]
+    # Bare engine before and after (all texts in one call, then one task's chunk each time).
+    assert variants[0] == "bare engine, all 150 texts in one call (before)"
+    assert variants[1].startswith("bare engine, one call per task (")
+    assert variants[1].endswith(" tasks, as the API cuts them) (before)")
+    assert variants[-2:] == [v.replace("(before)", "(after)") for v in variants[:2]]
+    # The new-collection set runs twice, the second time in the other order.
+    inline, behind, ahead, tokenise, streams = (
+        "whole path, write in line, new collection",
+        "whole path, write behind the engine, new collection",
+        "whole path, claim ahead, write behind, new collection",
+        "whole path, claim ahead, write behind, tokenise ahead, new collection",
+        "whole path, claim ahead, write behind, 2 engine streams, new collection",
+    )
+    assert variants[2:-2] == [
+        f"{inline} (run 1 of 2)",
+        f"{behind} (run 1 of 2)",
+        f"{ahead} (run 1 of 2)",
+        f"{tokenise} (run 1 of 2)",
+        f"{streams} (run 1 of 2)",
+        f"{streams} (run 2 of 2)",
+        f"{tokenise} (run 2 of 2)",
+        f"{ahead} (run 2 of 2)",
+        f"{behind} (run 2 of 2)",
+        f"{inline} (run 2 of 2)",
+        "40 texts as 10 jobs of 4, one batch per delivery",
+        "40 texts as 10 jobs of 4, small batches coalesced",
+    ]
+    # A bare run's ratio is against the one-call figure (mean of before and after); a
+    # whole-path run's against the one-call runs just before and after it (interleaved).
+    one_call = (report["runs"][0]["seconds"] + report["runs"][-2]["seconds"]) / 2
+    assert report["runs"][0]["engine_texts_per_s"] == pytest.approx(150 / one_call)
+    assert report["runs"][0]["ratio_to_engine"] == pytest.approx(
+        one_call / report["runs"][0]["seconds"]
+    )
+    # Whole-path runs are interleaved with one-call bare runs: each run's "after" is the next
+    # run's "before"; the first's is the bare run before the stack, the last's the one after.
+    whole = report["runs"][2:-2]
+    assert whole[0]["engine_before_texts_per_s"] == report["runs"][0]["texts_per_s"]
+    assert whole[-1]["engine_after_texts_per_s"] == report["runs"][-2]["texts_per_s"]
+    for earlier, later in itertools.pairwise(whole):
+        assert earlier["engine_after_texts_per_s"] == later["engine_before_texts_per_s"]
+    for run in whole:
+        assert run["engine_texts_per_s"] == pytest.approx(
+            (run["engine_before_texts_per_s"] + run["engine_after_texts_per_s"]) / 2
+        )
+    for run in report["runs"]:
+        assert run["ratio_to_engine"] == pytest.approx(
+            run["texts_per_s"] / run["engine_texts_per_s"]
+        )
+    # Each repeated pair's median ratio (of two runs: their mean).
+    for label in (inline, behind, ahead, streams):
+        ratios = [r["ratio_to_engine"] for r in report["runs"] if r["group"] == label]
+        assert len(ratios) == 2
+        assert report["median_ratio_to_engine"][label] == pytest.approx(sum(ratios) / 2)
+    assert "median × bare engine" in result.stdout
+    for run in report["runs"][2:-2]:
+        assert run["texts"] == (150 if run["variant"].startswith("whole") else 40)
+        assert run["engine_texts_per_s"] > 0 and run["ratio_to_engine"] > 0
+        # The worker's and the API's CPU were counted (they are found by process id).
+        assert run["cpu_s"]["worker"] > 0 and run["cpu_s"]["api"] > 0
+        # Linux reports the time the host took from the cores (0 on a machine of its own).
+        assert run["cpu_s"]["stolen"] >= 0
+        # A new collection's HNSW index was built after its load, before the next run.
+        assert run["index_ready_s"] is not None and run["index_ready_s"] >= 0
+        # The worker's own stages were scraped: its engine time is part of the wall time.
+        assert 0 < run["split_s"]["engine"] <= run["seconds"]
+        assert run["split_s"]["write"] > 0
+    assert len(report["write_path"]) == 6
+    assert all(r["rows_per_s"] > 0 for r in report["write_path"])
