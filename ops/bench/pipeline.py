@@ -19,6 +19,7 @@ from embedq_core.api_keys import create_key
 from embedq_core.catalog import Collection, create_collection, register_model_dir
 from embedq_core.collection_index import hnsw_index_name
 from embedq_core.db import make_engine
+from embedq_core.manifest import ModelManifest
 from embedq_core.settings import Settings
 from migrations.schema_upgrade import upgrade_head
 from ops.bench import cpu_share
@@ -27,6 +28,8 @@ from ops.bench.pipeline_variants import bench_variants
 from ops.devstack.processes import ChildProcess, start_api, start_worker
 from ops.devstack.stack import EmbeddedStack, free_port
 from workers.engine import EngineConfig
+from workers.engine.backend_choice import choose_backend
+from workers.engine.hardware import detect_hardware
 
 FINISHED = {"completed", "completed_with_errors", "failed"}
 STAGE_RE = re.compile(r'^embedq_worker_batch_stage_seconds_sum\{[^}]*stage="(\w+)"[^}]*\} (\S+)$')
@@ -207,6 +210,13 @@ def _wait(client: httpx.Client, job_ids: list[str], children: list[ChildProcess]
         raise TimeoutError(f"jobs {pending} did not finish")
 
 
+def streams_run_here(model_dir: Path, config: EngineConfig) -> bool:
+    """Whether this machine's engine for the model is OpenVINO, the one runtime that runs more
+    than one engine stream (elsewhere the bench leaves that variant out)."""
+    manifest = ModelManifest.read(model_dir)
+    return choose_backend(config.runtime, manifest, detect_hardware()).kind.startswith("openvino")
+
+
 def run_pipeline_bench(
     settings: Settings,
     model_dir: Path,
@@ -257,7 +267,9 @@ def run_pipeline_bench(
             }
         )
         upgrade_head(run_settings.require_database_url())
-        variants = bench_variants(hnsw_variants, small_jobs, repeat)
+        variants = bench_variants(
+            hnsw_variants, small_jobs, repeat, streams_run_here(model_dir, config)
+        )
         bare_between_texts_per_s = [before[0].texts_per_s]
         for n, variant in enumerate(variants):
             if n:

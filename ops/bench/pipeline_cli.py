@@ -104,10 +104,11 @@ def bench_pipeline(
     from rich.console import Console
 
     from ops.bench.engine import machine_description, machine_label
-    from ops.bench.pipeline import run_pipeline_bench
+    from ops.bench.pipeline import run_pipeline_bench, streams_run_here
     from ops.bench.pipeline_report import print_runs, print_write_path
     from ops.bench.write_path import run_write_path_on_embedded_stack
     from ops.devstack.bundled_model import bench_model_dir
+    from workers.engine import EngineConfig
 
     settings = configure(quiet=True)
     model_dir = bench_model_dir(settings, model_dir)
@@ -117,6 +118,8 @@ def bench_pipeline(
     machine = machine_description()
     title = f"{count} texts, one worker, {machine_label(machine)}"
     medians = print_runs(console, runs, title)
+    if not streams_run_here(model_dir, EngineConfig.from_settings(settings)):
+        console.print("2 engine streams: not run (only OpenVINO runs more than one stream)")
     writes = run_write_path_on_embedded_stack(settings, write_rows, 1024, 512)
     print_write_path(console, writes, "write path alone: 1024-d vectors, 512 rows per transaction")
     out_json.parent.mkdir(parents=True, exist_ok=True)

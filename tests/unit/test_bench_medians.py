@@ -16,7 +16,7 @@ def test_the_median_of_three_runs_is_the_middle_one_and_single_runs_are_left_out
 
 
 def test_repeated_sets_reverse_their_order_each_run() -> None:
-    variants = bench_variants(hnsw_variants=False, small_jobs=None, repeat=3)
+    variants = bench_variants(hnsw_variants=False, small_jobs=None, repeat=3, streams=True)
     inline, behind, ahead, tokenise, streams = (
         (False, True, None, None),
         (True, False, None, None),
@@ -39,3 +39,9 @@ def test_repeated_sets_reverse_their_order_each_run() -> None:
         "whole path, claim ahead, write behind, tokenise ahead, new collection",
         "whole path, claim ahead, write behind, 2 engine streams, new collection",
     }
+
+
+def test_the_streams_variant_runs_only_where_the_engine_is_openvino() -> None:
+    variants = bench_variants(hnsw_variants=False, small_jobs=None, repeat=2, streams=False)
+    assert len(variants) == 8
+    assert all(v.engine_streams is None for v in variants)
