@@ -118,6 +118,15 @@ def demo(keep_running: bool) -> None:
 
 
 @main.command()
+def settings() -> None:
+    """Print the settings reference (every variable, its default, unit and meaning) as
+    Markdown: the page docs/settings.md holds."""
+    from ops.cli.settings_reference import render_markdown
+
+    click.echo(render_markdown(), nl=False)
+
+
+@main.command()
 def api() -> None:
     """Run the HTTP API (uvicorn)."""
     settings = configure()
