@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from embedq_core.startup_wait import DependencyUnavailable, model_check, wait_until_ready, where
-from ops.docker.requirements_of import requirements_of
+from ops.deploy.docker.requirements_of import requirements_of
 
 ROOT = Path(__file__).resolve().parents[2]
 
