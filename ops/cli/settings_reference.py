@@ -1,6 +1,6 @@
 """The settings reference (docs/settings.md, `embedq settings`), rendered from the settings
 object itself: each setting's description, default and bounds are defined once, in
-embedq_core/settings.py, and a unit test fails when the page drifts from them."""
+embedq_core/settings/, and a unit test fails when the page drifts from them."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from embedq_core.settings import Settings
+from embedq_core.settings import GROUPS, Settings
 
 # Names end in their unit (the style guide's rule); the reference spells it out.
 UNIT_SUFFIXES = {
@@ -27,7 +27,7 @@ INTRO = """# Settings
 Every embedq process (API, worker, `embedq` commands) reads one typed settings object from the
 environment at its entry point. A variable set to the empty string counts as unset;
 `.env.example` lists every one for `docker compose`. This page is generated from
-`embedq_core/settings.py` by `embedq settings > docs/settings.md`, and a test fails when the two
+`embedq_core/settings/` by `embedq settings > docs/settings.md`, and a test fails when the two
 differ.
 """
 
@@ -66,13 +66,26 @@ def _bounds(info: FieldInfo) -> str:
 
 
 def render_markdown() -> str:
-    """The whole reference page: one row per setting, in the settings object's order."""
-    rows = [
-        "| variable | default | unit | bounds | what it does |",
-        "| --- | --- | --- | --- | --- |",
-    ]
-    for name, info in Settings.model_fields.items():
-        description = (info.description or "").replace("|", "\\|")
-        cells = [f"`{env_name(name)}`", _default(info), unit_of(name), _bounds(info), description]
-        rows.append("| " + " | ".join(cells) + " |")
-    return INTRO + "\n" + "\n".join(rows) + "\n"
+    """The whole reference page: a section per settings group, a row per setting."""
+    sections = [INTRO]
+    for group in GROUPS:
+        title = (group.__doc__ or group.__name__).strip()
+        rows = [
+            f"## {title}",
+            "",
+            "| variable | default | unit | bounds | what it does |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for name in group.model_fields:
+            info = Settings.model_fields[name]
+            description = (info.description or "").replace("|", "\\|")
+            cells = [
+                f"`{env_name(name)}`",
+                _default(info),
+                unit_of(name),
+                _bounds(info),
+                description,
+            ]
+            rows.append("| " + " | ".join(cells) + " |")
+        sections.append("\n".join(rows) + "\n")
+    return "\n".join(sections)
