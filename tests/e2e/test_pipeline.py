@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import psycopg
-import pytest
 from pgvector.psycopg import register_vector
 
 from embedq_core.db import libpq_url
@@ -104,26 +103,3 @@ def test_similarity_query_in_sql_ranks_paraphrase_first(services: ServiceHandle)
         ).fetchall()
     assert rows[0][0] == "sim-pizza"
     assert rows[0][1] > rows[1][1] + 0.2
-
-
-@pytest.mark.parametrize(
-    ("body", "field"),
-    [
-        ({"items": []}, "items"),
-        ({"items": [{"id": "a", "text": "   "}]}, "text"),
-        ({"items": [{"text": "no id"}]}, "id"),
-        ({"items": [{"id": "a", "text": "x"}, {"id": "a", "text": "y"}]}, "id"),
-    ],
-)
-def test_bad_input_gets_422_naming_the_field(
-    services: ServiceHandle, body: dict[str, object], field: str
-) -> None:
-    response = services.post("/v1/collections/docs/jobs", body)
-    assert response.status_code == 422, response.text
-    assert field in {str(part) for err in response.json()["detail"] for part in err["loc"]}
-
-
-def test_unknown_collection_is_404(services: ServiceHandle) -> None:
-    response = services.submit("nope", [{"id": "a", "text": "hello"}])
-    assert response.status_code == 404
-    assert response.json()["detail"][0]["loc"] == ["path", "name"]
