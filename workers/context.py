@@ -12,7 +12,7 @@ import redis
 from embedq_core.queueing import make_redis
 from embedq_core.settings import Settings
 from workers.delivery.db import DbSession
-from workers.delivery.lanes import BatchWrites
+from workers.delivery.lanes import RunMode, run_mode
 from workers.engine import Embedder, EngineConfig
 
 
@@ -26,7 +26,7 @@ class WorkerContext:
         # Recorded with each claim and shown in pg_stat_activity: which process holds a batch.
         self.worker_name = f"{socket.gethostname()}:{os.getpid()}"
         self._session = DbSession(settings, f"embedq-worker {self.worker_name}")
-        self.writes = BatchWrites(settings, self.worker_name)
+        self.mode: RunMode = run_mode(settings, self.worker_name)
         self._redis: redis.Redis | None = None
 
     @classmethod
@@ -59,7 +59,7 @@ class WorkerContext:
 
     def close(self) -> None:
         """Finish the batches still being written, then close every connection."""
-        self.writes.stop()
+        self.mode.stop()
         self._session.close()
         if self._redis is not None:
             self._redis.close()

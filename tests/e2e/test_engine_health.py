@@ -47,7 +47,7 @@ ctx = WorkerContext.load(settings)
 ctx.embedder = Failing(ctx.embedder, sys.argv[4])
 try:
     outcome = process_batch(ctx, sys.argv[5], 0)
-    ctx.writes.drain()  # claiming ahead, the engine thread embeds (and fails) after the return
+    ctx.mode.drain()  # claiming ahead, the engine thread embeds (and fails) after the return
     print("handed over:", outcome.written_behind)
 except RuntimeError as exc:
     print("delivery failed:", exc)

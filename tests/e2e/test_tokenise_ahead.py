@@ -50,7 +50,7 @@ settings = Settings(
 ctx = WorkerContext.load(settings)
 ctx.embedder = recording = Recording(ctx.embedder)
 process_batch(ctx, sys.argv[4], 0)
-ctx.writes.drain()
+ctx.mode.drain()
 ctx.close()
 print(json.dumps(recording.calls))
 """

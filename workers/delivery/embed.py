@@ -105,7 +105,7 @@ def embed_planned(
             # A batch tried before may hold the text that killed a worker: before it runs, the
             # batches embedded ahead of it are committed, so if it kills this worker too, they
             # spend no attempt on its account.
-            ctx.writes.wait_for_writes()
+            ctx.mode.wait_for_writes()
         if len(plans) == 1 and plans[0].candidates:  # (one whose items all gave up: no try)
             plans[0].held.lock.run(partial(count_attempt, batch=plans[0].held.batch))
             counted = True

@@ -1,9 +1,10 @@
-"""Embedding and writing batches behind the consumer thread, so the engine never waits on I/O.
+"""The run modes: how a delivery's engine call and write run beside the consumer thread.
 
 The engine is the expensive part of a batch; the claim, the write and the bookkeeping are
 database round trips (and Celery's acknowledge and fetch a Redis one) that leave it idle when
-they run in line. Here a batch is claimed, locked and later written on one lane (a database
-session) of its own:
+they run in line. A batch is claimed, locked and later written on one lane (a database session)
+of its own, and each mode is one small strategy over those lanes:
+- in line: claim, embed and write one after the other on the consumer thread (one lane);
 - write behind: the consumer thread claims and embeds batch k+1 on one lane while the writer
   thread writes batch k on the other (two lanes);
 - claim ahead (write behind, and the engine on a thread of its own): the consumer thread claims
@@ -22,8 +23,8 @@ from __future__ import annotations
 import logging
 import queue
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TypeVar
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol, TypeVar
 
 from embedq_core.settings import Settings
 from workers.delivery.db import DbSession
@@ -31,34 +32,52 @@ from workers.delivery.db import DbSession
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-R = TypeVar("R")
 
 
-class BatchWrites:
-    """The lanes, the writer thread and (claiming ahead) the engine thread; with
-    settings.write_behind off, one lane and everything in line."""
+class Delivery(Protocol):
+    """A claimed and planned delivery, as a run mode moves it through the engine and the
+    writer."""
+
+    lane: DbSession
+
+    def hand_over(self) -> None:
+        """From here the mode ends the batch: its locks, lane and timer are no longer the
+        consumer's to release."""
+
+    def embed(self) -> Any:
+        """The engine call on the calling thread (a failure is recorded, then raised)."""
+
+    def embed_behind(self) -> Any:
+        """The same on the engine thread, which releases the batches' locks on failure."""
+
+    def store(self, embedded: Any) -> Any:
+        """Write what embed returned and end the batches (commit, or record why not)."""
+
+
+class RunMode:
+    """The lanes every mode claims on; a mode adds how it runs a delivery (deliver)."""
+
+    lane_count = 1
+    write_behind = False
+    claim_ahead = False
 
     def __init__(self, settings: Settings, worker_name: str) -> None:
-        self.background = settings.write_behind
-        self.claim_ahead = settings.write_behind and settings.claim_ahead
-        lanes = 3 if self.claim_ahead else 2 if self.background else 1
         self._free: queue.Queue[DbSession] = queue.Queue()
         self._lanes = [
-            DbSession(settings, f"embedq-worker {worker_name} lane {n}") for n in range(lanes)
+            DbSession(settings, f"embedq-worker {worker_name} lane {n}")
+            for n in range(self.lane_count)
         ]
         for lane in self._lanes:
             self._free.put(lane)
-        # Threads start on first use; made here, so no two threads race to make one.
-        self._executor = (
-            ThreadPoolExecutor(1, thread_name_prefix="embedq-write") if self.background else None
-        )
-        self._engine_executor = (
-            ThreadPoolExecutor(1, thread_name_prefix="embedq-engine") if self.claim_ahead else None
-        )
+
+    def deliver(self, delivery: Delivery) -> Any | None:
+        """Embed and store the delivery; its outcome when stored on this thread, None when
+        the mode stores it behind the caller."""
+        raise NotImplementedError
 
     def lane(self) -> DbSession:
         """A lane with no batch on it (waits for the oldest batch's write to end). Hand it back
-        with submit(), submit_embed() or release()."""
+        through deliver() or release()."""
         return self._free.get()
 
     def free_lane(self) -> DbSession | None:
@@ -72,59 +91,9 @@ class BatchWrites:
         """Give back a lane whose batch ended without a write."""
         self._free.put(lane)
 
-    def submit(self, lane: DbSession, write: Callable[[], T]) -> Future[T]:
-        """Run write (which must end the batch on lane: commit or record why not) behind the
-        caller, or in line when write-behind is off; the lane is free again afterwards."""
-        if not self.background:
-            done: Future[T] = Future()
-            try:
-                done.set_result(write())
-            except BaseException as exc:
-                done.set_exception(exc)
-                raise
-            finally:
-                self._free.put(lane)
-            return done
-        assert self._executor is not None
-        return self._executor.submit(self._run, lane, write)
-
-    def submit_embed(
-        self, lane: DbSession, embed: Callable[[], R], write: Callable[[R], T]
-    ) -> None:
-        """Claiming ahead: run embed on the engine thread, then write(its result) on the writer
-        thread, both behind the caller. embed must end the batch on lane itself when it fails
-        (record why); the lane is free again after the write, or after embed fails."""
-        assert self._engine_executor is not None, "claim_ahead is off"
-        self._engine_executor.submit(self._embed_then_write, lane, embed, write)
-
-    def _embed_then_write(
-        self, lane: DbSession, embed: Callable[[], R], write: Callable[[R], T]
-    ) -> None:
-        try:
-            result = embed()
-        except BaseException:
-            log.exception("embedding a batch behind the consumer failed")
-            self._free.put(lane)
-            raise
-        assert self._executor is not None
-        self._executor.submit(self._run, lane, lambda: write(result))
-
-    def _run(self, lane: DbSession, write: Callable[[], T]) -> T:
-        try:
-            return write()
-        except Exception:
-            # write records the batch's fate itself; what reaches here is logged, and the batch
-            # is left claimed and pending for the reconciler.
-            log.exception("writing a batch behind the engine failed")
-            raise
-        finally:
-            self._free.put(lane)
-
     def wait_for_writes(self) -> None:
-        """Wait until the writes handed to the writer thread so far have ended (committed or
-        failed); from the consumer or engine thread, never from the writer."""
-        if self._executor is not None:
-            self._executor.submit(lambda: None).result()
+        """Wait until the writes handed over so far have ended (committed or failed); from the
+        consumer or engine thread, never from the writer."""
 
     def drain(self) -> None:
         """Wait until every batch handed over has been written (or has failed)."""
@@ -133,13 +102,108 @@ class BatchWrites:
             self._free.put(lane)
 
     def stop(self) -> None:
-        """Finish pending work, stop the engine and writer threads and close the lanes'
-        connections."""
-        if self._engine_executor is not None:  # first: its batches hand writes to the writer
-            self._engine_executor.shutdown(wait=True)
-            self._engine_executor = None
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-            self._executor = None
+        """Finish pending work, stop the mode's threads and close the lanes' connections."""
         for lane in self._lanes:
             lane.close()
+
+
+class InLine(RunMode):
+    """Claim, embed and write one after the other on the consumer thread."""
+
+    def deliver(self, delivery: Delivery) -> Any:
+        embedded = delivery.embed()
+        delivery.hand_over()
+        try:
+            return delivery.store(embedded)
+        finally:
+            self.release(delivery.lane)
+
+
+class WriteBehind(RunMode):
+    """Embed on the consumer thread; write on the writer thread while the consumer claims and
+    embeds the next batch."""
+
+    lane_count = 2
+    write_behind = True
+
+    def __init__(self, settings: Settings, worker_name: str) -> None:
+        super().__init__(settings, worker_name)
+        # Made here, so no two threads race to make it; its thread starts on first use.
+        self._writer: ThreadPoolExecutor | None = ThreadPoolExecutor(
+            1, thread_name_prefix="embedq-write"
+        )
+
+    def deliver(self, delivery: Delivery) -> Any | None:
+        embedded = delivery.embed()
+        delivery.hand_over()
+        written = self._write_behind(delivery.lane, lambda: delivery.store(embedded))
+        return written.result() if written.done() else None
+
+    def _write_behind(self, lane: DbSession, write: Callable[[], T]) -> Any:
+        assert self._writer is not None, "stopped"
+        return self._writer.submit(self._write, lane, write)
+
+    def _write(self, lane: DbSession, write: Callable[[], T]) -> T:
+        try:
+            return write()
+        except Exception:
+            # write records the batch's fate itself; what reaches here is logged, and the batch
+            # is left claimed and pending for the reconciler.
+            log.exception("writing a batch behind the engine failed")
+            raise
+        finally:
+            self.release(lane)
+
+    def wait_for_writes(self) -> None:
+        if self._writer is not None:
+            self._writer.submit(lambda: None).result()
+
+    def stop(self) -> None:
+        if self._writer is not None:
+            self._writer.shutdown(wait=True)
+            self._writer = None
+        super().stop()
+
+
+class ClaimAhead(WriteBehind):
+    """Embed on the engine thread and write on the writer thread, while the consumer claims
+    the next batch (and acknowledges its message)."""
+
+    lane_count = 3
+    claim_ahead = True
+
+    def __init__(self, settings: Settings, worker_name: str) -> None:
+        super().__init__(settings, worker_name)
+        self._engine: ThreadPoolExecutor | None = ThreadPoolExecutor(
+            1, thread_name_prefix="embedq-engine"
+        )
+
+    def deliver(self, delivery: Delivery) -> None:
+        delivery.hand_over()
+        assert self._engine is not None, "stopped"
+        self._engine.submit(self._embed_then_write, delivery)
+        return None
+
+    def _embed_then_write(self, delivery: Delivery) -> None:
+        try:
+            embedded = delivery.embed_behind()
+        except BaseException:
+            log.exception("embedding a batch behind the consumer failed")
+            self.release(delivery.lane)
+            raise
+        self._write_behind(delivery.lane, lambda: delivery.store(embedded))
+
+    def stop(self) -> None:
+        if self._engine is not None:  # first: its batches hand writes to the writer
+            self._engine.shutdown(wait=True)
+            self._engine = None
+        super().stop()
+
+
+def run_mode(settings: Settings, worker_name: str) -> RunMode:
+    """The mode the settings ask for: claim ahead needs write behind."""
+    if not settings.write_behind:
+        return InLine(settings, worker_name)
+    if settings.claim_ahead:
+        return ClaimAhead(settings, worker_name)
+    return WriteBehind(settings, worker_name)

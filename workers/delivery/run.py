@@ -6,14 +6,16 @@ the vectors already computed: they spend no attempt. A text the engine cannot em
 alone. A write error fails the delivery with its reason on the items; the reconciler sends the
 batch again and that delivery writes item by item, so a poison item fails alone. A small batch
 takes other waiting small batches of its model into the same engine call
-(workers/delivery/coalesce.py);
-each is still written and finished on its own.
+(workers/delivery/coalesce.py); each is still written and finished on its own. How the engine
+call and the write run beside the consumer thread is the worker's run mode
+(workers/delivery/lanes.py: in line, write behind, claim ahead).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -27,6 +29,7 @@ from workers.delivery.coalesce import HeldBatch, claim_companions
 from workers.delivery.db import DbSession, is_transient
 from workers.delivery.embed import (
     EmbeddedBatch,
+    Plan,
     embed_behind,
     embed_planned,
     plan_all,
@@ -35,6 +38,7 @@ from workers.delivery.embed import (
 )
 from workers.delivery.lock import BatchBusy, BatchLock
 from workers.delivery.store import BatchOutcome, fail_all, write_batch
+from workers.engine import PreparedTexts
 from workers.telemetry import metrics
 from workers.telemetry.metrics import BatchTimer
 
@@ -49,22 +53,49 @@ class ClaimNotRecorded(Exception):
     queue: acknowledged, the batch would wait for the unclaimed-send backstop (an hour)."""
 
 
+@dataclass
+class PlannedDelivery:
+    """A claimed delivery with its plans, as the run mode moves it through the engine and the
+    writer (workers/delivery/lanes.Delivery)."""
+
+    ctx: WorkerContext
+    lane: DbSession
+    plans: list[Plan]
+    tokenised: PreparedTexts | None
+    model_id: str
+    timer: BatchTimer
+    handed_over: bool = False
+
+    def hand_over(self) -> None:
+        self.timer.hand_over()
+        self.handed_over = True
+
+    def embed(self) -> list[EmbeddedBatch]:
+        return embed_planned(self.ctx, self.plans, self.tokenised, self.model_id)
+
+    def embed_behind(self) -> list[EmbeddedBatch]:
+        return embed_behind(self.ctx, self.plans, self.tokenised, self.model_id, self.timer)
+
+    def store(self, embedded: list[EmbeddedBatch]) -> BatchOutcome:
+        return _store_all(self.ctx, self.lane, embedded, self.timer)
+
+
 def process_batch(ctx: WorkerContext, job_id: str, batch_no: int) -> BatchOutcome:
     """Claim and embed one batch (with waiting small batches of its model when it is small),
-    then write each: behind the engine when write-behind is on (the writer thread then ends the
-    batches), in line otherwise; claiming ahead, the engine thread embeds them and this one
-    returns once they are claimed. Safe to run again, or twice at once, for the same batch."""
-    lane = ctx.writes.free_lane()
+    then write each, as the worker's run mode says: the writer thread ends the batches when it
+    writes behind; claiming ahead, the engine thread embeds them and this one returns once they
+    are claimed. Safe to run again, or twice at once, for the same batch."""
+    lane = ctx.mode.free_lane()
     if lane is None:
         # Every lane holds a batch still to be embedded or written. Date a claim first: this
         # message was fetched after the last one was acknowledged, and if the worker dies while
         # waiting, the reconciler must find the batch by Postgres's grace rule, not an hour later.
         _date_claim(ctx.connection, job_id, batch_no, delivered=True)
-        lane = ctx.writes.lane()
+        lane = ctx.mode.lane()
     lock = BatchLock(ctx.settings, lane, job_id, batch_no)
     timer = metrics.start_batch()
-    locks = [lock]  # released here unless the write was handed over
-    handed_over = False
+    locks = [lock]  # released here unless the delivery was handed over
+    delivery: PlannedDelivery | None = None
     try:
         with timer.stage("claim"):
             try:
@@ -105,33 +136,20 @@ def process_batch(ctx: WorkerContext, job_id: str, batch_no: int) -> BatchOutcom
             record_failures(ctx, held, exc)
             raise
         tokenised = tokenise_planned(ctx, plans)
-        if ctx.writes.claim_ahead:
-            timer.hand_over()
-            handed_over = True
-            ctx.writes.submit_embed(
-                lane,
-                partial(embed_behind, ctx, plans, tokenised, model_id, timer),
-                lambda prepared: _store_all(ctx, lane, prepared, timer),
-            )
-            return BatchOutcome(0, 0, written_behind=True)
-        prepared = embed_planned(ctx, plans, tokenised, model_id)
-        timer.hand_over()
-        handed_over = True
-        written = ctx.writes.submit(lane, lambda: _store_all(ctx, lane, prepared, timer))
-        if written.done():
-            return written.result()
-        return BatchOutcome(0, 0, written_behind=True)
+        delivery = PlannedDelivery(ctx, lane, plans, tokenised, model_id, timer)
+        outcome = ctx.mode.deliver(delivery)
+        return outcome if outcome is not None else BatchOutcome(0, 0, written_behind=True)
     except BatchBusy:
         # Its worker is alive; if it dies, its lock goes with its connection and the
         # reconciler sends the batch again, once the grace has passed since this claim.
         _date_claim(lane.connection, job_id, batch_no, delivered=True)
         return BatchOutcome(0, 0, skipped_reason="batch is being processed by another worker")
     finally:
-        if not handed_over:
+        if delivery is None or not delivery.handed_over:
             for each_lock in locks:
                 each_lock.release()
             timer.finish()
-            ctx.writes.release(lane)
+            ctx.mode.release(lane)
 
 
 def _wrong_model(held: HeldBatch, model_id: str) -> BatchOutcome:

@@ -124,8 +124,8 @@ def start(settings: Settings, ctx: WorkerContext) -> MetricsListener | None:
     embedder = ctx.embedder
     pipeline = {
         "engine_streams": str(settings.engine_streams),
-        "write_behind": _flag(ctx.writes.background),
-        "claim_ahead": _flag(ctx.writes.claim_ahead),
+        "write_behind": _flag(ctx.mode.write_behind),
+        "claim_ahead": _flag(ctx.mode.claim_ahead),
         "tokenise_ahead": _flag(ctx.tokenise_ahead),
     }
     metrics.configure(embedder.manifest, embedder.backend, pipeline)
