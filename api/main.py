@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
+from fastapi_offline import FastAPIOffline
 
 from api.auth import ApiKeyGate, require_api_key
 from api.body_limit import BodyBudget, BodyLimit
@@ -44,7 +45,9 @@ def create_app(settings: Settings) -> FastAPI:
         resources.redis.close()
         await resources.live_redis.aclose()
 
-    app = FastAPI(
+    # /docs and /redoc load Swagger UI and ReDoc from a packaged copy served by the API itself,
+    # not from a CDN, so they work on an intranet.
+    app = FastAPIOffline(
         title="embedq",
         version="0.1.0",
         summary="Asynchronous batch embedding into Postgres/pgvector",

@@ -24,6 +24,7 @@ from ops.devstack.bundled_model import ensure_bundled_model
 from ops.devstack.processes import ChildProcess, start_api, start_worker
 from ops.devstack.stack import EmbeddedStack, free_port
 from ops.export.model import ExportOptions, export_model
+from tests.docs_examples import all_examples
 from tests.exact_words import exact_word_texts
 from tests.m3_model import build_tiny_m3
 from tests.model_factory import BGE_INSTRUCTION, EXTRA_CHARACTERS, build_tiny_bge
@@ -41,6 +42,28 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if tier not in TIERS:
             raise pytest.UsageError(f"{item.nodeid}: tests live in one of tests/{TIERS}")
         item.add_marker(getattr(pytest.mark, tier))
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """How many of the docs' code blocks this run executed, and which are marked skipped."""
+    example_tests = ("test_docs_examples.py::test_sql_example_runs", "test_shell_and_python")
+    outcomes = {"passed": 0, "failed": 0}
+    for outcome in outcomes:
+        for report in terminalreporter.stats.get(outcome, []):
+            if report.when == "call" and any(name in report.nodeid for name in example_tests):
+                outcomes[outcome] += 1
+    if not any(outcomes.values()):
+        return
+    blocks = all_examples()
+    skipped = {ex.key: ex for ex in blocks if ex.skip_reason}
+    terminalreporter.section("docs examples")
+    terminalreporter.write_line(
+        f"{len(blocks)} code blocks on the README and docs pages; distinct blocks run here: "
+        f"{outcomes['passed']} passed, {outcomes['failed']} failed (plus the quickstart's demo "
+        f"command, run by tests/e2e/test_demo.py); marked skipped: {len(skipped)}"
+    )
+    for ex in skipped.values():
+        terminalreporter.write_line(f"  skipped {ex.where}: {ex.skip_reason}")
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,6 @@
 """One typed settings object, built at each entry point and passed in. Its fields are defined
 in one module per concern (engine, jobs, re-embedding, API and live queries, operations), each
-with its description, default and bounds: docs/settings.md is rendered from them."""
+with its description, default and bounds: docs/reference/settings.md is rendered from them."""
 
 from __future__ import annotations
 

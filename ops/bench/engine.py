@@ -71,6 +71,27 @@ class Row:
     is_default: bool
 
 
+def source_commit() -> str:
+    """The commit the bench ran (with `-dirty` when the tree had changes), or `unknown`
+    outside a git checkout: the benchmarks page shows it beside each table."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+        )
+    except OSError:
+        return "unknown"
+    if head.returncode != 0:
+        return "unknown"
+    return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
 def machine_description() -> dict[str, Any]:
     """The machine the figures were measured on."""
     # The first processor's fields; the family and model tell CPU generations apart where a
@@ -212,6 +233,7 @@ def run_engine_bench(
     payload = {
         "benchmark": "engine",
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "commit": source_commit(),
         "machine": machine_description(),
         "peak": None if peak is None else asdict(peak),
         "model": {

@@ -27,7 +27,7 @@ from migrations.reembed.locking import LockPolicy
 from migrations.reembed.state import load
 from migrations.reembed.target import resolve_target
 from migrations.schema_upgrade import upgrade_head
-from ops.bench.engine import machine_description, machine_label
+from ops.bench.engine import machine_description, machine_label, source_commit
 from ops.data.corpus import load_bench_corpus
 from ops.devstack.processes import start_worker
 from ops.devstack.stack import EmbeddedStack
@@ -224,6 +224,7 @@ def run_migrate_bench(
             {
                 "benchmark": "migrate",
                 "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "commit": source_commit(),
                 "machine": machine_description(),
                 "model": {
                     "manifest_id": embedder.manifest.manifest_id,

@@ -29,7 +29,7 @@ def bench_write_path(rows: int, dimension: int, batch: int, out_json: Path) -> N
 
     from rich.console import Console
 
-    from ops.bench.engine import machine_description
+    from ops.bench.engine import machine_description, source_commit
     from ops.bench.pipeline_report import print_write_path
     from ops.bench.write_path import run_write_path_on_embedded_stack
 
@@ -39,6 +39,7 @@ def bench_write_path(rows: int, dimension: int, batch: int, out_json: Path) -> N
     print_write_path(Console(), results, title)
     out_json.parent.mkdir(parents=True, exist_ok=True)
     payload = {
+        "commit": source_commit(),
         "machine": machine_description(),
         "batch": batch,
         "rows": [asdict(r) for r in results],
@@ -103,7 +104,7 @@ def bench_pipeline(
 
     from rich.console import Console
 
-    from ops.bench.engine import machine_description, machine_label
+    from ops.bench.engine import machine_description, machine_label, source_commit
     from ops.bench.pipeline import run_pipeline_bench, streams_run_here
     from ops.bench.pipeline_report import print_runs, print_write_path
     from ops.bench.write_path import run_write_path_on_embedded_stack
@@ -125,6 +126,7 @@ def bench_pipeline(
     out_json.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "commit": source_commit(),
         "machine": machine,
         "model_dir": str(model_dir),
         "settings": {

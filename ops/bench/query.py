@@ -20,7 +20,7 @@ from embedq_core.catalog import create_collection, register_model_dir
 from embedq_core.db import make_engine
 from embedq_core.settings import Settings
 from migrations.schema_upgrade import upgrade_head
-from ops.bench.engine import machine_description, machine_label
+from ops.bench.engine import machine_description, machine_label, source_commit
 from ops.data.corpus import load_bench_corpus, load_demo_corpus
 from ops.devstack.processes import ChildProcess, start_api, start_worker
 from ops.devstack.stack import EmbeddedStack, free_port
@@ -167,6 +167,7 @@ def run_query_bench(
     out_json.write_text(
         json.dumps(
             {
+                "commit": source_commit(),
                 "machine": machine_description(),
                 "model": manifest.source,
                 "manifest_id": manifest.manifest_id,

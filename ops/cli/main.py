@@ -120,10 +120,30 @@ def demo(keep_running: bool) -> None:
 @main.command()
 def settings() -> None:
     """Print the settings reference (every variable, its default, unit and meaning) as
-    Markdown: the page docs/settings.md holds."""
-    from ops.cli.settings_reference import render_markdown
+    Markdown: the page docs/reference/settings.md holds."""
+    from ops.docsgen.settings_page import render_markdown
 
     click.echo(render_markdown(), nl=False)
+
+
+@main.group()
+def docs() -> None:
+    """The docs site's generated pages (settings, CLI, metrics, benchmarks)."""
+
+
+@docs.command("generate")
+@click.option("--check", is_flag=True, help="Only report stale pages; exit 1 if any.")
+def docs_generate(check: bool) -> None:
+    """Render the reference pages from the code and the benchmarks page from the results JSON."""
+    from ops.docsgen.pages import stale_pages, write_pages
+
+    if check:
+        stale = stale_pages()
+        for page in stale:
+            click.echo(f"stale: {page}")
+        raise SystemExit(1 if stale else 0)
+    for page in write_pages():
+        click.echo(f"wrote {page}")
 
 
 @main.command()

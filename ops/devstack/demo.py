@@ -159,6 +159,14 @@ def _wait_for_interrupt(
     console.print(f"Postgres:   {settings.database_url}")
     console.print(f"Redis:      {settings.redis_url}")
     console.print(f"model dir:  {settings.model_dir}")
+    console.print("For the examples in the docs, in another shell:")
+    console.print(
+        f"export EMBEDQ_API_URL={api_url} EMBEDQ_KEY={api_key}"
+        f" DATABASE_URL='{libpq_url(settings.require_database_url())}'"
+        f" REDIS_URL='{settings.redis_url}'",
+        soft_wrap=True,
+        highlight=False,
+    )
     console.print("Ctrl-C stops everything.")
     try:
         while all(child.alive() for child in children):

@@ -24,6 +24,7 @@ from ops.export.model_config import (
     needs_wordpiece_tokenizer,
     read_source_semantics,
 )
+from ops.export.quiet import quiet_known_library_noise
 from workers.engine.config import EngineConfig
 
 log = logging.getLogger(__name__)
@@ -88,6 +89,7 @@ def export_model(
 ) -> ModelManifest:
     """Export SOURCE to out_dir/model.onnx (+ model_int8.onnx) and write the manifest. `engine`
     runs the INT8 fidelity check (on ONNX Runtime's CPU provider, whatever its runtime says)."""
+    quiet_known_library_noise()
     model_dir, revision = resolve_source(source, options.revision)
     source_id = options.source_id or source
     semantics = read_source_semantics(model_dir, source_id)

@@ -384,7 +384,7 @@ def test_a_live_table_is_re_embedded_by_the_fleet(deployment: Deployment) -> Non
     """A legacy table of 312-d vectors gets the new model's vectors from the containers."""
     compose = deployment.compose
     postgres = compose.running("postgres")[0]
-    # The application role owns the table, as ops/RUNBOOK.md asks of a re-embedded table.
+    # The application role owns the table, as the runbook asks of a re-embedded table.
     ps.run(
         [
             *("podman", "exec", postgres, "psql", "-U", "embedq_app", "-d", "embedq"),

@@ -1,5 +1,5 @@
-"""The settings reference (docs/settings.md, `embedq settings`), rendered from the settings
-object itself: each setting's description, default and bounds are defined once, in
+"""The settings reference (docs/reference/settings.md, `embedq settings`), rendered from the
+settings object itself: each setting's description, default and bounds are defined once, in
 embedq_core/settings/, and a unit test fails when the page drifts from them."""
 
 from __future__ import annotations
@@ -21,14 +21,14 @@ UNIT_SUFFIXES = {
     "_items": "items",
     "_batches": "batches",
 }
-PAGE = Path("docs") / "settings.md"
+PAGE = Path("docs") / "reference" / "settings.md"
 INTRO = """# Settings
 
 Every embedq process (API, worker, `embedq` commands) reads one typed settings object from the
 environment at its entry point. A variable set to the empty string counts as unset;
 `.env.example` lists every one for `docker compose`. This page is generated from
-`embedq_core/settings/` by `embedq settings > docs/settings.md`, and a test fails when the two
-differ.
+`embedq_core/settings/` by `embedq docs generate`, and a test fails when the two differ.
+`embedq settings` prints the same page.
 """
 
 

@@ -1,18 +1,18 @@
-"""The settings reference is rendered from the settings object, so it cannot drift from it."""
+"""The generated pages (settings, CLI, metrics, benchmarks) are what the code renders now."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from embedq_core.settings import Settings
-from ops.cli.settings_reference import PAGE, env_name, render_markdown, unit_of
+from ops.docsgen.pages import ROOT, stale_pages
+from ops.docsgen.settings_page import env_name, render_markdown, unit_of
 
-ROOT = Path(__file__).resolve().parents[2]
 
-
-def test_docs_settings_page_is_the_rendered_reference() -> None:
-    written = (ROOT / PAGE).read_text(encoding="utf-8")
-    assert written == render_markdown(), "run `embedq settings > docs/settings.md`"
+def test_generated_pages_match_the_code(tmp_path: Path) -> None:
+    assert stale_pages() == [], "run `embedq docs generate`"
+    assert stale_pages(tmp_path) != [], "a missing page counts as stale"
+    assert (ROOT / "docs" / "reference" / "cli.md").read_text().count("## `embedq ") >= 20
 
 
 def test_every_setting_is_described_once_with_its_env_name() -> None:

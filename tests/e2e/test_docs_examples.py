@@ -1,14 +1,18 @@
-"""Every SQL snippet in the README and the runbook runs against a real Postgres + pgvector.
+"""Every code example of the README and the docs runs here against the real stack.
 
-A ```sql block runs on the fixture named by a `<!-- docs-sql: NAME -->` line just before it
-(README blocks default to the cookbook's `songs` collection). `$1` is bound to a unit query
-vector of the fixture's dimension, `$2` (the `hybrid` fixture: a BGE-M3-shaped collection
-`products`) to a sparse query vector; every SELECT must return rows.
+Which fixture a block runs on is its marker (tests/docs_examples.py). SQL: `$1` is bound to a
+unit query vector of the fixture's dimension, `$2` (the `hybrid` fixture: a BGE-M3-shaped
+collection `products`) to a sparse query vector; every SELECT must return rows. Shell and
+Python: run as a user would, with the `export` line `embedq demo --keep-running` prints (API
+URL, key, Postgres and Redis URLs) and the demo's model directory, in one working directory
+per module; they must exit 0 and print no error body.
 """
 
 from __future__ import annotations
 
-import re
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,30 +30,12 @@ from embedq_core.db import libpq_url
 from migrations.reembed.ddl import start_statements, swap_statements
 from migrations.reembed.state import Migration
 from ops.data.corpus import load_demo_corpus
-from ops.devstack.processes import start_worker
+from ops.devstack.processes import ChildProcess, start_worker
+from tests.docs_examples import Example, all_examples, runnable
 from tests.support import ServiceHandle
 
-ROOT = Path(__file__).resolve().parents[2]
-BLOCK_RE = re.compile(
-    r"(?:<!-- docs-sql: (?P<fixture>[\w-]+) -->\n)?```(?P<lang>sql|python)\n(?P<body>.*?)```", re.S
-)
-
-
-def doc_blocks(path: Path, lang: str, default_fixture: str) -> list[tuple[str, str, str]]:
-    """(where, fixture, code) of each block of that language."""
-    text = path.read_text(encoding="utf-8")
-    blocks = []
-    for match in BLOCK_RE.finditer(text):
-        if match["lang"] == lang:
-            line = text.count("\n", 0, match.start("body")) + 1
-            fixture = match["fixture"] or default_fixture
-            blocks.append((f"{path.name}:{line}", fixture, match["body"]))
-    return blocks
-
-
-SQL_BLOCKS = doc_blocks(ROOT / "README.md", "sql", "cookbook") + doc_blocks(
-    ROOT / "ops" / "RUNBOOK.md", "sql", "runbook-missing-fixture"
-)
+SQL_BLOCKS = runnable("sql")
+SHELL_BLOCKS = runnable("bash", {"stack", "hybrid-stack"}) + runnable("python", {"stack"})
 
 
 def statements(block: str) -> list[str]:
@@ -184,10 +170,9 @@ def _hybrid_table(conn: psycopg.Connection[Any], services: ServiceHandle, m3_dir
     return manifest.vocab_size
 
 
-@pytest.mark.parametrize(("where", "fixture", "block"), SQL_BLOCKS, ids=[b[0] for b in SQL_BLOCKS])
-def test_sql_snippet_runs(
-    where: str, fixture: str, block: str, cookbook: ServiceHandle, tiny_m3_dir: Path
-) -> None:
+@pytest.mark.parametrize("example", SQL_BLOCKS, ids=[ex.where for ex in SQL_BLOCKS])
+def test_sql_example_runs(example: Example, cookbook: ServiceHandle, tiny_m3_dir: Path) -> None:
+    where, fixture, block = example.where, str(example.fixture), example.code
     url = libpq_url(cookbook.settings.require_database_url())
     with psycopg.connect(url, autocommit=True) as conn:
         register_vector(conn)
@@ -207,32 +192,83 @@ def test_sql_snippet_runs(
 
 
 def test_the_docs_have_the_cookbook_recipes() -> None:
-    cookbook_sql = " ".join(block for _, fixture, block in SQL_BLOCKS if fixture == "cookbook")
+    cookbook_sql = " ".join(ex.code for ex in SQL_BLOCKS if ex.fixture == "cookbook")
     for needle in (
         "<#>", "<=>", "hnsw.ef_search", "hnsw.iterative_scan", "JOIN songs",
         "halfvec_ip_ops", "binary_quantize",
     ):  # fmt: skip
         assert needle in cookbook_sql, needle
-    hybrid_sql = " ".join(block for _, fixture, block in SQL_BLOCKS if fixture == "hybrid")
+    hybrid_sql = " ".join(ex.code for ex in SQL_BLOCKS if ex.fixture == "hybrid")
     for needle in ("sparse_embedding <#> $2", "FULL JOIN", "row_number()", "0.3 *"):
         assert needle in hybrid_sql, needle
     assert len(SQL_BLOCKS) >= 10
 
 
-def test_python_query_vector_recipe_runs(
-    cookbook: ServiceHandle, monkeypatch: pytest.MonkeyPatch
+@pytest.fixture(scope="module")
+def user_shell(
+    cookbook: ServiceHandle, minilm_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, dict[str, str]]:
+    """A working directory laid out as after `embedq demo` (its exported model) and the
+    environment its `export` line sets."""
+    workdir = tmp_path_factory.mktemp("user")
+    models = workdir / ".embedq" / "demo" / "models"
+    models.mkdir(parents=True)
+    (models / "all-minilm-l6-v2").symlink_to(minilm_dir, target_is_directory=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EMBEDQ_")}
+    env.update(
+        {
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+            "EMBEDQ_API_URL": cookbook.api_url,
+            "EMBEDQ_KEY": cookbook.api_key,
+            "DATABASE_URL": libpq_url(cookbook.settings.require_database_url()),
+            "REDIS_URL": str(cookbook.settings.redis_url),
+        }
+    )
+    return workdir, env
+
+
+@pytest.fixture(scope="module")
+def products_worker(
+    cookbook: ServiceHandle, tiny_m3_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ChildProcess]:
+    """The hybrid examples' `products` collection with a worker of its BGE-M3-shaped model."""
+    with psycopg.connect(libpq_url(cookbook.settings.require_database_url()), autocommit=True) as c:
+        register_vector(c)
+        _hybrid_table(c, cookbook, tiny_m3_dir)
+    settings = cookbook.settings.model_copy(update={"model_dir": tiny_m3_dir})
+    worker = start_worker(settings, tmp_path_factory.mktemp("m3-logs"), name="m3-worker")
+    try:
+        yield worker
+    finally:
+        worker.stop()
+
+
+@pytest.mark.parametrize("example", SHELL_BLOCKS, ids=[ex.where for ex in SHELL_BLOCKS])
+def test_shell_and_python_example_runs(
+    example: Example, user_shell: tuple[Path, dict[str, str]], request: pytest.FixtureRequest
 ) -> None:
-    (code,) = [
-        block
-        for _, _, block in doc_blocks(ROOT / "README.md", "python", "")
-        if "vectors_songs" in block
-    ]
-    monkeypatch.setenv("EMBEDQ_API_URL", cookbook.api_url)
-    monkeypatch.setenv("EMBEDQ_KEY", cookbook.api_key)
-    monkeypatch.setenv("DATABASE_URL", libpq_url(cookbook.settings.require_database_url()))
-    namespace: dict[str, Any] = {}
-    exec(compile(code, "README.md", "exec"), namespace)
-    rows = namespace["rows"]
-    assert len(rows) == 5
-    scores = [row[2] for row in rows]
-    assert scores == sorted(scores, reverse=True) and -1.0 <= scores[-1] <= scores[0] <= 1.0
+    workdir, env = user_shell
+    if example.fixture == "hybrid-stack":
+        request.getfixturevalue("products_worker")
+    command = (
+        [sys.executable, "-c", example.code]
+        if example.lang == "python"
+        else ["bash", "-euo", "pipefail", "-c", example.code]
+    )
+    result = subprocess.run(
+        command, cwd=workdir, env=env, capture_output=True, text=True, timeout=300
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, f"{example.where} exited {result.returncode}:\n{output}"
+    assert '"detail"' not in result.stdout, f"{example.where} got an error answer:\n{output}"
+
+
+def test_every_example_the_docs_mark_runs_somewhere() -> None:
+    """Blocks on `demo` are the quickstart's first command, which tests/e2e/test_demo.py runs;
+    every other marked block is collected above."""
+    collected = {ex.key for ex in SQL_BLOCKS + SHELL_BLOCKS}
+    for ex in all_examples():
+        if ex.fixture == "demo":
+            assert ex.code.strip() == 'python -m pip install -e ".[demo]" && embedq demo', ex.where
+        elif ex.fixture is not None:
+            assert ex.key in collected, ex.where

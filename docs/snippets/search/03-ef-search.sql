@@ -1,0 +1,7 @@
+BEGIN;
+SET LOCAL hnsw.ef_search = 200;
+SELECT id, text, -(embedding <#> $1) AS score
+FROM vectors_songs
+ORDER BY embedding <#> $1
+LIMIT 100;
+COMMIT;
