@@ -9,6 +9,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, cast
 
+import numpy as np
+import numpy.typing as npt
 from redis.asyncio import Redis as AsyncRedis
 from redis.exceptions import RedisError
 
@@ -19,6 +21,7 @@ from embedq_core.query_protocol import (
     QueryReply,
     QueryRequest,
     query_queue,
+    relevance,
     serving_key,
     working_key,
 )
@@ -98,9 +101,12 @@ async def embed_on_fleet(
     manifest_id: str,
     texts: list[str],
     input_type: InputType,
+    query: str | None = None,
+    max_tokens_per_text: int | None = None,
 ) -> QueryReply:
-    """Have a worker of manifest_id embed texts now, ahead of its bulk work. Awaits the answer
-    on the event loop (no thread waits on the broker).
+    """Have a worker of manifest_id embed texts now, ahead of its bulk work (or, with `query`,
+    a reranker score them against it). Awaits the answer on the event loop (no thread waits
+    on the broker).
 
     Raises FleetBusy when max_waiting_queries_per_model requests already wait for the model,
     FleetUnavailable when the broker is down, when no worker takes the request within
@@ -109,7 +115,10 @@ async def embed_on_fleet(
     """
     with admission.admit(manifest_id):
         try:
-            return await _round_trip(redis, settings, manifest_id, texts, input_type)
+            request = QueryRequest.new(
+                texts, input_type, settings.query_pickup_timeout_s, query, max_tokens_per_text
+            )
+            return await _round_trip(redis, settings, manifest_id, request)
         except RedisError as exc:
             raise FleetUnavailable(
                 f"broker unavailable ({type(exc).__name__}); retry later"
@@ -117,9 +126,8 @@ async def embed_on_fleet(
 
 
 async def _round_trip(
-    redis: AsyncRedis, settings: Settings, manifest_id: str, texts: list[str], input_type: InputType
+    redis: AsyncRedis, settings: Settings, manifest_id: str, request: QueryRequest
 ) -> QueryReply:
-    request = QueryRequest.new(texts, input_type, settings.query_pickup_timeout_s)
     queue = query_queue(manifest_id)
     message = request.encode()
     started = time.monotonic()
@@ -161,3 +169,29 @@ async def _round_trip(
     if reply.error is not None:
         raise WorkerFailed(f"the worker for model {manifest_id} failed: {reply.error}")
     return reply
+
+
+async def rerank_on_fleet(
+    redis: AsyncRedis,
+    admission: QueryAdmission,
+    settings: Settings,
+    manifest: ModelManifest,
+    query: str,
+    texts: list[str],
+    max_tokens_per_text: int | None = None,
+) -> tuple[npt.NDArray[np.float64], int]:
+    """Have a worker of the reranker score texts against query now: each text's relevance, in
+    order, and the tokens the model read."""
+    reply = await embed_on_fleet(
+        redis,
+        admission,
+        settings,
+        manifest.manifest_id,
+        texts,
+        "passage",
+        query=query,
+        max_tokens_per_text=max_tokens_per_text,
+    )
+    if reply.vectors.shape != (len(texts), 1):
+        raise WorkerFailed(f"the worker for {manifest.manifest_id} sent no scores")
+    return relevance(reply.vectors[:, 0], manifest.normalize), sum(reply.token_counts)

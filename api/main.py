@@ -16,7 +16,7 @@ from api.errors import ERROR_RESPONSES, install_error_handlers
 from api.fleet import QueryAdmission
 from api.metrics import install_metrics
 from api.openapi_limits import install_openapi_limits
-from api.routes import collections, embeddings, health, jobs, reembed, search
+from api.routes import collections, embeddings, health, jobs, reembed, rerank, search
 from embedq_core.db import make_engine
 from embedq_core.queueing import make_async_redis, make_celery, make_redis
 from embedq_core.settings import Settings
@@ -61,6 +61,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(reembed.router, dependencies=protected, responses=ERROR_RESPONSES)
     app.include_router(embeddings.router, dependencies=protected, responses=ERROR_RESPONSES)
     app.include_router(search.router, dependencies=protected, responses=ERROR_RESPONSES)
+    app.include_router(rerank.router, dependencies=protected, responses=ERROR_RESPONSES)
 
     install_error_handlers(app, settings)
     install_openapi_limits(app, settings)

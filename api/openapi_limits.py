@@ -20,6 +20,9 @@ def _limits(settings: Settings) -> dict[tuple[str, str], dict[str, Any]]:
         ("ItemIn", "text"): {"maxLength": settings.max_text_chars},
         ("EmbeddingsIn", "input"): {"minItems": 1, "maxItems": settings.max_inputs_per_request},
         ("SearchIn", "query"): {"maxLength": settings.max_text_chars},
+        ("RerankIn", "query"): {"maxLength": settings.max_text_chars},
+        ("RerankIn", "documents"): {"maxItems": settings.max_inputs_per_request},
+        ("DocumentIn", "text"): {"maxLength": settings.max_text_chars},
     }
 
 
@@ -83,6 +86,11 @@ def install_openapi_limits(app: FastAPI, settings: Settings) -> None:
                 text = target.get("items", target)
                 if text.get("type") == "string":
                     text["maxLength"] = settings.max_text_chars
+            # A rerank document given as a plain string: the same per-text limit.
+            documents = components["RerankIn"]["properties"]["documents"]["items"]
+            for target in documents.get("anyOf", [documents]):
+                if target.get("type") == "string":
+                    target["maxLength"] = settings.max_text_chars
             app.openapi_schema = schema
         return app.openapi_schema
 

@@ -131,6 +131,27 @@ class EmbeddingsOut(BaseModel):
     usage: UsageOut
 
 
+class SearchRerankIn(JsonBody):
+    """Re-score the search's candidates with a reranker and return the best k of them."""
+
+    _integer_fields = ("candidates",)
+
+    model: str = Field(
+        min_length=1,
+        max_length=512,
+        json_schema_extra=STORABLE_TEXT_SCHEMA,
+        description="a reranker's manifest id or source model id, e.g. BAAI/bge-reranker-v2-m3",
+    )
+    candidates: int = Field(
+        default=50, ge=1, le=MAX_K, description="rows the search fetches for the reranker (≥ k)"
+    )
+
+    @field_validator("model")
+    @classmethod
+    def storable(cls, value: str) -> str:
+        return check_storable_text(value)
+
+
 class SearchIn(JsonBody):
     """A text query against one collection."""
 
@@ -160,6 +181,11 @@ class SearchIn(JsonBody):
     sparse_weight: float = Field(
         default=0.3, ge=0, le=1000, description="hybrid weighted (BGE-M3's own default: 0.3)"
     )
+    rerank: SearchRerankIn | None = Field(
+        default=None,
+        description="re-score `candidates` rows (dense, sparse or hybrid, as `mode` says) with "
+        "a reranker and return the best k by its score",
+    )
 
     @field_validator("query")
     @classmethod
@@ -175,6 +201,10 @@ class HitOut(BaseModel):
     score: float
     text: str
     metadata: dict[str, Any]
+    rerank_score: float | None = Field(
+        default=None,
+        description="with `rerank`: the reranker's relevance score, hits ordered by it",
+    )
 
 
 class SearchOut(BaseModel):
@@ -182,3 +212,6 @@ class SearchOut(BaseModel):
 
     hits: list[HitOut]
     model: str = Field(description="the manifest id the query was embedded with")
+    rerank_model: str | None = Field(
+        default=None, description="with `rerank`: the manifest id of the reranker"
+    )

@@ -38,6 +38,10 @@ class UnknownManifest(Exception):
     """No worker or operator has registered this manifest id."""
 
 
+class NotAnEmbedder(Exception):
+    """The manifest is a reranker: it scores pairs and gives no vectors to store."""
+
+
 def register_model_dir(conn: Connection, model_dir: Path) -> ModelManifest:
     """Record the manifest of an exported model, with its tokenizer (idempotent)."""
     manifest = ModelManifest.read(model_dir)
@@ -108,6 +112,10 @@ def create_collection(engine: Engine, name: str, manifest_id: str) -> Collection
         ).first()
         if manifest_row is None:
             raise UnknownManifest(manifest_id)
+        if manifest_row.manifest.get("kind", "embedder") != "embedder":
+            raise NotAnEmbedder(
+                f"{manifest_id} is a reranker: a collection needs an embedding model"
+            )
         existing = get_collection(conn, name)
         if existing is not None:
             return _same_model(existing, manifest_id)

@@ -18,9 +18,18 @@ MANIFEST_FILENAME = "embedq_manifest.json"
 
 
 class ModelManifest(BaseModel):
-    """Everything needed to reproduce and identify an exported embedding model."""
+    """Everything needed to reproduce and identify an exported model: an embedder (text in,
+    vector out) or a reranker (a query and a passage in, one relevance logit out)."""
 
     schema_version: int = 1
+    kind: Literal["embedder", "reranker"] = Field(
+        default="embedder",
+        description=(
+            "reranker: a cross-encoder with one label; its graph gives the pair's logit "
+            "(output_name), `normalize` means relevance = sigmoid(logit) as FlagEmbedding's "
+            "normalize=True, and dimension is 1"
+        ),
+    )
     source: str = Field(description="Hugging Face hub id or local directory the weights came from")
     source_revision: str | None = None
     weights_sha256: str
@@ -58,7 +67,14 @@ class ModelManifest(BaseModel):
     def sparse_complete(self) -> ModelManifest:
         if self.sparse and (self.vocab_size is None or not self.sparse_output_name):
             raise ValueError("a sparse manifest needs vocab_size and sparse_output_name")
+        if self.kind == "reranker" and (self.sparse or self.dimension != 1):
+            raise ValueError("a reranker gives one score per pair: dimension 1, no sparse head")
         return self
+
+    @property
+    def is_reranker(self) -> bool:
+        """A cross-encoder: it scores query-passage pairs and embeds nothing."""
+        return self.kind == "reranker"
 
     @property
     def manifest_id(self) -> str:
@@ -74,6 +90,8 @@ class ModelManifest(BaseModel):
             "precision": self.precision,
             "opset": self.opset,
         }
+        if self.kind != "embedder":  # only then: embedders' ids stay as they were
+            identity["kind"] = self.kind
         if self.sparse:  # only then: manifests written before these fields keep their ids
             identity |= {
                 "sparse": True,

@@ -53,17 +53,34 @@ def query_queue(manifest_id: str) -> str:
 
 @dataclass(frozen=True)
 class QueryRequest:
-    """Texts to embed now, and where to answer."""
+    """Texts to embed now, or passages to score against `query` (a reranker's request), and
+    where to answer."""
 
     request_id: str
     texts: list[str]
     input_type: InputType
     expires_at: float  # wall clock; a worker drops a request its caller gave up on
+    query: str | None = None  # set: rerank texts against it
+    max_tokens_per_text: int | None = None  # a reranker cuts each passage here too
 
     @classmethod
-    def new(cls, texts: list[str], input_type: InputType, timeout_s: float) -> QueryRequest:
+    def new(
+        cls,
+        texts: list[str],
+        input_type: InputType,
+        timeout_s: float,
+        query: str | None = None,
+        max_tokens_per_text: int | None = None,
+    ) -> QueryRequest:
         """A request with a fresh id that expires after timeout_s."""
-        return cls(uuid.uuid4().hex, texts, input_type, time.time() + timeout_s)
+        return cls(
+            uuid.uuid4().hex,
+            texts,
+            input_type,
+            time.time() + timeout_s,
+            query,
+            max_tokens_per_text,
+        )
 
     @property
     def reply_key(self) -> str:
@@ -78,6 +95,8 @@ class QueryRequest:
                 "texts": self.texts,
                 "input_type": self.input_type,
                 "expires_at": self.expires_at,
+                "query": self.query,
+                "max_tokens_per_text": self.max_tokens_per_text,
             },
             ensure_ascii=False,
         ).encode("utf-8")
@@ -86,13 +105,21 @@ class QueryRequest:
     def decode(cls, raw: bytes | str) -> QueryRequest:
         """Parse a message popped from the query list."""
         data = json.loads(raw)
-        return cls(str(data["id"]), list(data["texts"]), data["input_type"], data["expires_at"])
+        return cls(
+            str(data["id"]),
+            list(data["texts"]),
+            data["input_type"],
+            data["expires_at"],
+            data.get("query"),
+            data.get("max_tokens_per_text"),
+        )
 
 
 @dataclass(frozen=True)
 class QueryReply:
     """Vectors in request order with the tokens each text used, or the worker's error; a sparse
-    model's answer also carries each text's lexical weights {token id: weight}."""
+    model's answer also carries each text's lexical weights {token id: weight}. A reranker's
+    answer is one raw logit per passage: vectors of shape (passages, 1)."""
 
     manifest_id: str
     vectors: npt.NDArray[np.float32]
@@ -141,6 +168,13 @@ class QueryReply:
                 for ids, weights in data["sparse"]
             ],
         )
+
+
+def relevance(logits: npt.NDArray[np.float32], normalize: bool) -> npt.NDArray[np.float64]:
+    """A reranker's scores as clients see them: sigmoid(logit) where its manifest normalises
+    (FlagEmbedding's normalize=True), else the logit."""
+    wide = logits.astype(np.float64)
+    return 1.0 / (1.0 + np.exp(-wide)) if normalize else wide
 
 
 TAKEN = b"taken"  # first message on a reply list: a worker has the request

@@ -17,8 +17,8 @@ SNIPPETS = ROOT / "docs" / "snippets"
 CODE_LANGUAGES = {"sql", "python", "bash", "sh", "shell", "console"}
 FIXTURES = {
     "sql": {"cookbook", "hybrid", "runbook-before", "runbook-during", "runbook-after"},
-    "bash": {"stack", "hybrid-stack", "demo"},
-    "python": {"stack"},
+    "bash": {"stack", "hybrid-stack", "rerank-stack", "demo"},
+    "python": {"stack", "rerank-stack"},
 }
 FENCE_RE = re.compile(
     r"(?:^<!-- (?P<kind>example|example-skip): (?P<arg>.*?) -->\n)?"

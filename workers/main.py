@@ -17,6 +17,7 @@ from tenacity import (
 
 from embedq_core.catalog import register_model_dir
 from embedq_core.db import make_engine
+from embedq_core.manifest import ModelManifest
 from embedq_core.queueing import embed_queue, reembed_queue
 from embedq_core.settings import Settings
 from embedq_core.startup_wait import wait_for_broker, wait_for_database, wait_for_model
@@ -53,6 +54,11 @@ def run_worker(settings: Settings) -> None:
     one process, one model in memory, one batch at a time; run one process per GPU)."""
     if settings.model_dir is not None:
         wait_for_model(settings, settings.model_dir)
+        if ModelManifest.read(settings.model_dir).is_reranker:
+            from workers.rerank_worker import run_reranker_worker
+
+            run_reranker_worker(settings, _register)
+            return
     # The model first: a GPU worker without a GPU exits at once, before any wait on the network.
     ctx = WorkerContext.load(settings)
     wait_for_database(settings, schema_head=head_revision())

@@ -11,6 +11,7 @@ from api.schemas import CollectionIn, CollectionName, CollectionOut
 from embedq_core.catalog import (
     Collection,
     CollectionConflict,
+    NotAnEmbedder,
     UnknownManifest,
     create_collection,
     get_collection,
@@ -41,6 +42,8 @@ def create(body: CollectionIn, resources: Resources) -> CollectionOut:
         ) from exc
     except CollectionConflict as exc:
         raise field_error(409, ["name"], str(exc), "conflict") from exc
+    except NotAnEmbedder as exc:
+        raise field_error(422, ["manifest_id"], str(exc), "not_an_embedder") from exc
 
 
 @router.get("/{name}")

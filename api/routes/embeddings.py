@@ -8,13 +8,13 @@ import numpy as np
 from fastapi import APIRouter, Response
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import ApiResources, Resources
+from api.deps import Resources
 from api.errors import field_error
-from api.fleet import WorkerFailed, embed_on_fleet, pick_served
+from api.fleet import WorkerFailed, embed_on_fleet
 from api.json_body import OffLoopJsonRoute
+from api.model_choice import served_embedder
 from api.query_schemas import EmbeddingOut, EmbeddingsIn, EmbeddingsOut, UsageOut
 from api.validation import check_text_chars
-from embedq_core.catalog import candidate_models
 from embedq_core.manifest import ModelManifest
 from embedq_core.query_protocol import QueryReply
 from embedq_core.sparse_vectors import sparsevec_literal
@@ -44,14 +44,7 @@ async def create_embeddings(
             f"{len(texts)} inputs; at most {settings.max_inputs_per_request} per request",
             "too_many",
         )
-    manifest = await run_in_threadpool(_served_model, resources, body.model)
-    if manifest is None:
-        raise field_error(
-            404,
-            ["model"],
-            f"unknown model {body.model!r}: name a collection, a manifest id or a source model",
-            "not_found",
-        )
+    manifest = await run_in_threadpool(served_embedder, resources, body.model, ["model"])
     if body.dimensions is not None and body.dimensions != manifest.dimension:
         if not manifest.supports_dimensions:
             raise field_error(
@@ -87,12 +80,6 @@ async def create_embeddings(
     )
     # Truncating, normalising and encoding thousands of vectors: off the event loop.
     return await run_in_threadpool(_embeddings_out, body, manifest, reply, len(texts))
-
-
-def _served_model(resources: ApiResources, model: str) -> ModelManifest | None:
-    with resources.engine.connect() as conn:
-        candidates = candidate_models(conn, model)
-    return pick_served(resources.redis, candidates)
 
 
 def _embeddings_out(

@@ -13,9 +13,10 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import ApiResources, Resources
 from api.errors import field_error
-from api.fleet import WorkerFailed, embed_on_fleet
+from api.fleet import WorkerFailed, embed_on_fleet, rerank_on_fleet
 from api.hybrid_search import hybrid_rows, sparse_rows
 from api.json_body import OffLoopJsonRoute
+from api.model_choice import served_reranker
 from api.query_schemas import HitOut, SearchIn, SearchOut
 from api.schemas import CollectionName
 from api.validation import check_json, check_text_chars
@@ -74,7 +75,7 @@ def nearest(
     return sorted(hits, key=lambda hit: -hit.score)
 
 
-@router.post("/{name}/search")
+@router.post("/{name}/search", response_model_exclude_none=True)
 async def search(name: CollectionName, body: SearchIn, resources: Resources) -> SearchOut:
     """The k rows of the collection most similar to `query` (embedded with the collection's
     model and its query instruction), optionally only those whose metadata contains `filter`;
@@ -91,6 +92,18 @@ async def search(name: CollectionName, body: SearchIn, resources: Resources) -> 
     ):
         raise field_error(
             422, ["sparse_weight"], "dense_weight and sparse_weight are both 0", "value_error"
+        )
+    reranker = None
+    if body.rerank is not None:
+        if body.rerank.candidates < body.k:
+            raise field_error(
+                422,
+                ["rerank", "candidates"],
+                f"{body.rerank.candidates} candidates cannot give k={body.k} hits",
+                "value_error",
+            )
+        reranker = await run_in_threadpool(
+            served_reranker, resources, body.rerank.model, ["rerank", "model"]
         )
     collection = await run_in_threadpool(_collection, resources, name)
     if collection is None:
@@ -117,10 +130,27 @@ async def search(name: CollectionName, body: SearchIn, resources: Resources) -> 
             raise WorkerFailed(f"the worker for {collection.manifest_id} sent no lexical weights")
         query_sparse = sparsevec_literal(reply.sparse[0], collection.sparse_dimension)
     ef_search = body.ef_search or resources.settings.search_ef_search
+    fetch = body if body.rerank is None else body.model_copy(update={"k": body.rerank.candidates})
     hits = await run_in_threadpool(
-        _nearest_rows, resources, collection, reply.vectors[0], query_sparse, body, ef_search
+        _nearest_rows, resources, collection, reply.vectors[0], query_sparse, fetch, ef_search
     )
-    return SearchOut(hits=hits, model=collection.manifest_id)
+    if reranker is None:
+        return SearchOut(hits=hits, model=collection.manifest_id)
+    if hits:
+        scores, _ = await rerank_on_fleet(
+            resources.live_redis,
+            resources.admission,
+            resources.settings,
+            reranker,
+            body.query,
+            [hit.text for hit in hits],
+        )
+        for hit, score in zip(hits, scores, strict=True):
+            hit.rerank_score = float(score)
+        hits.sort(key=lambda hit: -(hit.rerank_score or 0.0))
+    return SearchOut(
+        hits=hits[: body.k], model=collection.manifest_id, rerank_model=reranker.manifest_id
+    )
 
 
 def _collection(resources: ApiResources, name: str) -> Collection | None:

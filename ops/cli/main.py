@@ -240,12 +240,29 @@ def db_upgrade() -> None:
     help="Ranking to score; repeat to compare on the same embeddings. sparse (lexical weights) "
     "and hybrid (reciprocal-rank fusion) need a model with a sparse head (BGE-M3).",
 )
+@click.option(
+    "--rerank",
+    "reranker_dir",
+    type=click.Path(path_type=Path, exists=True, file_okay=False),
+    default=None,
+    help="Exported reranker directory: adds, after each model and mode, the same ranking "
+    "re-ordered by the reranker.",
+)
+@click.option(
+    "--candidates",
+    type=click.IntRange(min=10),
+    default=20,
+    show_default=True,
+    help="With --rerank: passages of the global pool the reranker re-orders per query.",
+)
 def eval_cmd(
     data_file: Path | None,
     model_dirs: tuple[Path, ...],
     out_json: Path | None,
     out_plot: Path | None,
     modes: tuple[str, ...],
+    reranker_dir: Path | None,
+    candidates: int,
 ) -> None:
     """Compare exported models on labelled query/passage pairs: recall@k and MRR on the test
     pool (each query's own pos + neg) and the global pool (every passage of the file), in
@@ -271,8 +288,12 @@ def eval_cmd(
         if out_plot is not None:
             require_matplotlib()
         eval_set = load_eval_set(data_file)
+        if reranker_dir is not None and not ModelManifest.read(reranker_dir).is_reranker:
+            raise ValueError(f"{reranker_dir}: --rerank needs a reranker export")
         for model_dir in model_dirs:
             # A missing manifest, or a mode the model cannot rank in, fails before embedding.
+            if ModelManifest.read(model_dir).is_reranker:
+                raise ValueError(f"{model_dir} is a reranker: pass it with --rerank")
             sparse = ModelManifest.read(model_dir).sparse
             if set(modes) - {"dense"} and not sparse:
                 raise ValueError(
@@ -289,6 +310,8 @@ def eval_cmd(
         EngineConfig.from_settings(settings),
         Console(stderr=True),
         [mode for mode in MODES if mode in modes],
+        reranker_dir,
+        candidates,
     )
     console.print(build_table(eval_set, runs))
     for line in notes(eval_set, runs):

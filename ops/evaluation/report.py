@@ -54,6 +54,8 @@ def build_table(eval_set: EvalSet, runs: Sequence[ModelRun]) -> Table:
         header = f"{run.model_dir.name}\n{m.manifest_id}\n{m.precision} · {m.dimension}-d"
         if run.mode != "dense" or any(r.mode != "dense" for r in runs):
             header += f"\nmode {run.mode}"
+        if run.reranker is not None:
+            header += f"\n+ rerank {run.reranker.manifest_id}"
         table.add_column(header, justify="right")
     rows = [(name, pool) for pool in POOLS for name in METRICS if name != "cos_gap"]
     # cos_gap ranks nothing, so it is one row ("both"); its value is stored under each pool.
@@ -81,8 +83,16 @@ def notes(eval_set: EvalSet, runs: Sequence[ModelRun]) -> list[str]:
         f"{run.model_dir.name}: {run.backend}, {run.texts_embedded} texts in "
         f"{run.embed_s:.2f}s (model load {run.load_s:.2f}s), {run.truncated} truncated"
         for run in runs
-        if run.mode == runs[0].mode
+        if run.mode == runs[0].mode and run.reranker is None
     ]
+    lines += [
+        f"+ rerank {run.reranker.manifest_id}: {run.texts_embedded} pairs in {run.embed_s:.2f}s; "
+        "test pool: the reranker orders each query's pos + neg; global pool: it re-orders the "
+        f"retriever's best {run.candidates.shape[1] if run.candidates is not None else 0} "
+        "passages, ranked above the rest"
+        for run in runs
+        if run.reranker is not None
+    ][:1]
     if any(run.mode != "dense" for run in runs):
         lines.append(
             f"sparse: lexical score with passages cut to their {STORED_SPARSE_TOKENS} largest "
@@ -123,6 +133,10 @@ def report_payload(eval_set: EvalSet, runs: Sequence[ModelRun]) -> dict[str, Any
                 "precision": run.manifest.precision,
                 "dimension": run.manifest.dimension,
                 "mode": run.mode,
+                "reranker": None if run.reranker is None else run.reranker.manifest_id,
+                "rerank_candidates": None
+                if run.reranker is None or run.candidates is None
+                else int(run.candidates.shape[1]),
                 "backend": run.backend,
                 "texts_embedded": run.texts_embedded,
                 "truncated": run.truncated,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +21,18 @@ from rich.progress import (
 from embedq_core.manifest import ModelManifest
 from embedq_core.sparse_vectors import SparseWeights
 from ops.evaluation.dataset import EvalSet
-from ops.evaluation.metrics import Evaluation, FloatArray, evaluate, evaluate_matrix
+from ops.evaluation.metrics import (
+    BLOCK_ROWS,
+    Evaluation,
+    FloatArray,
+    IntArray,
+    evaluate,
+    evaluate_matrix,
+    unit_rows,
+)
 from ops.evaluation.modes import Mode, dense_scores, rrf_scores, sparse_scores
-from workers.engine import Embedder, EngineConfig
+from ops.evaluation.rerank import rerank_evaluation, top_candidates
+from workers.engine import Embedder, EngineConfig, Reranker
 from workers.engine.embedder import InputType
 
 # Texts handed to the engine per call: large enough for its length-sorted batching to pay,
@@ -46,6 +55,10 @@ class ModelRun:
     mode: Mode = "dense"
     # sparse mode: the figures with every passage's full weights, against the stored cut.
     uncut: dict[str, dict[str, float]] | None = None
+    # With a reranker: each query line's best passages by this run's ranking (for the
+    # reranker to re-order), and on the reranked run, the reranker that did it.
+    candidates: IntArray | None = None
+    reranker: ModelManifest | None = None
 
 
 def _embed(
@@ -71,6 +84,7 @@ def run_model(
     engine: EngineConfig,
     progress: Progress,
     modes: Sequence[Mode] = ("dense",),
+    candidates: int = 0,
 ) -> list[ModelRun]:
     """Embed the set's distinct queries (as queries: the manifest's instruction applies) and
     distinct passages (as passages) with one exported model once, then score both pools in
@@ -96,8 +110,11 @@ def run_model(
     runs = []
     for mode in modes:
         uncut = None
+        top = None
         if mode == "dense":
             evaluation = evaluate(per_line, passage_vectors, pos, neg)
+            if candidates:
+                top = _dense_top(per_line, passage_vectors, candidates)
         else:
             line_sparse = [query_sparse[i] for i in lines]
             lexical = sparse_scores(line_sparse, passage_sparse)
@@ -105,9 +122,12 @@ def run_model(
                 evaluation = evaluate_matrix(lexical, pos, neg)
                 full = sparse_scores(line_sparse, passage_sparse, uncut=True)
                 uncut = evaluate_matrix(full, pos, neg).metrics
+                ranked = lexical
             else:
-                fused = rrf_scores(dense_scores(per_line, passage_vectors), lexical)
-                evaluation = evaluate_matrix(fused, pos, neg)
+                ranked = rrf_scores(dense_scores(per_line, passage_vectors), lexical)
+                evaluation = evaluate_matrix(ranked, pos, neg)
+            if candidates:
+                top = top_candidates(ranked, candidates)
         runs.append(
             ModelRun(
                 model_dir=model_dir,
@@ -120,9 +140,43 @@ def run_model(
                 evaluation=evaluation,
                 mode=mode,
                 uncut=uncut,
+                candidates=top,
             )
         )
     return runs
+
+
+def _dense_top(queries: FloatArray, passages: FloatArray, count: int) -> IntArray:
+    """Each query line's best passages by cosine, a block of lines at a time."""
+    unit_queries, unit_passages = unit_rows(queries), unit_rows(passages)
+    blocks = [
+        top_candidates(unit_queries[start : start + BLOCK_ROWS] @ unit_passages.T, count)
+        for start in range(0, len(unit_queries), BLOCK_ROWS)
+    ]
+    return np.concatenate(blocks) if blocks else np.zeros((0, count), dtype=np.int64)
+
+
+def with_reranker(
+    eval_set: EvalSet, runs: Sequence[ModelRun], reranker: Reranker, progress: Progress
+) -> list[ModelRun]:
+    """Each run followed by the same run with its candidates re-ordered by the reranker."""
+    out: list[ModelRun] = []
+    for run in runs:
+        out.append(run)
+        assert run.candidates is not None, "run the models with candidates to rerank"
+        evaluation, seconds, pairs = rerank_evaluation(eval_set, run.candidates, reranker, progress)
+        out.append(
+            replace(
+                run,
+                evaluation=evaluation,
+                embed_s=seconds,
+                texts_embedded=pairs,
+                truncated=0,
+                uncut=None,
+                reranker=reranker.manifest,
+            )
+        )
+    return out
 
 
 def run_models(
@@ -131,19 +185,27 @@ def run_models(
     engine: EngineConfig,
     console: Console,
     modes: Sequence[Mode] = ("dense",),
+    reranker_dir: Path | None = None,
+    candidates: int = 20,
 ) -> list[ModelRun]:
     """Every model on the set in every mode, in the order given, one progress bar per model on
     `console` (rich draws live bars only on a terminal, and prints the final state once
-    otherwise)."""
+    otherwise); with a reranker, each run is followed by its reranked twin."""
     columns = (
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
     )
+    pool = candidates if reranker_dir is not None else 0
     with Progress(*columns, console=console) as progress:
-        return [
+        runs = [
             run
             for model_dir in model_dirs
-            for run in run_model(eval_set, model_dir, engine, progress, modes)
+            for run in run_model(eval_set, model_dir, engine, progress, modes, pool)
         ]
+        if reranker_dir is None:
+            return runs
+        return with_reranker(
+            eval_set, runs, Reranker.from_model_dir(reranker_dir, engine), progress
+        )

@@ -25,6 +25,7 @@ from ops.export.model_config import (
     read_source_semantics,
 )
 from ops.export.quiet import quiet_known_library_noise
+from ops.export.reranker import export_reranker, is_reranker
 from workers.engine.config import EngineConfig
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,8 @@ def export_model(
     quiet_known_library_noise()
     model_dir, revision = resolve_source(source, options.revision)
     source_id = options.source_id or source
+    if is_reranker(model_dir):
+        return _export_reranker(source_id, model_dir, revision, out_dir, options)
     semantics = read_source_semantics(model_dir, source_id)
     sparse = is_bge_m3(model_dir)
     # BGE-M3's dense vector is its CLS state (FlagEmbedding's default pooling).
@@ -148,6 +151,25 @@ def export_model(
 
         gate = QualityGate(options.int8_min_mean_cos, options.int8_min_recall_at_10)
         manifest = quantize_int8_openvino(out_dir, fp32, gate, engine, force=options.force)
+    manifest.write(out_dir)
+    return manifest
+
+
+def _export_reranker(
+    source_id: str, model_dir: Path, revision: str | None, out_dir: Path, options: ExportOptions
+) -> ModelManifest:
+    if options.quantize in ("int8", "int8-openvino"):
+        raise ValueError(
+            "INT8 is not offered for rerankers yet: its fidelity gate (rank agreement and score "
+            "error) is not built; export FP32 (BF16 where the CPU has it) or --quantize fp16"
+        )
+    if options.pooling or options.query_instruction:
+        raise ValueError("a reranker has no pooling or query instruction: drop those options")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fp32 = export_reranker(
+        source_id, model_dir, out_dir, options.opset, options.max_length, options.normalize
+    ).model_copy(update={"source_revision": revision})
+    manifest = convert_fp16(out_dir, fp32) if options.quantize == "fp16" else fp32
     manifest.write(out_dir)
     return manifest
 

@@ -27,15 +27,22 @@ from psycopg import sql
 from embedq_core.catalog import create_collection, register_model_dir
 from embedq_core.collection_index import hnsw_index_name
 from embedq_core.db import libpq_url
+from embedq_core.query_protocol import serving_key
+from embedq_core.queueing import make_redis
 from migrations.reembed.ddl import start_statements, swap_statements
 from migrations.reembed.state import Migration
 from ops.data.corpus import load_demo_corpus
 from ops.devstack.processes import ChildProcess, start_worker
+from ops.export.model import ExportOptions, export_model
 from tests.docs_examples import Example, all_examples, runnable
-from tests.support import ServiceHandle
+from tests.reranker_models import build_bert_reranker
+from tests.support import ServiceHandle, engine_config
 
 SQL_BLOCKS = runnable("sql")
-SHELL_BLOCKS = runnable("bash", {"stack", "hybrid-stack"}) + runnable("python", {"stack"})
+RERANK_TEXTS = [*(text for _, text in load_demo_corpus()), "天气预报说明天午后有强降雨。"]
+SHELL_BLOCKS = runnable("bash", {"stack", "hybrid-stack", "rerank-stack"}) + runnable(
+    "python", {"stack", "rerank-stack"}
+)
 
 
 def statements(block: str) -> list[str]:
@@ -243,6 +250,30 @@ def products_worker(
         worker.stop()
 
 
+@pytest.fixture(scope="module")
+def reranker_worker(
+    cookbook: ServiceHandle, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ChildProcess]:
+    """A worker of a tiny random-weight BERT-shaped reranker, exported under the source name
+    the docs' rerank example uses (BAAI/bge-reranker-v2-m3): its scores mean nothing, the
+    request and answer are under test."""
+    source = build_bert_reranker(tmp_path_factory.mktemp("src") / "reranker", RERANK_TEXTS)
+    out = tmp_path_factory.mktemp("onnx") / "reranker"
+    options = ExportOptions(source_id="BAAI/bge-reranker-v2-m3")
+    manifest = export_model(str(source), out, options, engine_config())
+    settings = cookbook.settings.model_copy(update={"model_dir": out})
+    worker = start_worker(settings, tmp_path_factory.mktemp("rerank-logs"), name="rerank-worker")
+    redis = make_redis(cookbook.settings)
+    try:
+        cookbook.wait_until(
+            lambda: bool(redis.exists(serving_key(manifest.manifest_id))), 120, "the reranker"
+        )
+        yield worker
+    finally:
+        worker.stop()
+        redis.close()
+
+
 @pytest.mark.parametrize("example", SHELL_BLOCKS, ids=[ex.where for ex in SHELL_BLOCKS])
 def test_shell_and_python_example_runs(
     example: Example, user_shell: tuple[Path, dict[str, str]], request: pytest.FixtureRequest
@@ -250,6 +281,8 @@ def test_shell_and_python_example_runs(
     workdir, env = user_shell
     if example.fixture == "hybrid-stack":
         request.getfixturevalue("products_worker")
+    if example.fixture == "rerank-stack":
+        request.getfixturevalue("reranker_worker")
     command = (
         [sys.executable, "-c", example.code]
         if example.lang == "python"

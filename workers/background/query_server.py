@@ -27,7 +27,7 @@ from embedq_core.query_protocol import (
 )
 from embedq_core.queueing import make_redis
 from embedq_core.settings import Settings
-from workers.engine import Embedder
+from workers.engine import Embedder, Reranker
 from workers.telemetry import metrics
 
 log = logging.getLogger(__name__)
@@ -39,9 +39,9 @@ HEARTBEAT_S = 2.0  # well within WORKING_TTL_S and SERVING_TTL_S
 class QueryServer:
     """A daemon thread serving one model's query list."""
 
-    def __init__(self, settings: Settings, embedder: Embedder, worker_name: str) -> None:
-        self._embedder = embedder
-        self._manifest_id = embedder.manifest.manifest_id
+    def __init__(self, settings: Settings, model: Embedder | Reranker, worker_name: str) -> None:
+        self._model = model
+        self._manifest_id = model.manifest.manifest_id
         self._queue = query_queue(self._manifest_id)
         # Its own client: a blocking pop must not share a connection with anything else.
         self._redis = make_redis(settings)
@@ -70,14 +70,7 @@ class QueryServer:
         try:
             self._push(request, TAKEN)
             try:
-                result = self._embedder.embed(request.texts, request.input_type, urgent=True)
-                reply = QueryReply(
-                    self._manifest_id,
-                    result.vectors,
-                    result.token_counts,
-                    result.truncated,
-                    sparse=result.sparse,
-                )
+                reply = self._answer(request)
             except Exception as exc:  # the caller gets the reason instead of a timeout
                 log.exception("query %s failed", request.request_id)
                 reply = QueryReply.failure(self._manifest_id, f"{type(exc).__name__}: {exc}")
@@ -95,6 +88,29 @@ class QueryServer:
             (time.perf_counter() - started) * 1000,
         )
         return True
+
+    def _answer(self, request: QueryRequest) -> QueryReply:
+        model = self._model
+        if isinstance(model, Reranker):
+            if request.query is None:
+                raise ValueError(f"{self._manifest_id} is a reranker: it embeds nothing")
+            scored = model.score(
+                request.query, request.texts, urgent=True,
+                max_tokens_per_passage=request.max_tokens_per_text,
+            )  # fmt: skip
+            return QueryReply(
+                self._manifest_id, scored.logits[:, None], scored.token_counts, scored.truncated
+            )
+        if request.query is not None:
+            raise ValueError(f"{self._manifest_id} is an embedder: it reranks nothing")
+        result = model.embed(request.texts, request.input_type, urgent=True)
+        return QueryReply(
+            self._manifest_id,
+            result.vectors,
+            result.token_counts,
+            result.truncated,
+            sparse=result.sparse,
+        )
 
     def _push(self, request: QueryRequest, message: bytes) -> None:
         with self._redis.pipeline() as pipe:

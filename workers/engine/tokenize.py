@@ -61,13 +61,18 @@ class TextTokenizer:
 
     def pad(self, batch: list[TokenizedText]) -> tuple[IntArray, IntArray, IntArray]:
         """input_ids, attention_mask and token_type_ids padded to the batch's longest text."""
-        width = max(len(t.ids) for t in batch)
-        input_ids = np.full((len(batch), width), self.pad_id, dtype=np.int64)
-        attention_mask = np.zeros((len(batch), width), dtype=np.int64)
-        token_type_ids = np.zeros((len(batch), width), dtype=np.int64)
-        for row, text in enumerate(batch):
-            n = len(text.ids)
-            input_ids[row, :n] = text.ids
-            attention_mask[row, :n] = 1
-            token_type_ids[row, :n] = text.type_ids
-        return input_ids, attention_mask, token_type_ids
+        return pad_batch(batch, self.pad_id)
+
+
+def pad_batch(batch: list[TokenizedText], pad_id: int) -> tuple[IntArray, IntArray, IntArray]:
+    """input_ids, attention_mask and token_type_ids padded to the batch's longest sequence."""
+    width = max(len(t.ids) for t in batch)
+    input_ids = np.full((len(batch), width), pad_id, dtype=np.int64)
+    attention_mask = np.zeros((len(batch), width), dtype=np.int64)
+    token_type_ids = np.zeros((len(batch), width), dtype=np.int64)
+    for row, text in enumerate(batch):
+        n = len(text.ids)
+        input_ids[row, :n] = text.ids
+        attention_mask[row, :n] = 1
+        token_type_ids[row, :n] = text.type_ids
+    return input_ids, attention_mask, token_type_ids
