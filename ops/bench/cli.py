@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from ops.bench.pipeline_cli import bench_pipeline, bench_write_path
+from ops.bench.rerank_cli import bench_rerank
 from ops.bench.shapes import SHAPES
 from ops.cli.config import configure
 
@@ -221,3 +222,4 @@ def bench_query(model_dir: Path | None, calls: int, bulk_texts: int, out_json: P
 
 bench.add_command(bench_write_path)
 bench.add_command(bench_pipeline)
+bench.add_command(bench_rerank)

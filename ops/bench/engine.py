@@ -135,7 +135,8 @@ def _arithmetic(variant: str) -> str:
     return ARITHMETIC.get(variant, "fp32")
 
 
-def _run_child(command: list[str]) -> dict[str, Any]:
+def run_child(command: list[str]) -> dict[str, Any]:
+    """Run a bench variant's process; its last stdout line is its JSON result."""
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise RuntimeError(f"{command[:4]} failed:\n{result.stderr[-3000:]}")
@@ -177,7 +178,7 @@ def run_engine_bench(
             console.print(f"running {LABELS[variant]} …")
             out_dir = Path(tmp) / variant
             out_dir.mkdir()
-            measured[variant] = _run_child(
+            measured[variant] = run_child(
                 [
                     sys.executable, "-m", "ops.bench.engine_variants", variant, *corpus_args,
                     "--out-dir", str(out_dir), "--model-dir", str(models.fp32_dir),

@@ -31,31 +31,43 @@ def _private_copy(source_dir: Path) -> Path:
     return work
 
 
-def sentence_transformers_peer(
-    variant: str, source_dir: Path, threads: int, batch_size: int
-) -> tuple[Embed, str]:
-    """The peer `variant` (one of PEERS) on `threads` threads; returns (embed, backend label)."""
+def peer_loading(backend: str, source_dir: Path, threads: int) -> tuple[dict[str, object], Path]:
+    """How sentence-transformers loads a peer (SentenceTransformer and CrossEncoder alike):
+    `backend` is torch-fp32, torch-bf16, onnx or openvino; returns the keyword arguments and
+    the model directory to load (a private copy where the backend exports into it)."""
     import torch
-    from sentence_transformers import SentenceTransformer
 
     torch.set_num_threads(threads)
-    kwargs: dict[str, object] = {}
-    model_dir = source_dir
-    if variant == "st-torch-bf16":
-        kwargs = {"model_kwargs": {"torch_dtype": torch.bfloat16}}
-    elif variant == "st-onnx":
+    if backend == "torch-fp32":
+        return {}, source_dir
+    if backend == "torch-bf16":
+        return {"model_kwargs": {"torch_dtype": torch.bfloat16}}, source_dir
+    if backend == "onnx":
         from onnxruntime import SessionOptions
 
         options = SessionOptions()
         options.intra_op_num_threads = threads
-        kwargs = {"backend": "onnx", "model_kwargs": {"session_options": options}}
-        model_dir = _private_copy(source_dir)
-    elif variant == "st-openvino":
+        onnx: dict[str, object] = {"backend": "onnx", "model_kwargs": {"session_options": options}}
+        return onnx, _private_copy(source_dir)
+    if backend == "openvino":
         ov_config = {"INFERENCE_NUM_THREADS": str(threads)}
-        kwargs = {"backend": "openvino", "model_kwargs": {"ov_config": ov_config}}
-        model_dir = _private_copy(source_dir)
-    elif variant != "st-torch-fp32":
+        openvino: dict[str, object] = {
+            "backend": "openvino",
+            "model_kwargs": {"ov_config": ov_config},
+        }
+        return openvino, _private_copy(source_dir)
+    raise ValueError(f"unknown peer backend {backend}")
+
+
+def sentence_transformers_peer(
+    variant: str, source_dir: Path, threads: int, batch_size: int
+) -> tuple[Embed, str]:
+    """The peer `variant` (one of PEERS) on `threads` threads; returns (embed, backend label)."""
+    from sentence_transformers import SentenceTransformer
+
+    if variant not in PEERS:
         raise ValueError(f"unknown peer {variant}")
+    kwargs, model_dir = peer_loading(variant.removeprefix("st-"), source_dir, threads)
     model = SentenceTransformer(str(model_dir), device="cpu", **kwargs)
 
     def embed(texts: list[str]) -> FloatArray:

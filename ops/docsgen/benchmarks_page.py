@@ -25,6 +25,7 @@ embedq bench pipeline                      # the whole path against the bare eng
 embedq bench query                         # live-query latency, idle and under bulk load
 embedq bench migrate                       # a re-embedding migration against the bare engine
 embedq bench write-path                    # the vector writer: COPY against executemany
+embedq bench rerank --shape bge-reranker-v2-m3   # our reranker against CrossEncoder
 ```
 
 **Not measured here:** anything on a GPU, an AMX CPU for the engine, and the real weights of
@@ -165,11 +166,36 @@ def _pipeline(data: Row) -> tuple[str, str]:
     return Path(data["model_dir"]).name, "\n\n".join(parts)
 
 
+def _rerank(data: Row) -> tuple[str, str]:
+    model = data["model"]
+    tables = []
+    for length, about in data["pairs"].items():
+        rows = [
+            [row["label"], row["backend"], _num(row["pairs_per_s"], 2), _num(row["tokens_per_s"]),
+             _num(row["ratio_to_best_peer"], 2), f"{row['max_abs_logit_error']:.1e}",
+             _num(row["top10_agreement"], 2), _num(row["peak_rss_mb"])]
+            for row in data["rows"]
+            if row["length"] == length
+        ]  # fmt: skip
+        header = ["variant", "backend", "pairs/s", "tokens/s", "× best peer", "max abs logit error"]
+        title = f"passages of {length}: {about['pairs']} pairs, {about['tokens']:,} tokens"
+        tables.append(f"{title}\n\n" + _table([*header, "top-10 agreement", "peak RSS MB"], rows))
+    settings = (
+        f"{data['threads']} threads, batches of at most {data['batch_size']} pairs, best of "
+        f"{data['repeats']} timed pass(es); fidelity against CrossEncoder torch FP32."
+    )
+    not_run = "".join(f"\n- not run: {reason}" for reason in data.get("not_run", []))
+    return f"{model['stands_for']}'s shape, random weights", settings + not_run + "\n\n" + (
+        "\n\n".join(tables)
+    )
+
+
 KINDS: dict[str, tuple[str, Callable[[Row], tuple[str, str]]]] = {
     "engine": ("The engine (`embedq bench engine`)", _engine),
     "pipeline": ("The whole path (`embedq bench pipeline`)", _pipeline),
     "query": ("Live queries (`embedq bench query`)", _query),
     "migrate": ("Re-embedding (`embedq bench migrate`)", _migrate),
+    "rerank": ("Reranking (`embedq bench rerank`)", _rerank),
 }
 
 

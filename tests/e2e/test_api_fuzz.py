@@ -46,6 +46,12 @@ checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "404", "409",
 include-path = "/v1/collections/{{name}}/search"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "404", "409", "422", "429"]
 
+# Reranking needs a reranker: a model name that resolves to an embedding model is refused
+# (422 naming `model`), a rule of the catalog that no schema states.
+[[operations]]
+include-path = "/v1/rerank"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "404", "409", "422", "429"]
+
 # Ids must be unique within one submission (422 naming the duplicate), and with "strict": true
 # a text over the model's token limit is refused: rules of the items' values together, which
 # JSON Schema cannot state.

@@ -246,3 +246,36 @@ def test_bench_pipeline_compares_the_whole_path_with_the_bare_engine(
         assert run["split_s"]["write"] > 0
     assert len(report["write_path"]) == 6
     assert all(r["rows_per_s"] > 0 for r in report["write_path"])
+
+
+def test_bench_rerank_compares_our_reranker_with_cross_encoder(tmp_path: Path) -> None:
+    """--shape builds a random-weight cross-encoder and exports it through export-model's code;
+    every variant scores the same pairs of exactly each length; the peers' and our logits agree
+    (the same model, FP32), and a length past the model's limit is left out, saying why."""
+    out = tmp_path / "rerank.json"
+    variants = "st-ce-torch-fp32,st-ce-onnx,ours-ort-fp32,ours-ov-fp32"
+    result = subprocess.run(
+        [sys.executable, "-m", "ops.cli.main", "bench", "rerank", "--shape", "tiny-reranker",
+         "--lengths", "32,128,4096", "--pairs", "4", "--repeats", "1", "--variants", variants,
+         "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "COLUMNS": "200", "EMBEDQ_DATA_DIR": str(tmp_path / "data")},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "× best peer" in result.stdout and "not run: 4096 tokens" in result.stdout
+    report = json.loads(out.read_text())
+    assert report["model"]["shape"] == "tiny-reranker" and report["commit"]
+    assert set(report["pairs"]) == {"32 tokens", "128 tokens"}
+    assert report["pairs"]["128 tokens"]["tokens"] >= 4 * 128
+    rows = {(row["variant"], row["length"]): row for row in report["rows"]}
+    assert len(rows) == 8
+    for row in rows.values():
+        assert row["pairs_per_s"] > 0 and row["peak_rss_mb"] > 0
+        assert row["max_abs_logit_error"] < 1e-3 and row["top10_agreement"] == 1.0
+    best_peer = max(
+        rows[(v, "32 tokens")]["pairs_per_s"] for v in ("st-ce-torch-fp32", "st-ce-onnx")
+    )
+    ours = rows[("ours-ort-fp32", "32 tokens")]
+    assert abs(ours["ratio_to_best_peer"] - ours["pairs_per_s"] / best_peer) < 1e-9
