@@ -208,8 +208,21 @@ def bench_migrate(model_dir: Path | None, rows: int, chunk_size: int, out_json: 
     default=Path("bench-results/query.json"),
     show_default=True,
 )
-def bench_query(model_dir: Path | None, calls: int, bulk_texts: int, out_json: Path) -> None:
-    """p50/p95/p99 of single-text /v1/embeddings and /search calls, idle and under bulk load."""
+@click.option(
+    "--reranker-dir",
+    type=click.Path(path_type=Path, exists=True, file_okay=False),
+    default=None,
+    help="Also time /v1/rerank of 20 and 100 candidates, served by a worker of this reranker.",
+)
+def bench_query(
+    model_dir: Path | None,
+    calls: int,
+    bulk_texts: int,
+    out_json: Path,
+    reranker_dir: Path | None,
+) -> None:
+    """p50/p95/p99 of single-text /v1/embeddings and /search calls (and /v1/rerank with a
+    reranker), idle and under bulk load."""
     from rich.console import Console
 
     from ops.bench.query import run_query_bench
@@ -217,7 +230,7 @@ def bench_query(model_dir: Path | None, calls: int, bulk_texts: int, out_json: P
 
     settings = configure(quiet=True)
     model_dir = bench_model_dir(settings, model_dir)
-    run_query_bench(settings, model_dir, calls, bulk_texts, out_json, Console())
+    run_query_bench(settings, model_dir, calls, bulk_texts, out_json, Console(), reranker_dir)
 
 
 bench.add_command(bench_write_path)

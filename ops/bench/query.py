@@ -1,5 +1,6 @@
-"""`embedq bench query`: latency of single-text /v1/embeddings and /search calls through the
-real API and a real worker, idle and while a bulk job is being embedded, in one run."""
+"""`embedq bench query`: latency of single-text /v1/embeddings and /search calls (and, with a
+reranker, /v1/rerank of 20 and 100 candidates) through the real API and real workers, idle
+and while a bulk job is being embedded, in one run."""
 
 from __future__ import annotations
 
@@ -18,16 +19,19 @@ from rich.table import Table
 from embedq_core.api_keys import create_key
 from embedq_core.catalog import create_collection, register_model_dir
 from embedq_core.db import make_engine
+from embedq_core.manifest import ModelManifest
 from embedq_core.settings import Settings
 from migrations.schema_upgrade import upgrade_head
 from ops.bench.engine import machine_description, machine_label, source_commit
-from ops.data.corpus import load_bench_corpus, load_demo_corpus
+from ops.data.corpus import load_bench_corpus, load_bench_passages, load_demo_corpus
 from ops.devstack.processes import ChildProcess, start_api, start_worker
 from ops.devstack.stack import EmbeddedStack, free_port
 
 COLLECTION = "bench_query"
 FINISHED = {"completed", "completed_with_errors", "failed"}
 QUERIES = [text for _, text in load_demo_corpus()[1::7]]
+CANDIDATES = [text for _, text in load_bench_passages(100)]
+RERANK_COUNTS = (20, 100)
 
 
 @dataclass
@@ -49,12 +53,21 @@ def _row(endpoint: str, phase: str, seconds: list[float]) -> LatencyRow:
     return LatencyRow(endpoint, phase, len(ms), float(p50), float(p95), float(p99), float(ms.max()))
 
 
-def _call(client: httpx.Client, endpoint: str, text: str) -> float:
+def _rerank_endpoint(count: int) -> str:
+    return f"/v1/rerank ({count} candidates)"
+
+
+def _call(client: httpx.Client, endpoint: str, text: str, reranker: str | None = None) -> float:
     body: dict[str, Any]
     if endpoint == "/v1/embeddings":
         path, body = endpoint, {"model": COLLECTION, "input": text, "input_type": "query"}
-    else:
+    elif endpoint == "/search":
         path, body = f"/v1/collections/{COLLECTION}/search", {"query": text, "k": 10}
+    else:
+        count = next(n for n in RERANK_COUNTS if endpoint == _rerank_endpoint(n))
+        path = "/v1/rerank"
+        body = {"model": reranker, "query": text, "documents": CANDIDATES[:count]}
+        body["return_documents"] = False
     started = time.perf_counter()
     response = client.post(path, json=body)
     elapsed = time.perf_counter() - started
@@ -86,13 +99,18 @@ def _submit(client: httpx.Client, items: list[dict[str, Any]], per_job: int) -> 
 
 
 def _measure_under_load(
-    client: httpx.Client, job_ids: list[str], calls: int
+    client: httpx.Client,
+    job_ids: list[str],
+    calls: int,
+    endpoints: list[str],
+    reranker: str | None,
 ) -> tuple[dict[str, list[float]], bool]:
-    """Alternate both endpoints until `calls` each or the bulk jobs end; say if they ended."""
-    seconds: dict[str, list[float]] = {"/v1/embeddings": [], "/search": []}
+    """Alternate the endpoints until `calls` each or the bulk jobs end; say if they ended."""
+    seconds: dict[str, list[float]] = {endpoint: [] for endpoint in endpoints}
     for i in range(calls):
         for endpoint in seconds:
-            seconds[endpoint].append(_call(client, endpoint, QUERIES[i % len(QUERIES)]))
+            text = QUERIES[i % len(QUERIES)]
+            seconds[endpoint].append(_call(client, endpoint, text, reranker))
         if i % 10 == 9:
             statuses = [client.get(f"/v1/jobs/{j}").json()["status"] for j in job_ids]
             if all(s in FINISHED for s in statuses):
@@ -102,9 +120,10 @@ def _measure_under_load(
 
 def run_query_bench(
     settings: Settings, model_dir: Path, calls: int, bulk_texts: int, out_json: Path,
-    console: Console,
+    console: Console, reranker_dir: Path | None = None,
 ) -> list[LatencyRow]:  # fmt: skip
-    """Idle latency, then latency while a bulk job of bulk_texts runs, on one worker."""
+    """Idle latency, then latency while a bulk job of bulk_texts runs, on one worker (and one
+    worker of the reranker beside it)."""
     corpus = [text for _, text in load_bench_corpus()]
     bulk = [
         {"id": f"bulk-{i}", "text": f"{corpus[i % len(corpus)]} #{i}"} for i in range(bulk_texts)
@@ -128,6 +147,14 @@ def run_query_bench(
         try:
             children.append(start_api(run_settings, Path(data_dir) / "logs"))
             children.append(start_worker(run_settings, Path(data_dir) / "logs"))
+            endpoints = ["/v1/embeddings", "/search"]
+            reranker = None
+            if reranker_dir is not None:
+                reranker_settings = run_settings.model_copy(update={"model_dir": reranker_dir})
+                logs = Path(data_dir) / "logs"
+                children.append(start_worker(reranker_settings, logs, name="reranker"))
+                reranker = ModelManifest.read(reranker_dir).manifest_id
+                endpoints += [_rerank_endpoint(n) for n in RERANK_COUNTS]
             client = httpx.Client(
                 base_url=f"http://{run_settings.api_host}:{run_settings.api_port}",
                 headers={"Authorization": f"Bearer {api_key}"},
@@ -138,12 +165,16 @@ def run_query_bench(
             for text in QUERIES[:5]:  # first calls open connections and caches
                 _call(client, "/search", text)
             console.print(f"idle: {calls} calls per endpoint …")
-            for endpoint in ("/v1/embeddings", "/search"):
-                idle = [_call(client, endpoint, QUERIES[i % len(QUERIES)]) for i in range(calls)]
+            for endpoint in endpoints:
+                _call(client, endpoint, QUERIES[0], reranker)  # the first call of a shape
+                idle = [
+                    _call(client, endpoint, QUERIES[i % len(QUERIES)], reranker)
+                    for i in range(calls)
+                ]
                 rows.append(_row(endpoint, "idle", idle))
             console.print(f"under a bulk job of {bulk_texts} texts …")
             job_ids = _submit(client, bulk, run_settings.max_items_per_job)
-            loaded, bulk_ended = _measure_under_load(client, job_ids, calls)
+            loaded, bulk_ended = _measure_under_load(client, job_ids, calls, endpoints, reranker)
             phase = "bulk job running" + (" (ended before the last calls)" if bulk_ended else "")
             rows += [_row(endpoint, phase, s) for endpoint, s in loaded.items()]
             _wait(client, job_ids, children)
@@ -171,6 +202,7 @@ def run_query_bench(
                 "machine": machine_description(),
                 "model": manifest.source,
                 "manifest_id": manifest.manifest_id,
+                "reranker": reranker,
                 "settings": {
                     "max_batch_tokens": run_settings.max_batch_tokens,
                     "max_batch_size": run_settings.max_batch_size,

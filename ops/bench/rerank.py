@@ -34,6 +34,7 @@ LABELS = {
     "ours-ort-fp32": "ours: ONNX Runtime FP32",
     "ours-ov-fp32": "ours: OpenVINO FP32",
     "ours-ov-bf16": "ours: OpenVINO BF16",
+    "ours-ov-int8": "ours: OpenVINO INT8 (NNCF)",
 }
 QUERY = "明天会下雨吗？天气预报怎么说"
 
@@ -63,7 +64,7 @@ def default_variants() -> tuple[list[str], list[str]]:
         ours.append("ours-ov-bf16")
     else:
         skipped.append("ours-ov-bf16: this CPU has no BF16 instructions (amx_bf16, avx512_bf16)")
-    return [*PEERS, *ours], skipped
+    return [*PEERS, *ours, "ours-ov-int8"], skipped
 
 
 def build_pairs(
@@ -103,6 +104,7 @@ def run_rerank_bench(
     shape: RerankerShape,
     source_dir: Path,
     fp32_dir: Path,
+    int8_dir: Path,
     corpora: dict[str, dict[str, Any]],
     variants: list[str],
     threads: int,
@@ -129,7 +131,8 @@ def run_rerank_bench(
             measured[variant] = run_child(
                 [
                     sys.executable, "-m", "ops.bench.rerank_child", variant,
-                    "--fp32-dir", str(fp32_dir), "--source-dir", str(source_dir),
+                    "--fp32-dir", str(fp32_dir), "--int8-dir", str(int8_dir),
+                    "--source-dir", str(source_dir),
                     "--pairs", str(pairs_file), "--threads", str(threads),
                     "--batch-size", str(batch_size), "--repeats", str(repeats),
                 ]
@@ -178,6 +181,7 @@ def run_rerank_bench(
             "stands_for": shape.stands_for,
             "random_weights": True,
             "manifest_id": manifest.manifest_id,
+            "int8_quality": ModelManifest.read(int8_dir).quality,
             "max_tokens": shape.max_tokens,
         },
         "threads": threads,

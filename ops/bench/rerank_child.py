@@ -1,7 +1,7 @@
 """One rerank benchmark variant in its own process (its peak memory is its own).
 
-python -m ops.bench.rerank_child VARIANT --fp32-dir D --source-dir S --pairs FILE --threads N
-    --batch-size B --repeats R
+python -m ops.bench.rerank_child VARIANT --fp32-dir D --int8-dir I --source-dir S
+    --pairs FILE --threads N --batch-size B --repeats R
 prints one JSON line: per length the best timed pass (seconds), the logits, the backend and the
 process's peak RSS.
 """
@@ -21,11 +21,16 @@ import numpy as np
 
 Score = Callable[[str, list[str]], list[float]]
 
-OURS = {"ours-ort-fp32": "onnxruntime-cpu", "ours-ov-fp32": "openvino", "ours-ov-bf16": "openvino"}
+OURS = {
+    "ours-ort-fp32": "onnxruntime-cpu",
+    "ours-ov-fp32": "openvino",
+    "ours-ov-bf16": "openvino",
+    "ours-ov-int8": "openvino",
+}
 PEERS = ("st-ce-torch-fp32", "st-ce-torch-bf16", "st-ce-onnx", "st-ce-openvino")
 
 
-def _ours(variant: str, fp32_dir: Path, threads: int, batch_size: int) -> tuple[Score, str]:
+def _ours(variant: str, model_dir: Path, threads: int, batch_size: int) -> tuple[Score, str]:
     from embedq_core.settings import Settings
     from workers.engine import EngineConfig, Reranker
     from workers.engine.hardware import detect_hardware
@@ -40,7 +45,7 @@ def _ours(variant: str, fp32_dir: Path, threads: int, batch_size: int) -> tuple[
     hardware = detect_hardware()
     if variant == "ours-ov-fp32":  # OpenVINO at FP32 precision, whatever the CPU has
         hardware = replace(hardware, cpu_has_amx_bf16=False, cpu_has_avx512_bf16=False)
-    reranker = Reranker.from_model_dir(fp32_dir, config, hardware)
+    reranker = Reranker.from_model_dir(model_dir, config, hardware)
 
     def score(query: str, passages: list[str]) -> list[float]:
         return [float(x) for x in reranker.score(query, passages).logits]
@@ -74,6 +79,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("variant")
     parser.add_argument("--fp32-dir", type=Path, required=True)
+    parser.add_argument("--int8-dir", type=Path, required=True)
     parser.add_argument("--source-dir", type=Path, required=True)
     parser.add_argument("--pairs", type=Path, required=True)
     parser.add_argument("--threads", type=int, required=True)
@@ -82,7 +88,8 @@ def main() -> None:
     args = parser.parse_args()
     corpora: dict[str, dict[str, Any]] = json.loads(args.pairs.read_text(encoding="utf-8"))
     if args.variant in OURS:
-        score, backend = _ours(args.variant, args.fp32_dir, args.threads, args.batch_size)
+        model_dir = args.int8_dir if args.variant == "ours-ov-int8" else args.fp32_dir
+        score, backend = _ours(args.variant, model_dir, args.threads, args.batch_size)
     else:
         score, backend = _peer(args.variant, args.source_dir, args.threads, args.batch_size)
     out: dict[str, Any] = {"backend": backend, "lengths": {}}

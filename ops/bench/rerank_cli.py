@@ -70,7 +70,7 @@ def bench_rerank(
     model_shape = RERANKER_SHAPES[shape]
     texts = [t for _, t in load_bench_passages()] + [t for _, t in load_demo_corpus()]
     engine = EngineConfig.from_settings(settings)
-    source_dir, fp32_dir = ensure_reranker_models(
+    source_dir, fp32_dir, int8_dir = ensure_reranker_models(
         model_shape, settings.data_dir.resolve() / "models", texts, engine
     )
     defaults, skipped = default_variants()
@@ -84,6 +84,7 @@ def bench_rerank(
         model_shape,
         source_dir,
         fp32_dir,
+        int8_dir,
         corpora,
         chosen,
         threads or os.cpu_count() or 1,

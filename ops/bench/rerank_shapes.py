@@ -7,10 +7,13 @@ import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from embedq_core.manifest import MANIFEST_FILENAME
 from ops.export.xlmr_tokenizer import write_xlmr_tokenizer
-from workers.engine.config import EngineConfig
+
+if TYPE_CHECKING:  # the `embedq` command loads this module in the API image too
+    from workers.engine.config import EngineConfig
 
 log = logging.getLogger(__name__)
 
@@ -82,12 +85,13 @@ def build_reranker_source(shape: RerankerShape, model_dir: Path, texts: list[str
 
 def ensure_reranker_models(
     shape: RerankerShape, root: Path, texts: list[str], engine: EngineConfig
-) -> tuple[Path, Path]:
-    """(source directory, our FP32 export), built once under root."""
+) -> tuple[Path, Path, Path]:
+    """(source directory, our FP32 export, our OpenVINO INT8 export), built once under root.
+    The INT8 one is kept whatever its gate says: the bench reports its fidelity."""
     from ops.export.model import ExportOptions, export_model
 
     base = root / f"reranker-{shape.name}"
-    source, fp32 = base / "source", base / "fp32"
+    source, fp32, int8 = base / "source", base / "fp32", base / "int8-openvino"
     if not (source / "config.json").is_file():
         log.info("building %s with random weights in %s", shape.name, source)
         shutil.rmtree(source, ignore_errors=True)
@@ -95,4 +99,9 @@ def ensure_reranker_models(
     if not (fp32 / MANIFEST_FILENAME).is_file():
         options = ExportOptions(source_id=f"random-weights/{shape.name}")
         export_model(str(source), fp32, options, engine)
-    return source, fp32
+    if not (int8 / MANIFEST_FILENAME).is_file():
+        options = ExportOptions(
+            source_id=f"random-weights/{shape.name}", quantize="int8-openvino", force=True
+        )
+        export_model(str(source), int8, options, engine)
+    return source, fp32, int8

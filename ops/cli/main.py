@@ -12,6 +12,7 @@ import click
 from ops.bench.cli import bench
 from ops.cli.catalog import collections, keys
 from ops.cli.config import configure
+from ops.cli.export_model import export_model_cmd
 from ops.cli.reembed import reembed
 
 
@@ -26,86 +27,6 @@ def main() -> None:
     # uvicorn or Celery install theirs, `docker stop` during a start-up wait or a model load
     # would wait out the whole grace period and end in SIGKILL.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-
-
-@main.command("export-model")
-@click.argument("source")
-@click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True)
-@click.option(
-    "--quantize",
-    type=click.Choice(["none", "int8", "int8-openvino", "fp16"]),
-    default="none",
-    show_default=True,
-    help="int8: ONNX Runtime CPU model behind a quality gate; int8-openvino: OpenVINO IR "
-    "quantised with NNCF (behind the same gate); fp16: GPU model.",
-)
-@click.option(
-    "--pooling",
-    type=click.Choice(["cls", "mean"]),
-    default=None,
-    help="Override the pooling read from the model's sentence-transformers config.",
-)
-@click.option("--normalize/--no-normalize", default=None, help="Override L2 normalisation.")
-@click.option("--max-length", type=int, default=None, help="Override max tokens.")
-@click.option("--query-instruction", default=None, help="Prefix for queries (not passages).")
-@click.option("--opset", type=int, default=18, show_default=True)
-@click.option("--revision", default=None, help="Hub revision to export (hub ids only).")
-@click.option(
-    "--int8-min-mean-cos",
-    type=float,
-    default=0.99,
-    show_default=True,
-    help="Quality gate: mean cosine of INT8 vs FP32 on the held-out corpus.",
-)
-@click.option(
-    "--int8-min-recall",
-    type=float,
-    default=0.90,
-    show_default=True,
-    help="Quality gate: nearest-neighbour recall@10 of INT8 vs FP32.",
-)
-@click.option("--force", is_flag=True, help="Keep an INT8 model that fails the quality gate.")
-@click.option(
-    "--source-id",
-    default=None,
-    help="Hub id a local SOURCE directory is a copy of, recorded in the manifest.",
-)
-def export_model_cmd(
-    source: str,
-    out_dir: Path,
-    quantize: str,
-    pooling: str | None,
-    normalize: bool | None,
-    max_length: int | None,
-    query_instruction: str | None,
-    opset: int,
-    revision: str | None,
-    int8_min_mean_cos: float,
-    int8_min_recall: float,
-    force: bool,
-    source_id: str | None,
-) -> None:
-    """Export SOURCE (hub id or local directory) to ONNX with its manifest."""
-    settings = configure()
-    from ops.export.model import ExportOptions, export_model
-    from workers.engine import EngineConfig
-
-    options = ExportOptions(
-        pooling=pooling,  # type: ignore[arg-type]  # click.Choice guarantees the literal
-        normalize=normalize,
-        max_length=max_length,
-        query_instruction=query_instruction,
-        quantize=quantize,  # type: ignore[arg-type]
-        opset=opset,
-        revision=revision,
-        source_id=source_id,
-        int8_min_mean_cos=int8_min_mean_cos,
-        int8_min_recall_at_10=int8_min_recall,
-        force=force,
-    )
-    manifest = export_model(source, out_dir, options, EngineConfig.from_settings(settings))
-    click.echo(f"exported {manifest.manifest_id} to {out_dir}")
-    click.echo(manifest.model_dump_json(indent=2))
 
 
 @main.command()
@@ -324,6 +245,7 @@ def eval_cmd(
         console.print(f"wrote {out_plot}")
 
 
+main.add_command(export_model_cmd)
 main.add_command(collections)
 main.add_command(keys)
 main.add_command(reembed)

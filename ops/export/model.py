@@ -44,6 +44,9 @@ class ExportOptions:
     quantize: Literal["none", "int8", "int8-openvino", "fp16"] = "none"
     int8_min_mean_cos: float = 0.99
     int8_min_recall_at_10: float = 0.90
+    # Rerankers' INT8 gate: passage pairs ordered as FP32 orders them, relevance score error.
+    int8_min_pair_agreement: float = 0.95
+    int8_max_score_error: float = 0.02
     force: bool = False
     opset: int = 18
     revision: str | None = None
@@ -94,7 +97,7 @@ def export_model(
     model_dir, revision = resolve_source(source, options.revision)
     source_id = options.source_id or source
     if is_reranker(model_dir):
-        return _export_reranker(source_id, model_dir, revision, out_dir, options)
+        return _export_reranker(source_id, model_dir, revision, out_dir, options, engine)
     semantics = read_source_semantics(model_dir, source_id)
     sparse = is_bge_m3(model_dir)
     # BGE-M3's dense vector is its CLS state (FlagEmbedding's default pooling).
@@ -156,12 +159,17 @@ def export_model(
 
 
 def _export_reranker(
-    source_id: str, model_dir: Path, revision: str | None, out_dir: Path, options: ExportOptions
+    source_id: str,
+    model_dir: Path,
+    revision: str | None,
+    out_dir: Path,
+    options: ExportOptions,
+    engine: EngineConfig,
 ) -> ModelManifest:
-    if options.quantize in ("int8", "int8-openvino"):
+    if options.quantize == "int8":
         raise ValueError(
-            "INT8 is not offered for rerankers yet: its fidelity gate (rank agreement and score "
-            "error) is not built; export FP32 (BF16 where the CPU has it) or --quantize fp16"
+            "INT8 for rerankers is the OpenVINO one: use --quantize int8-openvino (NNCF, gated "
+            "on pair order and score error)"
         )
     if options.pooling or options.query_instruction:
         raise ValueError("a reranker has no pooling or query instruction: drop those options")
@@ -169,7 +177,14 @@ def _export_reranker(
     fp32 = export_reranker(
         source_id, model_dir, out_dir, options.opset, options.max_length, options.normalize
     ).model_copy(update={"source_revision": revision})
-    manifest = convert_fp16(out_dir, fp32) if options.quantize == "fp16" else fp32
+    manifest = fp32
+    if options.quantize == "fp16":
+        manifest = convert_fp16(out_dir, fp32)
+    elif options.quantize == "int8-openvino":
+        from ops.export.quantize_reranker import RerankGate, quantize_reranker_int8
+
+        gate = RerankGate(options.int8_min_pair_agreement, options.int8_max_score_error)
+        manifest = quantize_reranker_int8(out_dir, fp32, gate, engine, force=options.force)
     manifest.write(out_dir)
     return manifest
 

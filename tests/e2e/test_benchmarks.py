@@ -13,6 +13,9 @@ from pathlib import Path
 import pytest
 
 from ops.bench.pipeline import streams_run_here
+from ops.data.corpus import load_demo_corpus
+from ops.export.model import ExportOptions, export_model
+from tests.reranker_models import build_bert_reranker
 from tests.support import engine_config
 
 # The reference, one more peer, and our INT8 path with each engine step (a subset keeps it quick).
@@ -134,19 +137,24 @@ def _bench(args: list[str]) -> subprocess.CompletedProcess[str]:
 def test_bench_query_reports_percentiles_idle_and_under_bulk_load(
     tmp_path: Path, minilm_dir: Path
 ) -> None:
+    """Embeddings, search and (a tiny random-weight reranker's worker beside the embedder's)
+    rerank of 20 and 100 candidates, idle and while a bulk job runs."""
+    texts = [text for _, text in load_demo_corpus()]
+    source = build_bert_reranker(tmp_path / "reranker-src", texts)
+    reranker = tmp_path / "reranker"
+    export_model(str(source), reranker, ExportOptions(), engine_config())
     out = tmp_path / "query.json"
     result = _bench(
         ["query", "--model-dir", str(minilm_dir), "--calls", "12", "--bulk-texts", "300",
-         "--out", str(out)]
+         "--reranker-dir", str(reranker), "--out", str(out)]
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert "p95 ms" in result.stdout
     rows = json.loads(out.read_text())["rows"]
+    endpoints = ["/v1/embeddings", "/search", "/v1/rerank (20 candidates)"]
+    endpoints.append("/v1/rerank (100 candidates)")
     assert {(r["endpoint"], r["phase"].split(" (")[0]) for r in rows} == {
-        ("/v1/embeddings", "idle"),
-        ("/search", "idle"),
-        ("/v1/embeddings", "bulk job running"),
-        ("/search", "bulk job running"),
+        (endpoint, phase) for endpoint in endpoints for phase in ("idle", "bulk job running")
     }
     assert all(0 < r["p50_ms"] <= r["p95_ms"] <= r["p99_ms"] <= r["max_ms"] for r in rows)
 
@@ -253,7 +261,7 @@ def test_bench_rerank_compares_our_reranker_with_cross_encoder(tmp_path: Path) -
     every variant scores the same pairs of exactly each length; the peers' and our logits agree
     (the same model, FP32), and a length past the model's limit is left out, saying why."""
     out = tmp_path / "rerank.json"
-    variants = "st-ce-torch-fp32,st-ce-onnx,ours-ort-fp32,ours-ov-fp32"
+    variants = "st-ce-torch-fp32,st-ce-onnx,ours-ort-fp32,ours-ov-fp32,ours-ov-int8"
     result = subprocess.run(
         [sys.executable, "-m", "ops.cli.main", "bench", "rerank", "--shape", "tiny-reranker",
          "--lengths", "32,128,4096", "--pairs", "4", "--repeats", "1", "--variants", variants,
@@ -270,10 +278,13 @@ def test_bench_rerank_compares_our_reranker_with_cross_encoder(tmp_path: Path) -
     assert set(report["pairs"]) == {"32 tokens", "128 tokens"}
     assert report["pairs"]["128 tokens"]["tokens"] >= 4 * 128
     rows = {(row["variant"], row["length"]): row for row in report["rows"]}
-    assert len(rows) == 8
-    for row in rows.values():
+    assert len(rows) == 10
+    for (variant, _), row in rows.items():
         assert row["pairs_per_s"] > 0 and row["peak_rss_mb"] > 0
-        assert row["max_abs_logit_error"] < 1e-3 and row["top10_agreement"] == 1.0
+        if variant != "ours-ov-int8":  # the same FP32 model: the same logits
+            assert row["max_abs_logit_error"] < 1e-3 and row["top10_agreement"] == 1.0
+    assert rows[("ours-ov-int8", "32 tokens")]["backend"] == "openvino-int8"
+    assert "pair_agreement_vs_fp32" in report["model"]["int8_quality"]
     best_peer = max(
         rows[(v, "32 tokens")]["pairs_per_s"] for v in ("st-ce-torch-fp32", "st-ce-onnx")
     )

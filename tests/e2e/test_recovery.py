@@ -206,7 +206,10 @@ def test_lost_batches_recover_while_the_queue_never_empties(
         job = pipeline.handle.wait_job(job_id, timeout_s=180)
         assert (job["status"], job["done"], job["failed"]) == ("completed", job["total"], 0)
     killed_job, killed_batch = killed
-    assert pipeline.items_sql(killed_job, f"batch_no = {killed_batch} AND attempts = 2") > 0
+    # Its items count one attempt per engine run alone: two if the killed delivery had started
+    # the engine on it alone, one if it died first or had it in a group of small batches (a
+    # first-try group spends none).
+    assert pipeline.items_sql(killed_job, f"batch_no = {killed_batch} AND attempts IN (1, 2)") > 0
     assert pipeline.items_sql(marker_job, "attempts = 2 AND error IS NULL") == 1
 
 

@@ -13,6 +13,7 @@ from embedq_core.manifest import ModelManifest
 from embedq_core.query_protocol import relevance
 from ops.data.corpus import load_demo_corpus
 from ops.export.model import ExportOptions, export_model
+from ops.export.quantize import QualityGateFailed
 from tests.reranker_models import build_bert_reranker, build_xlmr_reranker, reference_logits
 from tests.support import engine_config
 from workers.engine import Reranker
@@ -82,11 +83,26 @@ def test_scores_equal_the_torch_reference(
     assert list(np.argsort(-sigmoid)) == list(np.argsort(-result.logits))
 
 
-def test_int8_is_refused_for_rerankers(bert_export: tuple[Path, Path], tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="INT8 is not offered for rerankers"):
-        export_model(
-            str(bert_export[0]), tmp_path / "int8", ExportOptions(quantize="int8"), engine_config()
-        )
+def test_int8_for_rerankers_is_openvinos_behind_the_rerankers_gate(
+    bert_export: tuple[Path, Path], tmp_path: Path
+) -> None:
+    source = str(bert_export[0])
+    with pytest.raises(ValueError, match="use --quantize int8-openvino"):
+        export_model(source, tmp_path / "ort", ExportOptions(quantize="int8"), engine_config())
+    # A gate nothing passes (no score error at all): refused, the directory stays FP32.
+    strict = ExportOptions(quantize="int8-openvino", int8_max_score_error=0.0)
+    with pytest.raises(QualityGateFailed, match="score error"):
+        export_model(source, tmp_path / "strict", strict, engine_config())
+    assert ModelManifest.read(tmp_path / "strict").precision == "fp32"
+    kept = ExportOptions(quantize="int8-openvino", force=True)
+    manifest = export_model(source, tmp_path / "int8", kept, engine_config())
+    assert manifest.is_reranker and manifest.precision == "int8-openvino"
+    assert 0.5 <= manifest.quality["pair_agreement_vs_fp32"] <= 1.0
+    assert 0.0 < manifest.quality["mean_score_error_vs_fp32"] < 0.5
+    reranker = Reranker.from_model_dir(tmp_path / "int8", engine_config())
+    assert reranker.backend == "openvino-int8"
+    scores = reranker.score(QUERY, TEXTS[:8]).logits
+    assert np.all(np.isfinite(scores)) and len(set(np.round(scores, 3))) > 3
 
 
 def test_eval_adds_a_reranked_row_per_model(

@@ -51,3 +51,17 @@ def test_worker_loads_its_model_without_torch_or_transformers(minilm_dir: Path) 
     ).stdout.split()
     assert out[0] == "[]"
     assert out[1] in {"openvino-bf16", "openvino-fp32", "onnxruntime-cpu", "onnxruntime-cuda"}
+
+
+def test_the_embedq_command_imports_neither_process_at_start() -> None:
+    """The API image carries no worker code and the worker images no API code, and both run
+    `embedq`: loading its commands must import neither package (each command imports what it
+    runs when it runs)."""
+    probe = (
+        "import sys, ops.cli.main; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'api', 'workers'}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert out == "[]"

@@ -56,11 +56,16 @@ class Reranker:
 
     @classmethod
     def from_model_dir(
-        cls, model_dir: Path, config: EngineConfig, hardware: Hardware | None = None
+        cls,
+        model_dir: Path,
+        config: EngineConfig,
+        hardware: Hardware | None = None,
+        manifest: ModelManifest | None = None,
     ) -> Reranker:
         """Load an exported reranker directory on the backend its manifest and the machine
-        call for."""
-        manifest = ModelManifest.read(model_dir)
+        call for. `manifest` overrides the directory's own, e.g. to load its FP32 and INT8
+        files side by side."""
+        manifest = manifest or ModelManifest.read(model_dir)
         backend = choose_backend(config.runtime, manifest, hardware or detect_hardware())
         session = open_session(
             model_dir / manifest.onnx_file,
