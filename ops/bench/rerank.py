@@ -181,7 +181,9 @@ def run_rerank_bench(
             "stands_for": shape.stands_for,
             "random_weights": True,
             "manifest_id": manifest.manifest_id,
-            "int8_quality": ModelManifest.read(int8_dir).quality,
+            "int8_quality": ModelManifest.read(int8_dir).quality
+            if "ours-ov-int8" in variants
+            else None,
             "max_tokens": shape.max_tokens,
         },
         "threads": threads,

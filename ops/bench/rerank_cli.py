@@ -70,14 +70,18 @@ def bench_rerank(
     model_shape = RERANKER_SHAPES[shape]
     texts = [t for _, t in load_bench_passages()] + [t for _, t in load_demo_corpus()]
     engine = EngineConfig.from_settings(settings)
-    source_dir, fp32_dir, int8_dir = ensure_reranker_models(
-        model_shape, settings.data_dir.resolve() / "models", texts, engine
-    )
     defaults, skipped = default_variants()
     chosen = variants.split(",") if variants else defaults
     unknown = [v for v in chosen if v not in LABELS]
     if unknown:
         raise click.UsageError(f"unknown variants {unknown}; known: {', '.join(LABELS)}")
+    source_dir, fp32_dir, int8_dir = ensure_reranker_models(
+        model_shape,
+        settings.data_dir.resolve() / "models",
+        texts,
+        engine,
+        int8="ours-ov-int8" in chosen,
+    )
     wanted = [int(n) for n in lengths.split(",") if n.strip()]
     corpora, left_out = build_pairs(fp32_dir / "tokenizer.json", model_shape, wanted, pairs)
     run_rerank_bench(
