@@ -184,7 +184,8 @@ def _rerank(data: Row) -> tuple[str, str]:
         f"{data['threads']} threads, batches of at most {data['batch_size']} pairs, best of "
         f"{data['repeats']} timed pass(es); fidelity against CrossEncoder torch FP32."
     )
-    not_run = "".join(f"\n- not run: {reason}" for reason in data.get("not_run", []))
+    reasons = [f"- not run: {reason}" for reason in data.get("not_run", [])]
+    not_run = "\n\n" + "\n".join(reasons) if reasons else ""
     return f"{model['stands_for']}'s shape, random weights", settings + not_run + "\n\n" + (
         "\n\n".join(tables)
     )
