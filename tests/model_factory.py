@@ -74,17 +74,32 @@ def _write_sentence_transformers_config(
     )
 
 
+def write_bert_tokenizer(out_dir: Path, texts: Iterable[str], max_length: int) -> int:
+    """A WordPiece vocab.txt covering texts (one token per Chinese character) and the fast
+    tokenizer's files, as BERT checkpoints ship them; returns the vocabulary size."""
+    from transformers import BertTokenizerFast
+
+    vocab = build_vocab(texts)
+    (out_dir / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    BertTokenizerFast(
+        vocab_file=str(out_dir / "vocab.txt"),
+        do_lower_case=True,
+        tokenize_chinese_chars=True,
+        model_max_length=max_length,
+    ).save_pretrained(out_dir)
+    return len(vocab)
+
+
 def build_tiny_bge(out_dir: Path, texts: Iterable[str], seed: int = 0) -> Path:
     """A BERT with bge-large-zh-v1.5's output contract (1024-d, CLS, normalised, 512 tokens)."""
     import torch
-    from transformers import BertConfig, BertModel, BertTokenizerFast
+    from transformers import BertConfig, BertModel
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    vocab = build_vocab(texts)
-    (out_dir / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    vocab_size = write_bert_tokenizer(out_dir, texts, 512)
     torch.manual_seed(seed)
     config = BertConfig(
-        vocab_size=len(vocab),
+        vocab_size=vocab_size,
         hidden_size=1024,
         num_hidden_layers=2,
         num_attention_heads=16,
@@ -92,13 +107,6 @@ def build_tiny_bge(out_dir: Path, texts: Iterable[str], seed: int = 0) -> Path:
         max_position_embeddings=512,
     )
     BertModel(config).eval().save_pretrained(out_dir, safe_serialization=True)
-    tokenizer = BertTokenizerFast(
-        vocab_file=str(out_dir / "vocab.txt"),
-        do_lower_case=True,
-        tokenize_chinese_chars=True,
-        model_max_length=512,
-    )
-    tokenizer.save_pretrained(out_dir)
     _write_sentence_transformers_config(out_dir, "cls", True, 512, 1024)
     return out_dir
 

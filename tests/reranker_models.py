@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from ops.export.xlmr_tokenizer import write_xlmr_tokenizer
-from tests.model_factory import build_vocab
+from tests.model_factory import write_bert_tokenizer
 
 XLMR_MAX_TOKENS = 8192
 
@@ -22,14 +22,13 @@ XLMR_MAX_TOKENS = 8192
 def build_bert_reranker(out_dir: Path, texts: Iterable[str], seed: int = 0) -> Path:
     """A BertForSequenceClassification with one label, a Chinese character vocabulary."""
     import torch
-    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+    from transformers import BertConfig, BertForSequenceClassification
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    vocab = build_vocab(texts)
-    (out_dir / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    vocab_size = write_bert_tokenizer(out_dir, texts, 512)
     torch.manual_seed(seed)
     config = BertConfig(
-        vocab_size=len(vocab),
+        vocab_size=vocab_size,
         hidden_size=64,
         num_hidden_layers=2,
         num_attention_heads=4,
@@ -40,9 +39,6 @@ def build_bert_reranker(out_dir: Path, texts: Iterable[str], seed: int = 0) -> P
     model = BertForSequenceClassification(config).eval()
     _spread_scores(model.classifier)
     model.save_pretrained(out_dir, safe_serialization=True)
-    BertTokenizerFast(
-        vocab_file=str(out_dir / "vocab.txt"), do_lower_case=True, model_max_length=512
-    ).save_pretrained(out_dir)
     return out_dir
 
 

@@ -17,9 +17,8 @@ from embedq_core.startup_wait import wait_for_broker, wait_for_database
 from migrations.schema_upgrade import head_revision
 from workers.background.query_server import QueryServer
 from workers.engine import EngineConfig, Reranker
+from workers.telemetry import listener as metrics_listener
 from workers.telemetry import metrics
-from workers.telemetry import series as metric_series
-from workers.telemetry.listener import MetricsListener
 
 log = logging.getLogger(__name__)
 NO_PIPELINE = {
@@ -40,17 +39,7 @@ def run_reranker_worker(settings: Settings, register: Callable[[Settings, Path],
     wait_for_broker(settings)
     metrics.configure(reranker.manifest, reranker.backend, NO_PIPELINE)
     reranker.observer = metrics.EngineMetrics()
-    listener = None
-    if settings.worker_metrics_port:
-        token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
-        listener = MetricsListener(
-            settings.worker_metrics_host,
-            settings.worker_metrics_port,
-            metric_series.REGISTRY,
-            token,
-            metrics.is_ready,
-        )
-        listener.start()
+    listener = metrics_listener.serve(settings)
     register(settings, settings.model_dir)
     stop = threading.Event()
 

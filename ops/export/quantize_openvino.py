@@ -14,6 +14,7 @@ kernels.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -72,25 +73,20 @@ def _calibration_batches(
     return batches
 
 
-def quantize_int8_openvino(
+def write_int8_ir(
     out_dir: Path,
     fp32: ModelManifest,
-    gate: QualityGate,
-    engine: EngineConfig,
-    force: bool = False,
-    recipe: Int8Recipe = Int8Recipe(),
+    recipe: Int8Recipe,
+    calibration: Callable[[set[str]], list[dict[str, Any]]],
 ) -> ModelManifest:
-    """Write out_dir/model_int8_ov.xml, measure it against the FP32 export (ONNX Runtime FP32)
-    on held-out texts under `engine`'s threads and batch limits, and return its manifest. The
-    INT8 model runs as a worker here would run it (float layers in BF16 on a BF16 CPU)."""
+    """Quantise out_dir's FP32 graph with NNCF (the recipe), calibrated on the padded batches
+    `calibration` makes for the graph's input names; write the IR and return its manifest
+    (not yet measured)."""
     import nncf
     import openvino as ov
 
-    from workers.engine import Embedder
-
     model = ov.Core().read_model(str(out_dir / fp32.onnx_file))
-    inputs = {port.get_any_name() for port in model.inputs}
-    batches = _calibration_batches(out_dir, fp32.max_length, inputs)
+    batches = calibration({port.get_any_name() for port in model.inputs})
     quantized = nncf.quantize(
         model,
         nncf.Dataset(batches),
@@ -102,8 +98,35 @@ def quantize_int8_openvino(
         ),
     )
     ov.save_model(quantized, str(out_dir / OV_INT8_FILE))
+    return fp32.model_copy(update={"precision": "int8-openvino", "onnx_file": OV_INT8_FILE})
 
-    int8 = fp32.model_copy(update={"precision": "int8-openvino", "onnx_file": OV_INT8_FILE})
+
+def discard_int8_ir(out_dir: Path, fp32: ModelManifest) -> None:
+    """Remove the INT8 IR after a failed gate: the directory stays a usable FP32 export."""
+    for path in (out_dir / OV_INT8_FILE, (out_dir / OV_INT8_FILE).with_suffix(".bin")):
+        path.unlink()
+    fp32.write(out_dir)
+
+
+def quantize_int8_openvino(
+    out_dir: Path,
+    fp32: ModelManifest,
+    gate: QualityGate,
+    engine: EngineConfig,
+    force: bool = False,
+    recipe: Int8Recipe = Int8Recipe(),
+) -> ModelManifest:
+    """Write out_dir/model_int8_ov.xml, measure it against the FP32 export (ONNX Runtime FP32)
+    on held-out texts under `engine`'s threads and batch limits, and return its manifest. The
+    INT8 model runs as a worker here would run it (float layers in BF16 on a BF16 CPU)."""
+    from workers.engine import Embedder
+
+    int8 = write_int8_ir(
+        out_dir,
+        fp32,
+        recipe,
+        lambda inputs: _calibration_batches(out_dir, fp32.max_length, inputs),
+    )
     texts = held_out_texts()
     # The reference is plain FP32 (ONNX Runtime), not an execution precision of it.
     on_cpu = replace(engine, runtime="onnxruntime-cpu")
@@ -122,9 +145,7 @@ def quantize_int8_openvino(
         measured.mean_cos >= gate.min_mean_cos and measured.recall_at_10 >= gate.min_recall_at_10
     )
     if not passed and not force:
-        for path in (out_dir / OV_INT8_FILE, (out_dir / OV_INT8_FILE).with_suffix(".bin")):
-            path.unlink()
-        fp32.write(out_dir)  # the directory stays a usable FP32 export
+        discard_int8_ir(out_dir, fp32)
         raise QualityGateFailed(
             f"INT8 below the gate (mean cos {measured.mean_cos:.4f} < {gate.min_mean_cos} or "
             f"recall@10 {measured.recall_at_10:.3f} < {gate.min_recall_at_10}); kept FP32 only. "

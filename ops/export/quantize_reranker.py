@@ -21,7 +21,12 @@ from embedq_core.manifest import ModelManifest
 from embedq_core.query_protocol import relevance
 from ops.data.corpus import calibration_texts, load_bench_corpus, load_bench_passages
 from ops.export.quantize import QualityGateFailed
-from ops.export.quantize_openvino import CALIBRATION_BATCH, OV_INT8_FILE, Int8Recipe
+from ops.export.quantize_openvino import (
+    CALIBRATION_BATCH,
+    Int8Recipe,
+    discard_int8_ir,
+    write_int8_ir,
+)
 from workers.engine.config import EngineConfig
 
 log = logging.getLogger(__name__)
@@ -84,26 +89,14 @@ def quantize_reranker_int8(
 ) -> ModelManifest:
     """Write out_dir/model_int8_ov.xml, measure it against the FP32 export on ONNX Runtime on
     held-out pairs, and return its manifest; below the gate the directory stays FP32 only."""
-    import nncf
-    import openvino as ov
-
     from workers.engine import Reranker
 
-    model = ov.Core().read_model(str(out_dir / fp32.onnx_file))
-    inputs = {port.get_any_name() for port in model.inputs}
-    batches = _calibration_batches(out_dir, fp32.max_length, inputs)
-    quantized = nncf.quantize(
-        model,
-        nncf.Dataset(batches),
-        model_type=nncf.ModelType.TRANSFORMER,
-        subset_size=len(batches),
-        ignored_scope=nncf.IgnoredScope(patterns=list(recipe.keep_float), validate=False),
-        advanced_parameters=nncf.AdvancedQuantizationParameters(
-            smooth_quant_alphas=nncf.AdvancedSmoothQuantParameters(matmul=recipe.smooth_quant_alpha)
-        ),
+    int8 = write_int8_ir(
+        out_dir,
+        fp32,
+        recipe,
+        lambda inputs: _calibration_batches(out_dir, fp32.max_length, inputs),
     )
-    ov.save_model(quantized, str(out_dir / OV_INT8_FILE))
-    int8 = fp32.model_copy(update={"precision": "int8-openvino", "onnx_file": OV_INT8_FILE})
     reference = Reranker.from_model_dir(
         out_dir, replace(engine, runtime="onnxruntime-cpu"), manifest=fp32
     )
@@ -129,9 +122,7 @@ def quantize_reranker_int8(
         quality,
     )
     if (agreement < gate.min_pair_agreement or error > gate.max_score_error) and not force:
-        for path in (out_dir / OV_INT8_FILE, (out_dir / OV_INT8_FILE).with_suffix(".bin")):
-            path.unlink()
-        fp32.write(out_dir)
+        discard_int8_ir(out_dir, fp32)
         raise QualityGateFailed(
             f"INT8 reranker below the gate (pair agreement {agreement:.4f} < "
             f"{gate.min_pair_agreement} or score error {error:.4f} > {gate.max_score_error}); "

@@ -123,8 +123,10 @@ def test_bench_migrate_compares_the_migration_with_the_bare_engine(
     assert all(row["rows"] == 600 and row["rows_per_s"] > 0 for row in report["results"])
 
 
-def _bench(args: list[str]) -> subprocess.CompletedProcess[str]:
+def _bench(args: list[str], data_dir: Path | None = None) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
+    if data_dir is not None:  # models the bench builds go there, not into the checkout
+        env["EMBEDQ_DATA_DIR"] = str(data_dir)
     return subprocess.run(
         [sys.executable, "-m", "ops.cli.main", "bench", *args],
         capture_output=True,
@@ -262,14 +264,10 @@ def test_bench_rerank_compares_our_reranker_with_cross_encoder(tmp_path: Path) -
     (the same model, FP32), and a length past the model's limit is left out, saying why."""
     out = tmp_path / "rerank.json"
     variants = "st-ce-torch-fp32,st-ce-onnx,ours-ort-fp32,ours-ov-fp32,ours-ov-int8"
-    result = subprocess.run(
-        [sys.executable, "-m", "ops.cli.main", "bench", "rerank", "--shape", "tiny-reranker",
-         "--lengths", "32,128,4096", "--pairs", "4", "--repeats", "1", "--variants", variants,
-         "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "COLUMNS": "200", "EMBEDQ_DATA_DIR": str(tmp_path / "data")},
+    result = _bench(
+        ["rerank", "--shape", "tiny-reranker", "--lengths", "32,128,4096", "--pairs", "4",
+         "--repeats", "1", "--variants", variants, "--out", str(out)],
+        data_dir=tmp_path / "data",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert "× best peer" in result.stdout and "not run: 4096 tokens" in result.stdout

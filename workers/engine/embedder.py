@@ -11,14 +11,13 @@ from typing import Literal
 import numpy as np
 
 from embedq_core.manifest import ModelManifest
-from workers.engine.backend_choice import choose_backend
 from workers.engine.batching import plan_batches, plan_turns
 from workers.engine.config import EngineConfig
 from workers.engine.gate import EngineGate
-from workers.engine.hardware import Hardware, detect_hardware
+from workers.engine.hardware import Hardware
 from workers.engine.observer import EngineObserver, NoObserver
 from workers.engine.pooling import FloatArray, l2_normalize, pool
-from workers.engine.runtime import ModelSession, open_session
+from workers.engine.runtime import ModelSession, open_model_session
 from workers.engine.sparse import SparseWeights, dropped_ids, lexical_weights
 from workers.engine.tokenize import IntArray, TextTokenizer
 
@@ -91,19 +90,7 @@ class Embedder:
         the manifest, config.runtime and the hardware call for. `manifest` overrides the
         directory's own, e.g. to load its FP32 and INT8 files side by side."""
         manifest = manifest or ModelManifest.read(model_dir)
-        backend = choose_backend(config.runtime, manifest, hardware or detect_hardware())
-        session = open_session(
-            model_dir / manifest.onnx_file,
-            backend,
-            config.intra_op_threads,
-            config.streams,
-            manifest.output_name,
-            (manifest.sparse_output_name,) if manifest.sparse_output_name else (),
-        )
-        streams = f", {config.streams} streams" if config.streams > 1 else ""
-        log.info(
-            "model %s on %s%s (%s)", manifest.manifest_id, backend.kind, streams, backend.reason
-        )
+        session = open_model_session(model_dir, manifest, config, hardware)
         tokenizer = TextTokenizer(model_dir / "tokenizer.json", manifest.max_length)
         return cls(manifest, tokenizer, session, config)
 

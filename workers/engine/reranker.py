@@ -10,15 +10,14 @@ from pathlib import Path
 import numpy as np
 
 from embedq_core.manifest import ModelManifest
-from workers.engine.backend_choice import choose_backend
 from workers.engine.batching import plan_batches
 from workers.engine.config import EngineConfig
 from workers.engine.gate import EngineGate
-from workers.engine.hardware import Hardware, detect_hardware
+from workers.engine.hardware import Hardware
 from workers.engine.observer import EngineObserver, NoObserver
 from workers.engine.pair_tokenize import PairTokenizer
 from workers.engine.pooling import FloatArray
-from workers.engine.runtime import ModelSession, open_session
+from workers.engine.runtime import ModelSession, open_model_session
 from workers.engine.tokenize import pad_batch
 
 log = logging.getLogger(__name__)
@@ -66,15 +65,7 @@ class Reranker:
         call for. `manifest` overrides the directory's own, e.g. to load its FP32 and INT8
         files side by side."""
         manifest = manifest or ModelManifest.read(model_dir)
-        backend = choose_backend(config.runtime, manifest, hardware or detect_hardware())
-        session = open_session(
-            model_dir / manifest.onnx_file,
-            backend,
-            config.intra_op_threads,
-            config.streams,
-            manifest.output_name,
-        )
-        log.info("reranker %s on %s (%s)", manifest.manifest_id, backend.kind, backend.reason)
+        session = open_model_session(model_dir, manifest, config, hardware)
         tokenizer = PairTokenizer(model_dir / "tokenizer.json", manifest.max_length)
         return cls(manifest, tokenizer, session, config)
 

@@ -10,7 +10,10 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from workers.engine.backend_choice import BackendChoice
+from embedq_core.manifest import ModelManifest
+from workers.engine.backend_choice import BackendChoice, choose_backend
+from workers.engine.config import EngineConfig
+from workers.engine.hardware import Hardware, detect_hardware
 
 log = logging.getLogger(__name__)
 
@@ -215,3 +218,29 @@ def open_session(
     return OrtSession(
         onnx_path, backend.kind == "onnxruntime-cuda", intra_op_threads, output_name, extra_outputs
     )
+
+
+def open_model_session(
+    model_dir: Path,
+    manifest: ModelManifest,
+    config: EngineConfig,
+    hardware: Hardware | None = None,
+) -> ModelSession:
+    """The session for an exported model on the backend its manifest, config.runtime and the
+    hardware call for, with every output the manifest names (a sparse head's too); logs the
+    choice and why."""
+    backend = choose_backend(config.runtime, manifest, hardware or detect_hardware())
+    session = open_session(
+        model_dir / manifest.onnx_file,
+        backend,
+        config.intra_op_threads,
+        config.streams,
+        manifest.output_name,
+        (manifest.sparse_output_name,) if manifest.sparse_output_name else (),
+    )
+    streams = f", {config.streams} streams" if config.streams > 1 else ""
+    log.info(
+        "%s %s on %s%s (%s)",
+        manifest.kind, manifest.manifest_id, backend.kind, streams, backend.reason,
+    )  # fmt: skip
+    return session

@@ -131,6 +131,12 @@ def start(settings: Settings, ctx: WorkerContext) -> MetricsListener | None:
     metrics.configure(embedder.manifest, embedder.backend, pipeline)
     embedder.observer = metrics.EngineMetrics()
     _connect_celery_signals()
+    return serve(settings)
+
+
+def serve(settings: Settings) -> MetricsListener | None:
+    """Serve this process's registry and readiness when EMBEDQ_WORKER_METRICS_PORT is set
+    (None otherwise)."""
     if settings.worker_metrics_port == 0:
         return None
     token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
