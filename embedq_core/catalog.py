@@ -31,7 +31,7 @@ def _sparse_dimension(manifest: dict[str, Any]) -> int | None:
 
 
 class CollectionConflict(Exception):
-    """The collection exists and is bound to a different model."""
+    """The collection exists bound to a different model (or its vectors table name is taken)."""
 
 
 class UnknownManifest(Exception):
@@ -126,13 +126,15 @@ def create_collection(engine: Engine, name: str, manifest_id: str) -> Collection
                 name=name, manifest_id=manifest_id, dimension=dimension, vector_table=table_name
             )
             # A concurrent create of the same name committed first: it made the table; answer
-            # as for an existing collection (this statement sees its committed row).
-            .on_conflict_do_nothing(index_elements=["name"])
+            # as for an existing collection (this statement sees its committed row). No arbiter
+            # index: naming `name` alone leaves the race on the unique vector_table to raise.
+            .on_conflict_do_nothing()
             .returning(collections.c.name)
         ).first()
         if inserted is None:
             created = get_collection(conn, name)
-            assert created is not None, "a conflicting insert left no row"
+            if created is None:
+                raise CollectionConflict(f"the vectors table {table_name} belongs to another name")
             return _same_model(created, manifest_id)
         # The table only: its HNSW index is built after the bulk load (collection_index.py).
         sparse_dimension = _sparse_dimension(manifest_row.manifest)
