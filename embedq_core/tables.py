@@ -32,6 +32,7 @@ from embedq_core.sparse_vectors import SPARSE_COLUMN
 metadata = MetaData()
 
 JOB_STATUSES = ("queued", "running", "completed", "completed_with_errors", "failed")
+FINISHED_STATUSES = frozenset(JOB_STATUSES[2:])  # a job in one of these has no work left
 ITEM_STATUSES = ("pending", "done", "failed")
 # 40 characters at most: the HNSW index name, vectors_<name>_embedding_hnsw, must fit in
 # Postgres's 63-byte identifiers.

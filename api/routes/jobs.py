@@ -14,7 +14,7 @@ from api.schemas import CollectionName, ItemErrorOut, JobAccepted, JobIn, JobOut
 from api.token_counter import count_tokens
 from api.validation import check_json, check_text_chars
 from embedq_core.catalog import Collection, get_collection
-from embedq_core.lifecycle.jobs import NewItem, create_job, enqueue_batches, get_job, mark_enqueued
+from embedq_core.lifecycle.jobs import NewItem, get_job, record_and_enqueue
 from embedq_core.queueing import embed_queue, queue_depth
 
 log = logging.getLogger(__name__)
@@ -102,14 +102,14 @@ def submit_job(name: CollectionName, body: JobIn, resources: Resources) -> JobAc
     _check_backpressure(collection, resources)
     items = [NewItem(i.id, i.text, i.metadata) for i in body.items]
     settings = resources.settings
-    job_id, batches = create_job(
-        resources.engine, collection, items, settings.items_per_task, settings.tokens_per_task
+    job_id, batches = record_and_enqueue(
+        resources.engine,
+        resources.celery,
+        collection,
+        items,
+        settings.items_per_task,
+        settings.tokens_per_task,
     )
-    try:
-        enqueue_batches(resources.celery, job_id, collection.manifest_id, list(range(batches)))
-        mark_enqueued(resources.engine, job_id)
-    except Exception as exc:  # the reconciler enqueues it; the job is already safe
-        log.warning("job %s recorded but not enqueued (%s); the reconciler will", job_id, exc)
     return JobAccepted(job_id=job_id, status="queued", total=len(items), batches=batches)
 
 

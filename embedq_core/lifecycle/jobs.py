@@ -4,6 +4,7 @@ batch numbers to work on."""
 from __future__ import annotations
 
 import hashlib
+import logging
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +21,8 @@ from embedq_core.queueing import EMBED_BATCH_TASK, embed_queue
 from embedq_core.staging import copy_rows
 from embedq_core.tables import job_items, jobs
 from embedq_core.task_batches import task_numbers
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -135,6 +138,25 @@ def mark_enqueued(engine: Engine, job_id: uuid.UUID) -> None:
     the reconciler after its grace period."""
     with engine.begin() as conn:
         record_enqueued(psycopg_connection(conn), job_id)
+
+
+def record_and_enqueue(
+    engine: Engine,
+    celery: Celery,
+    collection: Collection,
+    items: list[NewItem],
+    items_per_task: int,
+    tokens_per_task: int,
+) -> tuple[uuid.UUID, int]:
+    """Record a job (create_job), then send its batches: once recorded it is durable, so a
+    broker that refuses the messages only delays it (the reconciler sends them again)."""
+    job_id, batches = create_job(engine, collection, items, items_per_task, tokens_per_task)
+    try:
+        enqueue_batches(celery, job_id, collection.manifest_id, list(range(batches)))
+        mark_enqueued(engine, job_id)
+    except Exception as exc:  # the reconciler enqueues it; the job is already safe
+        log.warning("job %s recorded but not enqueued (%s); the reconciler will", job_id, exc)
+    return job_id, batches
 
 
 def get_job(conn: Connection, job_id: uuid.UUID, max_errors: int = 100) -> JobView | None:

@@ -13,6 +13,7 @@ from ops.bench.cli import bench
 from ops.cli.catalog import collections, keys
 from ops.cli.config import configure
 from ops.cli.export_model import export_model_cmd
+from ops.cli.mine import mine_cmd
 from ops.cli.reembed import reembed
 
 
@@ -250,6 +251,7 @@ main.add_command(collections)
 main.add_command(keys)
 main.add_command(reembed)
 main.add_command(bench)
+main.add_command(mine_cmd)
 
 if __name__ == "__main__":
     main()

@@ -1,0 +1,1 @@
+"""Hard-negative mining over a collection: `embedq mine` (FlagEmbedding's training format)."""
