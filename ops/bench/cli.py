@@ -236,3 +236,38 @@ def bench_query(
 bench.add_command(bench_write_path)
 bench.add_command(bench_pipeline)
 bench.add_command(bench_rerank)
+
+
+@bench.command("mine")
+@click.option(
+    "--rows",
+    "sizes",
+    default="20000,100000",
+    show_default=True,
+    help="Corpus sizes to bench, comma-separated.",
+)
+@click.option("--queries", type=int, default=1000, show_default=True, help="Timed with HNSW.")
+@click.option(
+    "--exact-queries", type=int, default=100, show_default=True, help="Timed exactly (slow)."
+)
+@click.option("--dimension", type=int, default=1024, show_default=True, help="bge-large: 1024.")
+@click.option(
+    "--out",
+    "out_json",
+    type=click.Path(path_type=Path),
+    default=Path("bench-results/mine.json"),
+    show_default=True,
+)
+def bench_mine(
+    sizes: str, queries: int, exact_queries: int, dimension: int, out_json: Path
+) -> None:
+    """Query lines/s of embedq mine's candidate search: HNSW against exact, by corpus size."""
+    from rich.console import Console
+
+    from ops.bench.mine import run_mine_bench
+
+    settings = configure(quiet=True)
+    rows = [int(size) for size in sizes.split(",")]
+    run_mine_bench(
+        settings, rows, queries, min(exact_queries, queries), dimension, out_json, Console()
+    )

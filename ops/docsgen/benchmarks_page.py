@@ -26,6 +26,7 @@ embedq bench query                         # live-query latency, idle and under 
 embedq bench migrate                       # a re-embedding migration against the bare engine
 embedq bench write-path                    # the vector writer: COPY against executemany
 embedq bench rerank --shape bge-reranker-v2-m3   # our reranker against CrossEncoder
+embedq bench mine                          # embedq mine's candidate search, HNSW against exact
 ```
 
 **Not measured here:** anything on a GPU, an AMX CPU for the engine, and the real weights of
@@ -191,12 +192,29 @@ def _rerank(data: Row) -> tuple[str, str]:
     )
 
 
+def _mine(data: Row) -> tuple[str, str]:
+    rows = [
+        [_num(r["rows"]), r["distribution"], r["variant"], _num(r["queries"]),
+         _num(r["queries_per_s"]), _num(r["recall_of_exact"], 3), _num(r["index_build_s"])]
+        for r in data["results"]
+    ]  # fmt: skip
+    header = ["rows", "vectors", "variant", "queries", "queries/s", "recall of exact", "build s"]
+    intro = (
+        f"{data['candidates_per_query']} candidates per query (the default `--range 2-200`), "
+        f"{data['queries_per_block']} queries per statement, {data['dimension']}-d unit vectors "
+        "(uniform: HNSW's hardest case; clustered: closer to real embeddings); build s: the HNSW "
+        "index (m 16, ef_construction 64)."
+    )
+    return f"{data['dimension']}-d random unit vectors", intro + "\n\n" + _table(header, rows)
+
+
 KINDS: dict[str, tuple[str, Callable[[Row], tuple[str, str]]]] = {
     "engine": ("The engine (`embedq bench engine`)", _engine),
     "pipeline": ("The whole path (`embedq bench pipeline`)", _pipeline),
     "query": ("Live queries (`embedq bench query`)", _query),
     "migrate": ("Re-embedding (`embedq bench migrate`)", _migrate),
     "rerank": ("Reranking (`embedq bench rerank`)", _rerank),
+    "mine": ("Hard-negative mining (`embedq bench mine`)", _mine),
 }
 
 

@@ -288,3 +288,24 @@ def test_bench_rerank_compares_our_reranker_with_cross_encoder(tmp_path: Path) -
     )
     ours = rows[("ours-ort-fp32", "32 tokens")]
     assert abs(ours["ratio_to_best_peer"] - ours["pairs_per_s"] / best_peer) < 1e-9
+
+
+def test_bench_mine_smoke_run(tmp_path: Path) -> None:
+    """Both vector distributions, HNSW and exact, recall computed against the exact run."""
+    out = tmp_path / "mine.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "ops.cli.main", "bench", "mine", "--rows", "1500",
+         "--queries", "70", "--exact-queries", "20", "--dimension", "64", "--out", str(out)],
+        capture_output=True, text=True, timeout=600,
+        env={**os.environ, "COLUMNS": "200", "EMBEDQ_DATA_DIR": str(tmp_path / "data")},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "queries/s" in result.stdout
+    report = json.loads(out.read_text())
+    rows = {(r["distribution"], r["variant"].split(",")[0]): r for r in report["results"]}
+    assert set(rows) == {(d, v) for d in ("uniform", "clustered") for v in ("HNSW", "exact scan")}
+    for distribution in ("uniform", "clustered"):
+        hnsw, exact = rows[(distribution, "HNSW")], rows[(distribution, "exact scan")]
+        assert hnsw["queries"] == 70 and exact["queries"] == 20
+        assert 0 < hnsw["recall_of_exact"] <= 1 and exact["recall_of_exact"] == 1.0
+        assert hnsw["index_build_s"] > 0 and hnsw["queries_per_s"] > 0
