@@ -50,6 +50,13 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     502: _doc("the worker reported an error"),
     503: _doc("Postgres unreachable, or no worker of the model answered; see Retry-After"),
 }
+# /v1/vectorizers changes users' tables: admin keys only, and states that can conflict.
+VECTORIZER_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **ERROR_RESPONSES,
+    403: _doc("not an admin key, or the API's database role may not change that table"),
+    409: _doc("the vectorizer exists, or is not in a state for this action"),
+    503: _doc("Postgres unreachable, or the table stayed locked; see Retry-After"),
+}
 
 
 def error_content(loc: list[str | int], msg: str, kind: str) -> dict[str, Any]:

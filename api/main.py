@@ -12,11 +12,20 @@ from fastapi_offline import FastAPIOffline
 from api.auth import ApiKeyGate, require_api_key
 from api.body_limit import BodyBudget, BodyLimit
 from api.deps import ApiResources
-from api.errors import ERROR_RESPONSES, install_error_handlers
+from api.errors import ERROR_RESPONSES, VECTORIZER_RESPONSES, install_error_handlers
 from api.fleet import QueryAdmission
 from api.metrics import install_metrics
 from api.openapi_limits import install_openapi_limits
-from api.routes import collections, embeddings, health, jobs, reembed, rerank, search
+from api.routes import (
+    collections,
+    embeddings,
+    health,
+    jobs,
+    reembed,
+    rerank,
+    search,
+    vectorizers,
+)
 from embedq_core.db import make_engine
 from embedq_core.queueing import make_async_redis, make_celery, make_redis
 from embedq_core.settings import Settings
@@ -62,6 +71,11 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(embeddings.router, dependencies=protected, responses=ERROR_RESPONSES)
     app.include_router(search.router, dependencies=protected, responses=ERROR_RESPONSES)
     app.include_router(rerank.router, dependencies=protected, responses=ERROR_RESPONSES)
+    app.include_router(
+        vectorizers.router,
+        dependencies=protected,
+        responses=VECTORIZER_RESPONSES,
+    )
 
     install_error_handlers(app, settings)
     install_openapi_limits(app, settings)

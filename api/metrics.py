@@ -5,13 +5,14 @@
   read from Postgres and Redis by one refresh at most every EMBEDQ_METRICS_CACHE_S, however many
   scrapes or scrapers there are. A scrape during a refresh waits for it (at most
   REFRESH_WAIT_S) or serves the figures before it, so scrapes hold one pooled connection at most.
-- The refresh reads embedq's own tables only (jobs through its unfinished-jobs index,
+- The refresh reads embedq's own tables (jobs through its unfinished-jobs index,
   model_manifests, reembed_migrations, the latest rows of reembed_chunks by primary key), Redis
-  list lengths and pg_stat_progress_create_index: never a user's table, neither a collection's
-  vectors_<name> nor a table being re-embedded. Migration figures are what each migration
-  records as it goes (rows_total counted at start and at each phase change; rows_embedded and
-  chunks per chunk), not counts of the table: `embedq reembed status --exact` counts it when
-  you ask.
+  list lengths and pg_stat_progress_create_index. Of a user's table it reads only a vectorizer's
+  two partial indexes (its lag: the first entry of the queued index; its pending rows, counted up
+  to a cap): never a collection's vectors_<name>, never a scan of a table being re-embedded.
+  Migration figures are what each migration records as it goes (rows_total counted at start
+  and at each phase change; rows_embedded and chunks per chunk), not counts of the table:
+  `embedq reembed status --exact` counts it when you ask.
 - With EMBEDQ_METRICS_TOKEN set, /metrics answers only `Authorization: Bearer <token>`.
 """
 
@@ -24,6 +25,7 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+import psycopg
 from fastapi import FastAPI, Request, Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -38,9 +40,13 @@ from sqlalchemy import Connection, Engine
 from api.deps import ApiResources
 from api.errors import field_error
 from api.request_metrics import HttpMetrics, RequestMetrics
+from embedq_core.db import psycopg_connection
 from embedq_core.metrics_auth import metrics_authorized
 from embedq_core.query_protocol import query_queue, serving_key
 from embedq_core.queueing import embed_queue, queue_depth, reembed_queue
+from migrations.reembed import row_failures
+from migrations.reembed.progress import PENDING_COUNT_CAP, lag_s, pending_capped
+from migrations.reembed.state import load
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +106,21 @@ def _families() -> dict[str, Metric]:
             "embedq_reembed_index_done_fraction",
             "Share of the HNSW build done (while one runs)",
             labels=["migration"],
+        ),
+        "lag": GaugeMetricFamily(
+            "embedq_vectorizer_lag_seconds",
+            "How long the oldest row waiting for its vector has waited (0: none waits)",
+            labels=["vectorizer"],
+        ),
+        "pending": GaugeMetricFamily(
+            "embedq_vectorizer_pending_rows",
+            f"Rows with text waiting for their vector (counted up to {PENDING_COUNT_CAP:,})",
+            labels=["vectorizer"],
+        ),
+        "failed_rows": GaugeMetricFamily(
+            "embedq_vectorizer_failed_rows",
+            "Rows the table refused to update: retrying (with backoff) or parked",
+            labels=["vectorizer", "state"],
         ),
     }
 
@@ -219,6 +240,28 @@ class StoreMetrics(Collector):
                 _add(f["eta"], [name], max(total - embedded, 0) / rate)
             if building.get((schema, table)) is not None:
                 _add(f["index"], [name], building[(schema, table)])
+        self._read_vectorizers(conn, f)
+
+    def _read_vectorizers(self, conn: Connection, f: dict[str, Metric]) -> None:
+        # The only reads of a user's table: the first entry of a vectorizer's queued index
+        # (the lag) and its pending-rows index, counted up to a cap.
+        driver = psycopg_connection(conn)
+        names = [r[0] for r in conn.exec_driver_sql(
+            "SELECT name FROM reembed_migrations WHERE kind = 'vectorizer' ORDER BY name"
+        )]  # fmt: skip
+        for name in names:
+            try:
+                with driver.transaction():  # a savepoint: one unreadable table spoils nothing
+                    m = load(driver, name)
+                    lag, pending = lag_s(driver, m) or 0.0, pending_capped(driver, m)
+            except psycopg.Error as exc:  # e.g. the API's role may not read that table
+                log.warning("metrics: vectorizer %s: %s", name, exc)
+                continue
+            _add(f["lag"], [name], lag)
+            _add(f["pending"], [name], pending)
+            retrying, parked = row_failures.counts(driver, name)
+            _add(f["failed_rows"], [name, "retrying"], retrying)
+            _add(f["failed_rows"], [name, "parked"], parked)
 
     def _read_queues(self, f: dict[str, Metric]) -> None:
         for manifest_id in self._manifests:

@@ -35,15 +35,24 @@ def key_digest(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
-def create_key(conn: Connection, name: str) -> tuple[int, str]:
-    """Make a key; returns its id and the plaintext, which is not stored anywhere."""
+def create_key(conn: Connection, name: str, admin: bool = False) -> tuple[int, str]:
+    """Make a key (an admin key may also manage vectorizers); returns its id and the
+    plaintext, which is not stored anywhere."""
     key = KEY_PREFIX + secrets.token_urlsafe(32)
     key_id = conn.execute(
         insert(api_keys)
-        .values(name=name, prefix=key[:10], key_sha256=key_digest(key))
+        .values(name=name, prefix=key[:10], key_sha256=key_digest(key), admin=admin)
         .returning(api_keys.c.id)
     ).scalar_one()
     return int(key_id), key
+
+
+def is_admin(conn: Connection, key_id: int) -> bool:
+    """Whether an active key is an admin key."""
+    row = conn.execute(
+        select(api_keys.c.admin).where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
+    ).first()
+    return bool(row is not None and row.admin)
 
 
 def revoke_key(conn: Connection, key_id_or_prefix: str) -> int:

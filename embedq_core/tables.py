@@ -25,7 +25,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 
 from embedq_core.sparse_vectors import SPARSE_COLUMN
 
@@ -152,11 +152,14 @@ api_keys = Table(
     Column("key_sha256", Text, nullable=False, unique=True),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("revoked_at", DateTime(timezone=True)),
+    # May manage vectorizers over HTTP (DDL on users' tables); other keys get 403 there.
+    Column("admin", Boolean, nullable=False, server_default="false"),
 )
 
 
 REEMBED_STATUSES = ("planned", "running", "paused", "failed", "finalized")
 REEMBED_PHASES = ("keyset", "catchup", "index", "following")
+REEMBED_KINDS = ("migration", "vectorizer")
 
 reembed_migrations = Table(
     "reembed_migrations",
@@ -195,8 +198,36 @@ reembed_migrations = Table(
     # estimated, too large to count); status serves these instead of scanning the table.
     Column("rows_no_text", Integer),
     Column("counted_at", DateTime(timezone=True)),
+    # A migration moves a table to a new model and is finalized; a vectorizer follows the
+    # table for good. The text is one column, or a template over text_columns.
+    Column("kind", Text, nullable=False, server_default="migration"),
+    Column("text_columns", ARRAY(Text)),
+    Column("text_template", Text),
     CheckConstraint(f"status IN {REEMBED_STATUSES}", name="reembed_status_known"),
     CheckConstraint(f"phase IN {REEMBED_PHASES}", name="reembed_phase_known"),
+    CheckConstraint(f"kind IN {REEMBED_KINDS}", name="reembed_kind_known"),
+)
+
+# Rows whose write failed (the table's own trigger or constraint refused it): retried after
+# retry_at, parked after EMBEDQ_REEMBED_MAX_ROW_ATTEMPTS; a new text (text_md5) starts afresh.
+reembed_row_failures = Table(
+    "reembed_row_failures",
+    metadata,
+    Column(
+        "migration",
+        Text,
+        ForeignKey("reembed_migrations.name", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("row_key", JSONB, nullable=False),
+    Column("text_md5", Text, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("error", Text, nullable=False),
+    Column("parked", Boolean, nullable=False, server_default="false"),
+    Column("retry_at", DateTime(timezone=True), nullable=False),
+    Column("first_failed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("last_failed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("migration", "row_key"),
 )
 
 reembed_chunks = Table(

@@ -16,6 +16,13 @@ class ReembedSettings(BaseModel):
         gt=0,
         description="after the backfill, how often new and changed rows are looked for",
     )
+    # A vectorizer's writers wait for their vectors: its passes look more often (one index
+    # probe of the pending rows each) than a migration's following phase.
+    vectorize_follow_interval_s: float = Field(
+        default=0.5,
+        gt=0,
+        description="how often a vectorizer looks for new and changed rows once it is caught up",
+    )
     reembed_maintenance_work_mem: str = Field(
         default="512MB",
         pattern=r"^\d+\s*(kB|MB|GB)$",
@@ -35,6 +42,21 @@ class ReembedSettings(BaseModel):
         default=2.0,
         gt=0,
         description="first retry delay of a failed step, doubling per attempt up to 60 s",
+    )
+    # A row whose write the table refuses (its own trigger or constraint) is retried after
+    # reembed_row_retry_delay_s, doubling up to an hour, and parked after this many attempts.
+    reembed_max_row_attempts: int = Field(
+        default=5,
+        ge=1,
+        description=(
+            "failed writes of one row (refused by the table's own trigger or constraint) before "
+            "it is parked with its error; other rows go on meanwhile"
+        ),
+    )
+    reembed_row_retry_delay_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="first retry delay of a refused row, doubling per attempt up to an hour",
     )
     # Catch-up ends when a pass finds less than a chunk, or after this many passes; the
     # following phase embeds whatever arrives later.

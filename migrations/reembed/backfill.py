@@ -25,6 +25,7 @@ from psycopg.types.json import Jsonb
 from embedq_core.settings import Settings
 from migrations.reembed import attempts, chunk_io
 from migrations.reembed.progress import record_counts
+from migrations.reembed.row_failures import RowFailureOptions
 from migrations.reembed.state import Migration, MigrationNotFound, load, set_fields
 
 log = logging.getLogger(__name__)
@@ -54,22 +55,30 @@ class StepResult:
 
 @dataclass(frozen=True)
 class StepOptions:
-    """Settings a step needs: the idle wait in the following phase, the attempt budget and
-    backoff, and the bound on catch-up passes."""
+    """Settings a step needs: the idle wait in the following phase (a vectorizer's is
+    shorter), the attempt budget and backoff, the bound on catch-up passes, and how refused
+    rows are retried."""
 
     follow_interval_s: float
-    max_attempts: int = 5
-    retry_delay_s: float = 2.0
-    max_catchup_passes: int = 3
+    vectorize_interval_s: float
+    max_attempts: int
+    retry_delay_s: float
+    max_catchup_passes: int
+    rows: RowFailureOptions
 
     @classmethod
     def from_settings(cls, settings: Settings) -> StepOptions:
         """The options the EMBEDQ_REEMBED_* settings describe."""
         return cls(
             follow_interval_s=settings.reembed_follow_interval_s,
+            vectorize_interval_s=settings.vectorize_follow_interval_s,
             max_attempts=settings.reembed_max_step_attempts,
             retry_delay_s=settings.reembed_step_retry_delay_s,
             max_catchup_passes=settings.reembed_max_catchup_passes,
+            rows=RowFailureOptions(
+                max_attempts=settings.reembed_max_row_attempts,
+                first_delay_s=settings.reembed_row_retry_delay_s,
+            ),
         )
 
 
@@ -92,6 +101,8 @@ def run_step(
             return refused
         try:
             return _chunk(conn, source, name, token, options)
+        except MigrationNotFound:
+            raise
         except Exception as exc:
             if conn.closed or conn.broken:
                 raise  # Postgres is gone: nothing can be recorded; the caller retries
@@ -104,6 +115,8 @@ def run_step(
             return StepResult(
                 "retry", "", next_delay_s=attempts.retry_delay_s(tried, options.retry_delay_s)
             )
+    except MigrationNotFound:  # a vectorizer dropped meanwhile: its chain ends here
+        return StepResult("stopped", "", next_delay_s=None)
     finally:
         if not conn.closed and not conn.broken:
             attempts.unlock(conn, "step_attempts", name)
@@ -166,8 +179,8 @@ def _chunk(
         if m.step_attempts > 1:  # recovered from failed attempts: their error is over
             fields["error"] = None
         if rows:
-            written = chunk_io.write_vectors(
-                conn, m, rows, source.vectors([text for _, text in rows])
+            written, _ = chunk_io.write_chunk(
+                conn, m, rows, source.vectors([text for _, text in rows]), options.rows
             )
             chunk_io.log_chunk(conn, m, rows, written, time.perf_counter() - started)
             fields.update(
@@ -211,7 +224,8 @@ def _after_pass(
     # pass has caught up, so wait, and let the next pass take what arrives meanwhile in one
     # chunk rather than one step per insert.
     if pass_rows < m.chunk_size:
-        return StepResult("idle", m.phase, next_delay_s=options.follow_interval_s)
+        interval_s = options.vectorize_interval_s if m.is_vectorizer else options.follow_interval_s
+        return StepResult("idle", m.phase, next_delay_s=interval_s)
     return StepResult("phase", m.phase)
 
 

@@ -12,8 +12,8 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from embedq_core.staging import copy_to_stage
+from migrations.reembed import row_failures
 from migrations.reembed.state import Migration
-from migrations.reembed.text_rule import has_text
 
 STAGE = "embedq_reembed_stage"
 
@@ -25,27 +25,32 @@ def json_key(value: Any) -> Any:
 
 def next_rows(conn: psycopg.Connection[Any], m: Migration) -> list[tuple[Any, str]]:
     """The next chunk of (id, text) after the checkpoint: every row with text in the keyset
-    phase, rows with text and no new vector after it."""
-    cols = m.columns
-    conditions = [has_text(m.text_column)]
+    phase, rows with text and no new vector after it; rows refused recently (or parked) for
+    their current text are left out (row_failures.py)."""
+    cols, source = m.columns, m.text_source
+    row_id = sql.SQL("t.{}").format(sql.Identifier(m.id_column))
+    conditions = [source.has_text(), row_failures.excluded(m, "t", row_id)]
     if m.phase != "keyset":
         conditions.append(sql.SQL("{} IS NULL").format(sql.Identifier(cols.new)))
     if m.checkpoint is not None:
         conditions.append(
-            sql.SQL("{} > {}::{}").format(
-                sql.Identifier(m.id_column), sql.Literal(m.checkpoint), m.id_type_sql
-            )
+            sql.SQL("{} > {}::{}").format(row_id, sql.Literal(m.checkpoint), m.id_type_sql)
         )
     query = sql.SQL(
-        "SELECT {id}, {text} FROM {table} WHERE {where} ORDER BY {id} LIMIT {n}"
+        "SELECT {id}, {text} FROM {table} t WHERE {where} ORDER BY {id} LIMIT {n}"
     ).format(
-        id=sql.Identifier(m.id_column),
-        text=sql.Identifier(m.text_column),
+        id=row_id,
+        text=source.expression("t"),
         table=m.table,
         where=sql.SQL(" AND ").join(conditions),
         n=sql.Literal(m.chunk_size),
     )
     return [(r[0], r[1]) for r in conn.execute(query).fetchall()]
+
+
+def text_md5(text: str) -> str:
+    """The text's md5 as Postgres's md5() writes it (the write check and row failures)."""
+    return hashlib.md5(text.encode("utf-8"), usedforsecurity=False).hexdigest()
 
 
 def write_vectors(
@@ -61,11 +66,7 @@ def write_vectors(
         STAGE,
         [("id", "text"), ("embedding", "vector"), ("text_md5", "text")],
         (
-            (
-                str(row_id),
-                vector,
-                hashlib.md5(text.encode("utf-8"), usedforsecurity=False).hexdigest(),
-            )
+            (str(row_id), vector, text_md5(text))
             for (row_id, text), vector in zip(rows, vectors, strict=True)
         ),
     )
@@ -74,7 +75,7 @@ def write_vectors(
         cur.execute(
             sql.SQL(
                 "UPDATE {table} t SET {new} = s.embedding, {manifest} = %s FROM {stage} s"
-                " WHERE t.{id} = s.id::{id_type} AND md5(t.{text}) = s.text_md5"
+                " WHERE t.{id} = s.id::{id_type} AND md5({text}) = s.text_md5"
             ).format(
                 table=m.table,
                 new=sql.Identifier(cols.new),
@@ -82,11 +83,46 @@ def write_vectors(
                 stage=sql.Identifier(STAGE),
                 id=sql.Identifier(m.id_column),
                 id_type=m.id_type_sql,
-                text=sql.Identifier(m.text_column),
+                text=m.text_source.expression("t"),
             ),
             (m.manifest_id,),
         )
         return cur.rowcount
+
+
+def write_chunk(
+    conn: psycopg.Connection[Any],
+    m: Migration,
+    rows: list[tuple[Any, str]],
+    vectors: npt.NDArray[np.float32],
+    options: row_failures.RowFailureOptions,
+) -> tuple[int, int]:
+    """write_vectors for the chunk; if the table refuses the write, row by row, each under a
+    savepoint, recording the rows it refuses (row_failures.py) and writing the others.
+    Returns (rows written, rows refused)."""
+    try:
+        with conn.transaction():
+            written = write_vectors(conn, m, rows, vectors)
+        row_failures.clear(conn, m, [json_key(row_id) for row_id, _ in rows])
+        return written, 0
+    except psycopg.Error as exc:
+        if conn.closed or conn.broken or not row_failures.refuses_a_row(exc):
+            raise  # not about one row (privileges, locks, a dropped column): the step fails
+    written = 0
+    refused: list[tuple[Any, str, BaseException]] = []
+    accepted = []
+    for row, vector in zip(rows, vectors, strict=True):
+        try:
+            with conn.transaction():
+                written += write_vectors(conn, m, [row], vector[np.newaxis, :])
+            accepted.append(json_key(row[0]))
+        except psycopg.Error as exc:
+            if conn.closed or conn.broken or not row_failures.refuses_a_row(exc):
+                raise
+            refused.append((json_key(row[0]), text_md5(row[1]), exc))
+    row_failures.record(conn, m, refused, options)
+    row_failures.clear(conn, m, accepted)
+    return written, len(refused)
 
 
 def log_chunk(

@@ -164,7 +164,8 @@ def _insert(conn: psycopg.Connection[Any], draft: Migration) -> None:
     conn.execute(
         "INSERT INTO reembed_migrations (name, table_schema, table_name, id_column, id_type,"
         " text_column, legacy_column, new_column, manifest_id, dimension, chunk_size,"
-        " status) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 'running')",
+        " kind, text_columns, text_template, status)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 'running')",
         (
             draft.name,
             draft.table_schema,
@@ -177,8 +178,20 @@ def _insert(conn: psycopg.Connection[Any], draft: Migration) -> None:
             draft.manifest_id,
             draft.dimension,
             draft.chunk_size,
+            draft.kind,
+            draft.text_columns,
+            draft.text_template,
         ),
     )
+
+
+def refuse_vectorizer(m: Migration, action: str) -> None:
+    """Cutover, rollback and finalize belong to migrations: a vectorizer's column is live from
+    the start and follows for good."""
+    if m.is_vectorizer:
+        raise MigrationStateError(
+            f"{m.name} is a vectorizer: it has no {action}; `embedq vectorize drop` removes it"
+        )
 
 
 def pause(conn: psycopg.Connection[Any], name: str) -> None:
@@ -221,6 +234,7 @@ def _swap(
             # The migration's row lock first, with no timeout: waiting for a step's chunk
             # to commit holds up nothing of the product's.
             m = load(conn, name, lock=True)
+            refuse_vectorizer(m, action)
             if m.status == "finalized":
                 raise MigrationStateError(f"{name} is finalized")
             if m.cut_over == to_cut_over:
@@ -245,7 +259,7 @@ def pending_rows(conn: psycopg.Connection[Any], m: Migration) -> int:
     the backfill, status and verify use)."""
     row = conn.execute(
         sql.SQL("SELECT count(*) FROM {} WHERE {} IS NULL AND {}").format(
-            m.table, sql.Identifier(m.columns.new), has_text(m.text_column)
+            m.table, sql.Identifier(m.columns.new), m.text_source.has_text()
         )
     ).fetchone()
     return int(row[0]) if row else 0
@@ -284,6 +298,7 @@ def finalize(conn: psycopg.Connection[Any], name: str, policy: LockPolicy) -> No
     def attempt() -> None:
         with conn.transaction():
             m = load(conn, name, lock=True)
+            refuse_vectorizer(m, "finalize")
             if not m.cut_over:
                 raise MigrationStateError(
                     f"{name} is not cut over: finalize would drop live vectors"

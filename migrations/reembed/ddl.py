@@ -17,7 +17,6 @@ from psycopg import sql
 
 from migrations.reembed.state import Columns, Migration
 from migrations.reembed.target import TargetError
-from migrations.reembed.text_rule import has_text
 
 
 def _names(m: Migration) -> dict[str, sql.Identifier]:
@@ -31,12 +30,30 @@ def _names(m: Migration) -> dict[str, sql.Identifier]:
         "hnsw_index": sql.Identifier(f"{prefix}_hnsw"),
         "hnsw_index_q": sql.Identifier(m.table_schema, f"{prefix}_hnsw"),
         "id": sql.Identifier(m.id_column),
-        "text": sql.Identifier(m.text_column),
+        "insert_trigger": sql.Identifier(f"{prefix}_queue"),
+        "queued_index": sql.Identifier(f"{prefix}_queued"),
+        "queued_index_q": sql.Identifier(m.table_schema, f"{prefix}_queued"),
     }
 
 
 def _dirty_function(m: Migration, cols: Columns) -> sql.Composed:
     n = _names(m)
+    if m.is_vectorizer and m.queued_column is not None:
+        # A vectorizer's writers pay this and an index entry, never an embedding: a changed
+        # text clears the vector and stamps the wait's start (status's lag); an inserted row
+        # without a vector is stamped. The step that embeds the row writes the vector.
+        return sql.SQL(
+            "CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $body$"
+            " BEGIN IF TG_OP = 'INSERT' THEN"
+            " IF NEW.{new} IS NULL THEN NEW.{queued} := now(); END IF;"
+            " ELSE NEW.{new} := NULL; NEW.{manifest} := NULL; NEW.{queued} := now(); END IF;"
+            " RETURN NEW; END $body$"
+        ).format(
+            function=n["function"],
+            new=sql.Identifier(cols.new),
+            manifest=sql.Identifier(cols.manifest),
+            queued=sql.Identifier(m.queued_column),
+        )
     # Text changed: its new vector is stale. NULL marks it for the catch-up/following passes.
     return sql.SQL(
         "CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $body$"
@@ -51,19 +68,22 @@ def check_new_columns(m: Migration, column_types: Mapping[str, str]) -> None:
     or an existing column of another type: ADD COLUMN IF NOT EXISTS would keep it, the backfill
     would write vectors into it, and the dirty trigger would wipe it when the text changes."""
     cols = m.columns
-    roles = {m.id_column: "id", m.text_column: "text", m.legacy_column: "legacy vector"}
+    roles = {m.id_column: "id", **{column: "text" for column in m.text_source.columns}}
     wanted = {cols.new: f"vector({m.dimension})", cols.manifest: "text"}
+    if m.queued_column is not None:
+        wanted[m.queued_column] = "timestamp with time zone"
+    else:
+        roles[m.legacy_column] = "legacy vector"
+    option = "--vector" if m.is_vectorizer else f"--new-column {m.new_column}"
     for column, kind in wanted.items():
         if column in roles:
             raise TargetError(
-                f"--new-column {m.new_column}: {column} is the table's {roles[column]} column;"
-                " pick a new name"
+                f"{option}: {column} is the table's {roles[column]} column; pick a new name"
             )
         found = column_types.get(column)
         if found is not None and found != kind:
             raise TargetError(
-                f"--new-column {m.new_column}: {column} already exists as {found}, not {kind};"
-                " pick a new name"
+                f"{option}: {column} already exists as {found}, not {kind}; pick a new name"
             )
 
 
@@ -79,25 +99,45 @@ def existing_column_types(conn: psycopg.Connection[Any], m: Migration) -> dict[s
 
 def start_statements(m: Migration) -> list[sql.Composed]:
     """Add the new columns and the trigger (one transaction; ADD COLUMN without a default is a
-    catalog change only, so it does not rewrite the table)."""
+    catalog change only, so it does not rewrite the table). A vectorizer also gets the column
+    stamping when a row began to wait, and a trigger on INSERT."""
     n, cols = _names(m), m.columns
-    return [
-        sql.SQL(
-            "ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {new} vector({dim}),"
-            " ADD COLUMN IF NOT EXISTS {manifest} text"
-        ).format(
-            table=n["table"],
-            new=sql.Identifier(cols.new),
-            dim=sql.Literal(m.dimension),
-            manifest=sql.Identifier(cols.manifest),
+    added = [
+        sql.SQL("ADD COLUMN IF NOT EXISTS {} vector({})").format(
+            sql.Identifier(cols.new), sql.Literal(m.dimension)
         ),
+        sql.SQL("ADD COLUMN IF NOT EXISTS {} text").format(sql.Identifier(cols.manifest)),
+    ]
+    if m.queued_column is not None:
+        added.append(
+            sql.SQL("ADD COLUMN IF NOT EXISTS {} timestamptz").format(
+                sql.Identifier(m.queued_column)
+            )
+        )
+    statements = [
+        sql.SQL("ALTER TABLE {} {}").format(n["table"], sql.SQL(", ").join(added)),
         _dirty_function(m, cols),
         sql.SQL("DROP TRIGGER IF EXISTS {trigger} ON {table}").format(**n),
-        sql.SQL(
-            "CREATE TRIGGER {trigger} BEFORE UPDATE OF {text} ON {table} FOR EACH ROW"
-            " WHEN (OLD.{text} IS DISTINCT FROM NEW.{text}) EXECUTE FUNCTION {function}()"
-        ).format(**n),
+        _update_trigger(m),
     ]
+    if m.is_vectorizer:
+        statements += [
+            sql.SQL("DROP TRIGGER IF EXISTS {insert_trigger} ON {table}").format(**n),
+            sql.SQL(
+                "CREATE TRIGGER {insert_trigger} BEFORE INSERT ON {table} FOR EACH ROW"
+                " EXECUTE FUNCTION {function}()"
+            ).format(**n),
+        ]
+    return statements
+
+
+def _update_trigger(m: Migration) -> sql.Composed:
+    # UPDATE OF the text's columns: updates of other columns never fire it, nor re-embed.
+    source = m.text_source
+    return sql.SQL(
+        "CREATE TRIGGER {trigger} BEFORE UPDATE OF {columns} ON {table} FOR EACH ROW"
+        " WHEN ({changed}) EXECUTE FUNCTION {function}()"
+    ).format(columns=source.update_of(), changed=source.changed(), **_names(m))
 
 
 def pending_index_statement(m: Migration) -> sql.Composed:
@@ -108,7 +148,24 @@ def pending_index_statement(m: Migration) -> sql.Composed:
     return sql.SQL(
         "CREATE INDEX CONCURRENTLY IF NOT EXISTS {pending_index} ON {table} ({id})"
         " WHERE {new} IS NULL AND {has_text}"
-    ).format(new=sql.Identifier(m.columns.new), has_text=has_text(m.text_column), **n)
+    ).format(new=sql.Identifier(m.columns.new), has_text=m.text_source.has_text(), **n)
+
+
+def queued_index_statement(m: Migration) -> sql.Composed | None:
+    """A vectorizer's partial index on when its pending rows began to wait: the lag (the
+    oldest) is read from its first entry, without a scan."""
+    if m.queued_column is None:
+        return None
+    n = _names(m)
+    return sql.SQL(
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS {queued_index} ON {table} ({queued})"
+        " WHERE {new} IS NULL AND {has_text}"
+    ).format(
+        queued=sql.Identifier(m.queued_column),
+        new=sql.Identifier(m.columns.new),
+        has_text=m.text_source.has_text(),
+        **n,
+    )
 
 
 def hnsw_index_statement(m: Migration) -> sql.Composed:
@@ -120,7 +177,7 @@ def hnsw_index_statement(m: Migration) -> sql.Composed:
     ).format(new=sql.Identifier(m.columns.new), **n)
 
 
-IndexKind = Literal["hnsw", "pending"]
+IndexKind = Literal["hnsw", "pending", "queued"]
 
 
 def drop_invalid_index(
@@ -141,10 +198,15 @@ def drop_invalid_index(
 
 
 def ensure_pending_index(conn: psycopg.Connection[Any], m: Migration) -> None:
-    """The pending-rows index, valid: built if missing, rebuilt if a build was interrupted
-    (without it every pass scans the whole table). Autocommit connection: CONCURRENTLY."""
+    """The pending-rows index (and a vectorizer's queued index), valid: built if missing,
+    rebuilt if a build was interrupted (without it every pass scans the whole table).
+    Autocommit connection: CONCURRENTLY."""
     drop_invalid_index(conn, m, "pending")
     conn.execute(pending_index_statement(m))
+    queued = queued_index_statement(m)
+    if queued is not None:
+        drop_invalid_index(conn, m, "queued")
+        conn.execute(queued)
 
 
 def swap_statements(m: Migration, to_cut_over: bool) -> list[sql.Composed]:
@@ -183,3 +245,27 @@ def finalize_statements(m: Migration) -> list[sql.Composed]:
             legacy=sql.Identifier(cols.legacy), **n
         ),
     ]
+
+
+def drop_statements(m: Migration, drop_columns: bool) -> list[sql.Composed]:
+    """A vectorizer dropped: its triggers, function and partial indexes; with drop_columns
+    also its vector, manifest and queued columns (and so their HNSW index)."""
+    n, cols = _names(m), m.columns
+    statements = [
+        sql.SQL("DROP TRIGGER IF EXISTS {trigger} ON {table}").format(**n),
+        sql.SQL("DROP TRIGGER IF EXISTS {insert_trigger} ON {table}").format(**n),
+        sql.SQL("DROP FUNCTION IF EXISTS {function}()").format(**n),
+        sql.SQL("DROP INDEX IF EXISTS {pending_index_q}").format(**n),
+        sql.SQL("DROP INDEX IF EXISTS {queued_index_q}").format(**n),
+    ]
+    if drop_columns:
+        dropped = [cols.new, cols.manifest, *([m.queued_column] if m.queued_column else [])]
+        statements.append(
+            sql.SQL("ALTER TABLE {} {}").format(
+                n["table"],
+                sql.SQL(", ").join(
+                    sql.SQL("DROP COLUMN IF EXISTS {}").format(sql.Identifier(c)) for c in dropped
+                ),
+            )
+        )
+    return statements

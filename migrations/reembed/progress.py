@@ -19,9 +19,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from migrations.reembed import attempts
+from migrations.reembed import attempts, row_failures
 from migrations.reembed.state import Migration, load, set_fields
-from migrations.reembed.text_rule import has_text, no_text
 
 RATE_WINDOW_S = 120
 EXACT_COUNT_MAX_ROWS = 2_000_000
@@ -55,6 +54,12 @@ class Progress:
     step_attempts: int
     index_attempts: int
     error: str | None
+    # 'migration' or 'vectorizer'; a vectorizer's lag: how long its oldest pending row has
+    # waited (None: none waits), and rows the table refused, waiting for a retry or parked.
+    kind: str = "migration"
+    lag_s: float | None = None
+    rows_retrying: int = 0
+    rows_parked: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready."""
@@ -82,7 +87,7 @@ def _count_rows(conn: psycopg.Connection[Any], m: Migration) -> tuple[int, int |
         return int(estimate[0]), None  # counting a huge table on every status call costs too much
     row = conn.execute(
         sql.SQL("SELECT count(*), count(*) FILTER (WHERE {}) FROM {}").format(
-            no_text(m.text_column), m.table
+            m.text_source.no_text(), m.table
         )
     ).fetchone()
     return (int(row[0]), int(row[1])) if row else (0, 0)
@@ -91,7 +96,7 @@ def _count_rows(conn: psycopg.Connection[Any], m: Migration) -> tuple[int, int |
 def _count(conn: psycopg.Connection[Any], m: Migration, *conditions: sql.Composable) -> int:
     row = conn.execute(
         sql.SQL("SELECT count(*) FROM {} WHERE {}").format(
-            m.table, sql.SQL(" AND ").join([has_text(m.text_column), *conditions])
+            m.table, sql.SQL(" AND ").join([m.text_source.has_text(), *conditions])
         )
     ).fetchone()
     return int(row[0]) if row else 0
@@ -157,6 +162,7 @@ def progress(conn: psycopg.Connection[Any], name: str, exact: bool = False) -> P
         index_phase, index_done = index[0], index[1]
     done = total - pending - (without_text or 0)
     failed = attempts.ended_without_success(conn, name)
+    retrying, parked = row_failures.counts(conn, name)
     return Progress(
         name=m.name,
         table=m.display_name(conn),
@@ -178,9 +184,60 @@ def progress(conn: psycopg.Connection[Any], name: str, exact: bool = False) -> P
         step_attempts=failed["step_attempts"],
         index_attempts=failed["index_attempts"],
         error=m.error,
+        kind=m.kind,
+        lag_s=lag_s(conn, m),
+        rows_retrying=retrying,
+        rows_parked=parked,
     )
 
 
-def list_migrations(conn: psycopg.Connection[Any]) -> list[str]:
-    """Names of all migrations."""
-    return [r[0] for r in conn.execute("SELECT name FROM reembed_migrations ORDER BY name")]
+def lag_s(conn: psycopg.Connection[Any], m: Migration) -> float | None:
+    """A vectorizer's lag: seconds since its oldest pending row began to wait (from the first
+    entry of its queued index, no scan); None for a migration or when nothing waits."""
+    if m.queued_column is None:
+        return None
+    row = conn.execute(
+        sql.SQL(
+            "SELECT extract(epoch FROM now() - min({queued})) FROM {table}"
+            " WHERE {new} IS NULL AND {has_text}"
+        ).format(
+            queued=sql.Identifier(m.queued_column),
+            table=m.table,
+            new=sql.Identifier(m.columns.new),
+            has_text=m.text_source.has_text(),
+        )
+    ).fetchone()
+    return None if row is None or row[0] is None else max(float(row[0]), 0.0)
+
+
+def list_migrations(conn: psycopg.Connection[Any], kind: str = "migration") -> list[str]:
+    """Names of all migrations (or of all vectorizers)."""
+    return [
+        r[0]
+        for r in conn.execute(
+            "SELECT name FROM reembed_migrations WHERE kind = %s ORDER BY name", (kind,)
+        )
+    ]
+
+
+# Pending rows a metrics refresh counts at most (through the partial index): a bulk load of
+# millions would otherwise make every refresh walk all of them.
+PENDING_COUNT_CAP = 1_000_000
+
+
+def pending_capped(
+    conn: psycopg.Connection[Any], m: Migration, cap: int = PENDING_COUNT_CAP
+) -> int:
+    """Rows with text and no vector, counted through the pending-rows index up to `cap`."""
+    row = conn.execute(
+        sql.SQL(
+            "SELECT count(*) FROM (SELECT 1 FROM {table} WHERE {new} IS NULL AND {has_text}"
+            " LIMIT {cap}) p"
+        ).format(
+            table=m.table,
+            new=sql.Identifier(m.columns.new),
+            has_text=m.text_source.has_text(),
+            cap=sql.Literal(cap),
+        )
+    ).fetchone()
+    return int(row[0]) if row else 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -12,6 +13,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from migrations.reembed.target import Target, check_identifier_length
+from migrations.reembed.text_source import TemplatePart, TextSource
 
 ID_TYPE_RE = re.compile(r"^[a-z][a-z0-9 _(),]*$")
 
@@ -63,6 +65,37 @@ class Migration:
     # None: the table was too large to count, rows_total is then the planner's estimate).
     rows_no_text: int | None = None
     counted_at: datetime | None = None
+    # 'vectorizer': follows the table for good in new_column (no legacy column, no cutover).
+    # The text: text_column, or the template stored as JSON over text_columns (schema 0008).
+    kind: str = "migration"
+    text_columns: list[str] | None = None
+    text_template: str | None = None
+
+    @property
+    def is_vectorizer(self) -> bool:
+        """A vectorizer keeps its column embedded for good; a migration ends in finalize."""
+        return self.kind == "vectorizer"
+
+    @property
+    def text_source(self) -> TextSource:
+        """What the rows' text is: one column, or the template over several."""
+        if self.text_template is None:
+            return TextSource((self.text_column,))
+        stored = json.loads(self.text_template)
+        parts = tuple(TemplatePart(p.get("literal", ""), p.get("column")) for p in stored["parts"])
+        return TextSource(tuple(self.text_columns or [self.text_column]), parts)
+
+    @property
+    def template_written(self) -> str | None:
+        """The template as the operator wrote it (None: one text column)."""
+        return (
+            None if self.text_template is None else str(json.loads(self.text_template)["written"])
+        )
+
+    @property
+    def queued_column(self) -> str | None:
+        """A vectorizer's column stamping when a row began to wait for its vector (the lag)."""
+        return f"{self.new_column}_queued_at" if self.is_vectorizer else None
 
     @property
     def table(self) -> sql.Identifier:
@@ -76,7 +109,14 @@ class Migration:
     @property
     def columns(self) -> Columns:
         """Before cutover the new vectors live in new_column; cutover gives them the legacy
-        name, so readers' SQL keeps working, and moves the legacy vectors aside."""
+        name, so readers' SQL keeps working, and moves the legacy vectors aside. A vectorizer
+        has one column, its own, from the start."""
+        if self.is_vectorizer:
+            return Columns(
+                legacy=self.new_column,
+                new=self.new_column,
+                manifest=f"{self.new_column}_manifest",
+            )
         if self.cut_over:
             return Columns(
                 legacy=f"{self.legacy_column}_legacy",
@@ -98,6 +138,21 @@ class Migration:
     def object_prefix(self) -> str:
         """Prefix of the trigger, function and indexes this migration creates."""
         return f"embedq_{self.name}"
+
+
+def stored_template(written: str, parts: tuple[TemplatePart, ...]) -> str:
+    """The template as reembed_migrations.text_template keeps it: as written, and its parts
+    with exact column names."""
+    return json.dumps(
+        {
+            "written": written,
+            "parts": [
+                {"column": p.column} if p.column is not None else {"literal": p.literal}
+                for p in parts
+            ],
+        },
+        ensure_ascii=False,
+    )
 
 
 def planned_names(target: Target, new_column: str) -> list[str]:

@@ -103,7 +103,38 @@ def _find_table(conn: psycopg.Connection[Any], written: str) -> tuple[int, str, 
     return int(row[0]), str(row[1]), str(row[2])
 
 
-def _column(conn: psycopg.Connection[Any], columns: dict[str, str], kind: str, written: str) -> str:
+def find_table(conn: psycopg.Connection[Any], written: str) -> tuple[int, str, str, dict[str, str]]:
+    """The table's oid, schema, name and its columns' types (format_type)."""
+    relid, schema, name = _find_table(conn, written)
+    columns = dict(
+        conn.execute(
+            "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute"
+            " WHERE attrelid = %s AND attnum > 0 AND NOT attisdropped",
+            (relid,),
+        ).fetchall()
+    )
+    return relid, schema, name, columns
+
+
+def primary_key_column(
+    conn: psycopg.Connection[Any], relid: int, columns: dict[str, str], table: str, written: str
+) -> str:
+    """The id column, which must be the table's single-column primary key."""
+    id_name = find_column(conn, columns, "id column", written)
+    primary_key = conn.execute(
+        "SELECT array_agg(a.attname) FROM pg_index i JOIN pg_attribute a"
+        " ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)"
+        " WHERE i.indrelid = %s AND i.indisprimary",
+        (relid,),
+    ).fetchone()
+    if primary_key is None or primary_key[0] != [id_name]:
+        raise TargetError(f"{written} must be the single-column primary key of {table}")
+    return id_name
+
+
+def find_column(
+    conn: psycopg.Connection[Any], columns: dict[str, str], kind: str, written: str
+) -> str:
     (name,) = parse_name(conn, kind, written, 1)
     if name not in columns:
         near = [c for c in columns if c.lower() == name.lower()]
@@ -116,25 +147,10 @@ def resolve_target(
     conn: psycopg.Connection[Any], table: str, id_column: str, text_column: str, vector_column: str
 ) -> Target:
     """Parse every name, check it against the catalog, return what the migration needs."""
-    relid, schema, name = _find_table(conn, table)
-    columns = dict(
-        conn.execute(
-            "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute"
-            " WHERE attrelid = %s AND attnum > 0 AND NOT attisdropped",
-            (relid,),
-        ).fetchall()
-    )
-    id_name = _column(conn, columns, "id column", id_column)
-    text_name = _column(conn, columns, "text column", text_column)
-    vector_name = _column(conn, columns, "vector column", vector_column)
-    primary_key = conn.execute(
-        "SELECT array_agg(a.attname) FROM pg_index i JOIN pg_attribute a"
-        " ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)"
-        " WHERE i.indrelid = %s AND i.indisprimary",
-        (relid,),
-    ).fetchone()
-    if primary_key is None or primary_key[0] != [id_name]:
-        raise TargetError(f"{id_column} must be the single-column primary key of {table}")
+    relid, schema, name, columns = find_table(conn, table)
+    id_name = primary_key_column(conn, relid, columns, table, id_column)
+    text_name = find_column(conn, columns, "text column", text_column)
+    vector_name = find_column(conn, columns, "vector column", vector_column)
     if columns[text_name] != "text" and not columns[text_name].startswith("character varying"):
         raise TargetError(f"text column {text_column} is {columns[text_name]}, not text")
     match = re.fullmatch(r"vector\((\d+)\)", columns[vector_name])

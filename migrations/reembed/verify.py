@@ -14,7 +14,6 @@ import psycopg
 from pgvector.psycopg import register_vector
 from psycopg import sql
 
-from migrations.reembed import text_rule
 from migrations.reembed.state import load
 
 NORM_TOLERANCE = 1e-3
@@ -64,10 +63,10 @@ def verify(
     ident = {
         "new": sql.Identifier(cols.new),
         "manifest": sql.Identifier(cols.manifest),
-        "text": sql.Identifier(m.text_column),
+        "text": m.text_source.expression(),
     }
     # The same rule as the backfill, status and cutover: rows without text need no vector.
-    has_text = text_rule.has_text(m.text_column)
+    has_text = m.text_source.has_text()
     counts = conn.execute(
         sql.SQL(
             "SELECT count(*) FILTER (WHERE {has_text}),"

@@ -271,3 +271,44 @@ def bench_mine(
     run_mine_bench(
         settings, rows, queries, min(exact_queries, queries), dimension, out_json, Console()
     )
+
+
+@bench.command("vectorize")
+@click.option(
+    "--model-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Export to embed with (default: the bundled MiniLM, exported if needed).",
+)
+@click.option("--inserts", type=int, default=2000, show_default=True, help="Per table, timed.")
+@click.option(
+    "--rates", default="50,100,200", show_default=True, help="Insert rates (rows/s) to run."
+)
+@click.option("--duration", "duration_s", type=float, default=30.0, show_default=True)
+@click.option(
+    "--out",
+    "out_json",
+    type=click.Path(path_type=Path),
+    default=Path("bench-results/vectorize.json"),
+    show_default=True,
+)
+def bench_vectorize(
+    model_dir: Path | None, inserts: int, rates: str, duration_s: float, out_json: Path
+) -> None:
+    """A vectorizer's cost per INSERT and its lag under a steady insert stream."""
+    from rich.console import Console
+
+    from ops.bench.vectorize import run_vectorize_bench
+    from ops.devstack.bundled_model import bench_model_dir
+
+    settings = configure(quiet=True)
+    model_dir = bench_model_dir(settings, model_dir)
+    run_vectorize_bench(
+        settings,
+        model_dir,
+        inserts,
+        [float(r) for r in rates.split(",")],
+        duration_s,
+        out_json,
+        Console(),
+    )

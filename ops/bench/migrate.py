@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -158,7 +158,8 @@ def run_migrate_bench(
             token = load(conn, "bench_inproc").step_token or ""
             source = _Source(embedder)
             while load(conn, "bench_inproc").phase == "keyset":
-                run_step(conn, source, "bench_inproc", token, StepOptions(follow_interval_s=1.0))
+                options = replace(StepOptions.from_settings(run_settings), follow_interval_s=1.0)
+                run_step(conn, source, "bench_inproc", token, options)
             seconds = _backfill_seconds(conn, "bench_inproc")
             results.append(
                 MigrateRow(

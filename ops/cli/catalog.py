@@ -40,15 +40,19 @@ def keys() -> None:
 
 @keys.command("create")
 @click.argument("name")
-def keys_create(name: str) -> None:
+@click.option(
+    "--admin", is_flag=True, help="May also manage vectorizers over HTTP (/v1/vectorizers)."
+)
+def keys_create(name: str, admin: bool) -> None:
     """Create a key called NAME and print it once."""
     settings = configure()
     from embedq_core.api_keys import create_key
     from embedq_core.db import make_engine
 
     with make_engine(settings.require_database_url()).begin() as conn:
-        key_id, key = create_key(conn, name)
-    click.echo(f"key {key_id} ({name}); store it now, it is not shown again:")
+        key_id, key = create_key(conn, name, admin)
+    kind = "admin key" if admin else "key"
+    click.echo(f"{kind} {key_id} ({name}); store it now, it is not shown again:")
     click.echo(key)
 
 

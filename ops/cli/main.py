@@ -15,6 +15,7 @@ from ops.cli.config import configure
 from ops.cli.export_model import export_model_cmd
 from ops.cli.mine import mine_cmd
 from ops.cli.reembed import reembed
+from ops.cli.vectorize import vectorize
 
 
 def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
@@ -250,6 +251,7 @@ main.add_command(export_model_cmd)
 main.add_command(collections)
 main.add_command(keys)
 main.add_command(reembed)
+main.add_command(vectorize)
 main.add_command(bench)
 main.add_command(mine_cmd)
 

@@ -27,7 +27,7 @@ def _settings() -> Settings:
 
 
 @contextmanager
-def _connection(settings: Settings) -> Iterator[psycopg.Connection[Any]]:
+def table_connection(settings: Settings) -> Iterator[psycopg.Connection[Any]]:
     with psycopg.connect(
         libpq_url(settings.require_database_url()),
         autocommit=True,
@@ -36,11 +36,13 @@ def _connection(settings: Settings) -> Iterator[psycopg.Connection[Any]]:
         yield conn
 
 
-def _fail(exc: Exception) -> click.ClickException:
+def fail(exc: Exception) -> click.ClickException:
+    """A command's error, as click prints it."""
     return click.ClickException(str(exc))
 
 
-def _lock_policy(settings: Settings) -> Any:
+def lock_policy(settings: Settings) -> Any:
+    """Short lock waits on the user's table, each retry printed."""
     from migrations.reembed.locking import LockPolicy
 
     return LockPolicy.from_settings(settings, on_retry=lambda line: click.echo(line, err=True))
@@ -114,11 +116,11 @@ def plan_cmd(**opts: Any) -> None:
 
     settings = _settings()
     console = Console()
-    with _connection(settings) as conn:
+    with table_connection(settings) as conn:
         try:
             target, manifest, draft = _draft(conn, settings, **opts)
         except (TargetError, FileNotFoundError) as exc:
-            raise _fail(exc) from exc
+            raise fail(exc) from exc
         embedder = Embedder.from_model_dir(opts["model_dir"], EngineConfig.from_settings(settings))
         result = plan(
             conn,
@@ -164,34 +166,38 @@ def start_cmd(**opts: Any) -> None:
     with engine.begin() as sa_conn:
         register_model_dir(sa_conn, opts["model_dir"])
     engine.dispose()
-    with _connection(settings) as conn:
+    with table_connection(settings) as conn:
         try:
             _, _, draft = _draft(conn, settings, **opts)
-            m = start(conn, draft, make_celery(settings), _lock_policy(settings))
+            m = start(conn, draft, make_celery(settings), lock_policy(settings))
         except (TargetError, MigrationStateError, LockTimeout) as exc:
-            raise _fail(exc) from exc
+            raise fail(exc) from exc
     click.echo(f"started {m.name}: {m.rows_total:,} rows")
     click.echo(f"follow it with: embedq reembed status {m.name} --watch")
 
 
-def _control(action: str, name: str, **kwargs: Any) -> None:
+def run_control(action: str, name: str, **kwargs: Any) -> None:
     from migrations.reembed import control
     from migrations.reembed.locking import LockTimeout
     from migrations.reembed.state import MigrationNotFound
 
     settings = _settings()
-    with _connection(settings) as conn:
+    with table_connection(settings) as conn:
         try:
             if action == "resume":
                 from embedq_core.queueing import make_celery
+                from migrations.reembed import row_failures
 
+                if kwargs.get("retry_parked"):
+                    released = row_failures.retry_parked(conn, name)
+                    click.echo(f"{released} parked row(s) released")
                 control.resume(conn, name, make_celery(settings))
             elif action == "pause":
                 control.pause(conn, name)
             else:  # DDL on the user's table: short lock waits, retried
-                getattr(control, action)(conn, name, _lock_policy(settings), **kwargs)
+                getattr(control, action)(conn, name, lock_policy(settings), **kwargs)
         except (control.MigrationStateError, MigrationNotFound, LockTimeout) as exc:
-            raise _fail(exc) from exc
+            raise fail(exc) from exc
     click.echo(f"{name}: {action} done")
 
 
@@ -199,14 +205,15 @@ def _control(action: str, name: str, **kwargs: Any) -> None:
 @click.argument("name")
 def pause_cmd(name: str) -> None:
     """Stop after the current chunk."""
-    _control("pause", name)
+    run_control("pause", name)
 
 
 @reembed.command("resume")
 @click.argument("name")
-def resume_cmd(name: str) -> None:
-    """Continue from the checkpoint."""
-    _control("resume", name)
+@click.option("--retry-parked", is_flag=True, help="Also give parked rows a fresh budget.")
+def resume_cmd(name: str, retry_parked: bool) -> None:
+    """Continue from the checkpoint (also after a failure)."""
+    run_control("resume", name, retry_parked=retry_parked)
 
 
 @reembed.command("cutover")
@@ -214,14 +221,14 @@ def resume_cmd(name: str) -> None:
 @click.option("--force", is_flag=True, help="Cut over before the backfill and index are done.")
 def cutover_cmd(name: str, force: bool) -> None:
     """Atomically give the legacy column name to the new vectors."""
-    _control("cutover", name, force=force)
+    run_control("cutover", name, force=force)
 
 
 @reembed.command("rollback")
 @click.argument("name")
 def rollback_cmd(name: str) -> None:
     """Atomically switch readers back to the legacy vectors."""
-    _control("rollback", name)
+    run_control("rollback", name)
 
 
 @reembed.command("finalize")
@@ -229,7 +236,7 @@ def rollback_cmd(name: str) -> None:
 @click.confirmation_option(prompt="This drops the legacy vector column. Continue?")
 def finalize_cmd(name: str) -> None:
     """Drop the legacy column and the migration's trigger (after cutover only)."""
-    _control("finalize", name)
+    run_control("finalize", name)
 
 
 @reembed.command("status")
@@ -248,16 +255,16 @@ def status_cmd(name: str, watch: bool, as_json: bool, exact: bool) -> None:
 
     settings = _settings()
     console = Console()
-    with _connection(settings) as conn:
+    with table_connection(settings) as conn:
         try:
             figures = progress(conn, name, exact=exact)
         except MigrationNotFound as exc:
-            raise _fail(exc) from exc
+            raise fail(exc) from exc
         if as_json:
             click.echo(json.dumps(figures.as_dict(), default=str))
             return
         if not watch:
-            _print_status(console, figures)
+            print_status(console, figures)
             return
         columns = (
             TextColumn("{task.description}"),
@@ -281,11 +288,13 @@ def status_cmd(name: str, watch: bool, as_json: bool, exact: bool) -> None:
                 if figures.phase == "following" or figures.status != "running":
                     break
                 time.sleep(1.0)
-        _print_status(console, figures)
+        print_status(console, figures)
 
 
-def _print_status(console: Console, figures: Any) -> None:
-    table = Table(show_header=False, title=f"re-embedding {figures.name}")
+def print_status(console: Console, figures: Any) -> None:
+    """Every figure of progress(), one per line."""
+    what = "vectorizer" if figures.kind == "vectorizer" else "re-embedding"
+    table = Table(show_header=False, title=f"{what} {figures.name}")
     for key, value in figures.as_dict().items():
         if isinstance(value, float):
             value = f"{value:,.2f}"
@@ -305,7 +314,7 @@ def verify_cmd(name: str, model_dir: Path, sample: int, min_cos: float) -> None:
 
     settings = _settings()
     embedder = Embedder.from_model_dir(model_dir, EngineConfig.from_settings(settings))
-    with _connection(settings) as conn:
+    with table_connection(settings) as conn:
         report = verify(conn, name, lambda texts: embedder.embed(texts).vectors, sample, min_cos)
     click.echo(json.dumps(report.as_dict(), indent=2))
     if not report.ok:

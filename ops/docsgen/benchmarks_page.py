@@ -27,6 +27,7 @@ embedq bench migrate                       # a re-embedding migration against th
 embedq bench write-path                    # the vector writer: COPY against executemany
 embedq bench rerank --shape bge-reranker-v2-m3   # our reranker against CrossEncoder
 embedq bench mine                          # embedq mine's candidate search, HNSW against exact
+embedq bench vectorize                     # a vectorizer's cost per INSERT and its lag
 ```
 
 **Not measured here:** anything on a GPU, an AMX CPU for the engine, and the real weights of
@@ -208,6 +209,30 @@ def _mine(data: Row) -> tuple[str, str]:
     return f"{data['dimension']}-d random unit vectors", intro + "\n\n" + _table(header, rows)
 
 
+def _vectorize(data: Row) -> tuple[str, str]:
+    overhead = [
+        [r["table"], _num(r["inserts"]), _num(r["mean_ms"], 3), _num(r["p50_ms"], 3),
+         _num(r["p95_ms"], 3)]
+        for r in data["overhead"]
+    ]  # fmt: skip
+    lag = [
+        [_num(r["target_rows_per_s"]), _num(r["achieved_rows_per_s"]), _num(r["rows"]),
+         _num(r["lag_p50_s"], 2), _num(r["lag_p95_s"], 2), _num(r["lag_max_s"], 2)]
+        for r in data["lag"]
+    ]  # fmt: skip
+    intro = (
+        "Single-row INSERTs, autocommit, one client, no worker running (the trigger and the "
+        "partial indexes only); then one worker and one client inserting sentence-length rows "
+        f"at each rate for {data['duration_s']:g} s, a row's lag from its INSERT to the UPDATE "
+        "writing its vector. " + _settings(data)
+    )
+    tables = _table(["table", "inserts", "mean ms", "p50 ms", "p95 ms"], overhead)
+    tables += "\n\n" + _table(
+        ["rows/s asked", "rows/s sent", "rows", "lag p50 s", "lag p95 s", "lag max s"], lag
+    )
+    return data["model"]["source"], intro + "\n\n" + tables
+
+
 KINDS: dict[str, tuple[str, Callable[[Row], tuple[str, str]]]] = {
     "engine": ("The engine (`embedq bench engine`)", _engine),
     "pipeline": ("The whole path (`embedq bench pipeline`)", _pipeline),
@@ -215,6 +240,7 @@ KINDS: dict[str, tuple[str, Callable[[Row], tuple[str, str]]]] = {
     "migrate": ("Re-embedding (`embedq bench migrate`)", _migrate),
     "rerank": ("Reranking (`embedq bench rerank`)", _rerank),
     "mine": ("Hard-negative mining (`embedq bench mine`)", _mine),
+    "vectorize": ("Table vectorizers (`embedq bench vectorize`)", _vectorize),
 }
 
 

@@ -62,6 +62,8 @@ def env(services: ServiceHandle, tiny_bge_dir: Path, tmp_path: Path) -> Iterator
             "reembed_maintenance_work_mem": "64MB",
             "reembed_max_step_attempts": 3,
             "reembed_step_retry_delay_s": 0.2,
+            "reembed_max_row_attempts": 3,
+            "reembed_row_retry_delay_s": 0.2,
             "reembed_lock_timeout_s": LOCK_TIMEOUT_S,
             "reembed_lock_retry_timeout_s": 60.0,
             "reembed_index_poll_interval_s": 0.3,

@@ -52,6 +52,15 @@ checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "404", "409",
 include-path = "/v1/rerank"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "404", "409", "422", "429"]
 
+# Vectorizers change users' tables: the fuzzer's key is no admin key, so every call is refused
+# 403 before its body is read (tests/e2e/test_vectorize.py drives them with an admin key).
+[[operations]]
+include-path-regex = "^/v1/vectorizers"
+checks.positive_data_acceptance.expected-statuses = ["401", "403"]
+checks.negative_data_rejection.expected-statuses = [
+    "400", "401", "403", "404", "405", "406", "409", "413", "415", "422", "428", "429"
+]
+
 # Ids must be unique within one submission (422 naming the duplicate), and with "strict": true
 # a text over the model's token limit is refused: rules of the items' values together, which
 # JSON Schema cannot state.

@@ -309,3 +309,22 @@ def test_bench_mine_smoke_run(tmp_path: Path) -> None:
         assert hnsw["queries"] == 70 and exact["queries"] == 20
         assert 0 < hnsw["recall_of_exact"] <= 1 and exact["recall_of_exact"] == 1.0
         assert hnsw["index_build_s"] > 0 and hnsw["queries_per_s"] > 0
+
+
+def test_bench_vectorize_smoke_run(tmp_path: Path, minilm_dir: Path) -> None:
+    """Writer overhead on both tables and the lag at one rate, through a real worker."""
+    out = tmp_path / "vectorize.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "ops.cli.main", "bench", "vectorize", "--model-dir",
+         str(minilm_dir), "--inserts", "50", "--rates", "20", "--duration", "3",
+         "--out", str(out)],
+        capture_output=True, text=True, timeout=600,
+        env={**os.environ, "COLUMNS": "200", "EMBEDQ_DATA_DIR": str(tmp_path / "data")},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "lag p95 s" in result.stdout
+    report = json.loads(out.read_text())
+    assert [r["table"] for r in report["overhead"]] == ["plain table", "bound to a vectorizer"]
+    assert all(r["inserts"] == 50 and r["p95_ms"] >= r["p50_ms"] > 0 for r in report["overhead"])
+    (lag,) = report["lag"]
+    assert lag["rows"] >= 50 and 0 < lag["lag_p50_s"] <= lag["lag_p95_s"] <= lag["lag_max_s"]

@@ -333,32 +333,67 @@ def test_cutover_rollback_cutover_beside_long_readers_and_writers(
     assert "Embedding_legacy" not in column_names(env, name)
 
 
-def test_a_step_that_always_fails_ends_failed_with_its_error(
-    env: ReembedEnv, albert: Any, zh_sentences: list[str], services: ServiceHandle
-) -> None:
-    name = "Song Lyrics Fail"
-    make_legacy_table(env, name, song_texts(zh_sentences, 300), albert)
+def _refuse_writes(env: ReembedEnv, name: str, when: str, errcode: str) -> None:
+    """The product's own trigger refuses the new vector of rows matching `when`."""
     hold = table_id(f"{name} hold")
-    with env.connect() as conn:  # the product's own rule refuses the write of one row
+    with env.connect() as conn:
         add_new_columns(conn, name)
         conn.execute(
             sql.SQL(
                 "CREATE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
-                " RAISE EXCEPTION 'row % is under legal hold', NEW.{}; END $$"
-            ).format(hold, sql.Identifier(ID))
+                " RAISE EXCEPTION 'row % is under legal hold', NEW.{} USING ERRCODE = {}; END $$"
+            ).format(hold, sql.Identifier(ID), sql.Literal(errcode))
         )
         conn.execute(
             sql.SQL(
                 "CREATE TRIGGER hold BEFORE UPDATE OF {} ON {} FOR EACH ROW"
-                " WHEN (NEW.{} = 40) EXECUTE FUNCTION {}()"
-            ).format(sql.Identifier(NEW), table_id(name), sql.Identifier(ID), hold)
+                " WHEN ({}) EXECUTE FUNCTION {}()"
+            ).format(sql.Identifier(NEW), table_id(name), sql.SQL(when), hold)
         )
+
+
+def test_a_row_the_table_refuses_is_parked_and_the_rest_goes_on(
+    env: ReembedEnv, albert: Any, zh_sentences: list[str]
+) -> None:
+    name = "Song Lyrics Hold"
+    make_legacy_table(env, name, song_texts(zh_sentences, 300), albert)
+    _refuse_writes(env, name, f'NEW."{ID}" = 40', "raise_exception")
+    env.start_worker()
+    env.cli("reembed", "start", *start_args(env, name, "holds"))
+    env.wait(lambda: env.progress("holds")["rows_parked"] == 1, "row 40 parked")
+    env.wait(lambda: env.state("holds")["phase"] == "following", "the rest embedded")
+    status = env.status("holds")
+    assert (status["status"], status["rows_pending"], status["rows_retrying"]) == ("running", 1, 0)
+    assert env.vector_of(name, NEW, 40) is None and env.vector_of(name, NEW, 42) is not None
+    with env.connect() as conn:
+        error = conn.execute(
+            "SELECT attempts, parked, error FROM reembed_row_failures WHERE migration = 'holds'"
+        ).fetchone()
+    assert error is not None and error[:2] == (3, True) and "row 40 is under legal hold" in error[2]
+
+    with env.connect() as conn:  # the cause fixed, the parked row gets a fresh budget
+        conn.execute(sql.SQL("DROP TRIGGER hold ON {}").format(table_id(name)))
+    env.cli("reembed", "resume", "holds", "--retry-parked")
+    env.wait(lambda: env.progress("holds")["rows_pending"] == 0, "row 40 embedded")
+    assert env.progress("holds")["rows_parked"] == 0
+    assert_exactly_right(env, name)
+
+
+def test_a_step_that_always_fails_ends_failed_with_its_error(
+    env: ReembedEnv, albert: Any, zh_sentences: list[str], services: ServiceHandle
+) -> None:
+    """An error about the table rather than a row (here a trigger raising "permission
+    denied" on every write) fails the step, which is retried, then fails the migration."""
+    name = "Song Lyrics Fail"
+    make_legacy_table(env, name, song_texts(zh_sentences, 300), albert)
+    _refuse_writes(env, name, "true", "insufficient_privilege")
     env.start_worker()
     env.cli("reembed", "start", *start_args(env, name, "fails"))
     env.wait(lambda: env.state("fails")["status"] == "failed", "the migration to fail")
     status = env.status("fails")
     assert (status["status"], status["step_attempts"], status["rows_embedded"]) == ("failed", 3, 0)
-    assert "failed 3 times" in status["error"] and "row 40 is under legal hold" in status["error"]
+    assert "failed 3 times" in status["error"] and "under legal hold" in status["error"]
+    assert status["rows_parked"] == status["rows_retrying"] == 0
     api = services.get("/v1/reembed/fails").json()
     assert (api["status"], api["error"]) == ("failed", status["error"])
     assert "failed" in env.cli("reembed", "status", "fails").stdout
