@@ -79,8 +79,8 @@ def _range(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int,
 @click.option(
     "--reranker",
     default=None,
-    help="A reranker the fleet serves (manifest id or source, as /v1/rerank's model): adds "
-    "pos_scores and neg_scores.",
+    help="A reranker the fleet serves: its export directory, manifest id or source name (as "
+    "/v1/rerank's model); adds pos_scores and neg_scores.",
 )
 @click.option("--api-url", envvar="EMBEDQ_API_URL", default=None, help="For --reranker.")
 @click.option("--api-key", envvar="EMBEDQ_KEY", default=None, help="For --reranker.")
@@ -118,6 +118,10 @@ def mine_cmd(
     from ops.mining.teacher import TeacherError
     from ops.mining.vectors import EmbeddingFailed
 
+    if reranker is not None and Path(reranker).is_dir():
+        from embedq_core.manifest import ModelManifest
+
+        reranker = ModelManifest.read(Path(reranker)).manifest_id
     params = MiningParams(
         rank_first=rank_range[0],
         rank_last=rank_range[1],

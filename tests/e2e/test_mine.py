@@ -260,7 +260,7 @@ def _read_prefix(path: Path) -> list[str]:
 def test_teacher_scores_are_the_rerank_endpoints(env: MineEnv) -> None:
     out = env.tmp / "teacher.jsonl"
     env.cli(
-        "--out", str(out), "--negatives", "3", "--reranker", env.reranker.manifest_id,
+        "--out", str(out), "--negatives", "3", "--reranker", str(env.tmp / "reranker"),
         "--api-url", env.services.api_url, "--api-key", env.services.api_key,
     )  # fmt: skip
     written = _read(out)
