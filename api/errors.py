@@ -4,6 +4,7 @@ for every status: `loc` names the field at fault, or is empty when nothing in th
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 import psycopg
@@ -91,6 +92,8 @@ def field_error(
     )
 
 
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
 # Postgres unreachable, gone mid-query or shut down (through SQLAlchemy or straight from psycopg,
 # as the COPY and migration paths use it), or no connection free in the pool in time.
 DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
@@ -100,6 +103,17 @@ DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
     psycopg.OperationalError,
     psycopg.InterfaceError,
 )
+
+
+def allowed_methods(request: Request, fallback: str) -> str:
+    """Every method the OpenAPI document lists for this path: Starlette's own 405 names only
+    the first route's, so a path served by two routes (GET and POST) would state half."""
+    methods: set[str] = set()
+    for template, operations in request.app.openapi().get("paths", {}).items():
+        pattern = re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template))
+        if re.fullmatch(pattern, request.url.path):
+            methods |= {m.upper() for m in operations if m.upper() in HTTP_METHODS}
+    return ", ".join(sorted(methods)) or fallback
 
 
 def install_error_handlers(app: FastAPI, settings: Settings) -> None:
@@ -114,7 +128,11 @@ def install_error_handlers(app: FastAPI, settings: Settings) -> None:
             content = error_content(["body"], str(exc.detail), "json_invalid")
         else:
             content = error_content([], str(exc.detail), "error")
-        return JSONResponse(status_code=exc.status_code, content=content, headers=exc.headers)
+        headers = exc.headers
+        if exc.status_code == 405:
+            fallback = (headers or {}).get("Allow", "")
+            headers = {**(headers or {}), "Allow": allowed_methods(request, fallback)}
+        return JSONResponse(status_code=exc.status_code, content=content, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_failed(request: Request, exc: RequestValidationError) -> JSONResponse:
