@@ -38,17 +38,29 @@ class EngineSettings(BaseModel):
             "small shared machines"
         ),
     )
-    # Also bounds how long a live query waits behind bulk work: one engine turn at most (a
-    # batch per stream).
     max_batch_tokens: int = Field(
         default=1024,
         ge=16,
         description=(
-            "padded-token budget of one inference batch; also bounds how long a live query can "
-            "wait behind bulk work (one batch per stream)"
+            "padded-token budget of one inference batch; with preemption off, also bounds how "
+            "long a live query can wait behind bulk work (one batch per stream)"
         ),
     )
     max_batch_size: int = Field(default=32, ge=1, description="most texts in one inference batch")
+    # A query that finds a bulk batch running cancels it (both runtimes stop between two graph
+    # nodes), runs at once, and the bulk batch runs again in halves; a batch cancelled this many
+    # times runs to its end, so bulk work always progresses however many queries come, at a
+    # cost of less than twice its engine time in the worst case.
+    max_preemptions_per_batch: int = Field(
+        default=4,
+        ge=0,
+        le=16,
+        description=(
+            "how many times a live query may cancel a bulk engine batch in flight rather than "
+            "wait for it; each time the batch runs again cut in halves, and after this many it "
+            "runs to its end (`0`: a query waits for the bulk batch in flight)"
+        ),
+    )
     # Write a batch's vectors on a second thread while the next batch is claimed and embedded
     # (its lock is held until the write commits; the message is acknowledged before that, and a
     # worker that dies meanwhile leaves a claimed, pending batch that the reconciler re-sends).

@@ -214,15 +214,23 @@ def bench_migrate(model_dir: Path | None, rows: int, chunk_size: int, out_json: 
     default=None,
     help="Also time /v1/rerank of 20 and 100 candidates, served by a worker of this reranker.",
 )
+@click.option(
+    "--preemptions",
+    type=int,
+    multiple=True,
+    help="Run the bulk phase with each of these EMBEDQ_MAX_PREEMPTIONS_PER_BATCH (repeatable; "
+    "default: the setting's value, then 0).",
+)
 def bench_query(
     model_dir: Path | None,
     calls: int,
     bulk_texts: int,
     out_json: Path,
     reranker_dir: Path | None,
+    preemptions: tuple[int, ...],
 ) -> None:
     """p50/p95/p99 of single-text /v1/embeddings and /search calls (and /v1/rerank with a
-    reranker), idle and under bulk load."""
+    reranker), idle and under bulk load, the bulk phase once per preemption setting."""
     from rich.console import Console
 
     from ops.bench.query import run_query_bench
@@ -230,7 +238,9 @@ def bench_query(
 
     settings = configure(quiet=True)
     model_dir = bench_model_dir(settings, model_dir)
-    run_query_bench(settings, model_dir, calls, bulk_texts, out_json, Console(), reranker_dir)
+    run_query_bench(
+        settings, model_dir, calls, bulk_texts, out_json, Console(), reranker_dir, preemptions
+    )
 
 
 bench.add_command(bench_write_path)

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from workers.engine.cancellation import Cancellation
 from workers.engine.pooling import FloatArray
 from workers.engine.runtime import IntArray, ModelSession, Padded
 
@@ -28,7 +29,11 @@ class PaddedSession:
         self.backend = inner.backend
         self.batches_at_once = 1
 
-    def run_all_together(self, batches: Sequence[Padded]) -> list[list[FloatArray]]:
+    def run_all_together(
+        self, batches: Sequence[Padded], cancellation: Cancellation | None = None
+    ) -> list[list[FloatArray]]:
+        if cancellation is not None:
+            raise ValueError("the bench's padded session cannot be cancelled")
         return [self.run_all(*batch) for batch in batches]
 
     def _padded(self, *arrays: IntArray) -> tuple[int, list[IntArray]]:

@@ -93,6 +93,7 @@ def main() -> None:
             streams=1,
             max_batch_tokens=args.max_batch_tokens,
             max_batch_size=args.batch_size,
+            max_preemptions_per_batch=0,  # no live queries in this bench
         )
         embed, backend = _ours(args.variant, args.model_dir, args.int8_dir, config)
     corpora: dict[str, Any] = {}

@@ -1,6 +1,7 @@
 """`embedq bench query`: latency of single-text /v1/embeddings and /search calls (and, with a
 reranker, /v1/rerank of 20 and 100 candidates) through the real API and real workers, idle
-and while a bulk job is being embedded, in one run."""
+and while a bulk job is being embedded, in one run; the bulk phase once per preemption setting
+(EMBEDQ_MAX_PREEMPTIONS_PER_BATCH), with the bulk job's own throughput beside it."""
 
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ class LatencyRow:
 
     endpoint: str
     phase: str
+    preemptions: int  # the worker's max_preemptions_per_batch
     calls: int
     p50_ms: float
     p95_ms: float
@@ -47,10 +49,22 @@ class LatencyRow:
     max_ms: float
 
 
-def _row(endpoint: str, phase: str, seconds: list[float]) -> LatencyRow:
+@dataclass
+class BulkRow:
+    """The bulk job of one preemption setting, timed from submission to its end."""
+
+    preemptions: int
+    texts: int
+    seconds: float
+    texts_per_s: float
+
+
+def _row(endpoint: str, phase: str, preemptions: int, seconds: list[float]) -> LatencyRow:
     ms = np.array(seconds) * 1000
     p50, p95, p99 = np.percentile(ms, [50, 95, 99])
-    return LatencyRow(endpoint, phase, len(ms), float(p50), float(p95), float(p99), float(ms.max()))
+    return LatencyRow(
+        endpoint, phase, preemptions, len(ms), float(p50), float(p95), float(p99), float(ms.max())
+    )
 
 
 def _rerank_endpoint(count: int) -> str:
@@ -120,20 +134,21 @@ def _measure_under_load(
 
 def run_query_bench(
     settings: Settings, model_dir: Path, calls: int, bulk_texts: int, out_json: Path,
-    console: Console, reranker_dir: Path | None = None,
+    console: Console, reranker_dir: Path | None = None, preemptions: tuple[int, ...] = (),
 ) -> list[LatencyRow]:  # fmt: skip
     """Idle latency, then latency while a bulk job of bulk_texts runs, on one worker (and one
-    worker of the reranker beside it)."""
+    worker of the reranker beside it): the bulk phase once per preemption setting (default: the
+    settings' value, then 0), each on a worker started with it."""
     corpus = [text for _, text in load_bench_corpus()]
-    bulk = [
-        {"id": f"bulk-{i}", "text": f"{corpus[i % len(corpus)]} #{i}"} for i in range(bulk_texts)
-    ]
+    variants = preemptions or tuple(dict.fromkeys((settings.max_preemptions_per_batch, 0)))
     rows: list[LatencyRow] = []
+    bulk_rows: list[BulkRow] = []
     children: list[ChildProcess] = []
     with (
         tempfile.TemporaryDirectory() as data_dir,
         EmbeddedStack(settings, Path(data_dir)) as stack,
     ):
+        logs = Path(data_dir) / "logs"
         run_settings = stack.settings().model_copy(
             update={"model_dir": model_dir, "api_port": free_port()}
         )
@@ -145,13 +160,11 @@ def run_query_bench(
         create_collection(engine, COLLECTION, manifest.manifest_id)
         engine.dispose()
         try:
-            children.append(start_api(run_settings, Path(data_dir) / "logs"))
-            children.append(start_worker(run_settings, Path(data_dir) / "logs"))
+            children.append(start_api(run_settings, logs))
             endpoints = ["/v1/embeddings", "/search"]
             reranker = None
             if reranker_dir is not None:
                 reranker_settings = run_settings.model_copy(update={"model_dir": reranker_dir})
-                logs = Path(data_dir) / "logs"
                 children.append(start_worker(reranker_settings, logs, name="reranker"))
                 reranker = ModelManifest.read(reranker_dir).manifest_id
                 endpoints += [_rerank_endpoint(n) for n in RERANK_COUNTS]
@@ -160,40 +173,85 @@ def run_query_bench(
                 headers={"Authorization": f"Bearer {api_key}"},
                 timeout=60,
             )
-            demo = [{"id": d, "text": t} for d, t in load_demo_corpus()]
-            _wait(client, _submit(client, demo, run_settings.max_items_per_job), children)
-            for text in QUERIES[:5]:  # first calls open connections and caches
-                _call(client, "/search", text)
-            console.print(f"idle: {calls} calls per endpoint …")
-            for endpoint in endpoints:
-                _call(client, endpoint, QUERIES[0], reranker)  # the first call of a shape
-                idle = [
-                    _call(client, endpoint, QUERIES[i % len(QUERIES)], reranker)
-                    for i in range(calls)
+            for number, variant in enumerate(variants):
+                worker = start_worker(
+                    run_settings.model_copy(update={"max_preemptions_per_batch": variant}),
+                    logs,
+                    name=f"worker-preemptions-{variant}",
+                )
+                children.append(worker)
+                if number == 0:
+                    rows += _idle_rows(
+                        client, endpoints, calls, reranker, variant, children, console,
+                        run_settings.max_items_per_job,
+                    )  # fmt: skip
+                console.print(
+                    f"under a bulk job of {bulk_texts} texts, max_preemptions_per_batch={variant} …"
+                )
+                bulk = [
+                    {"id": f"bulk-{i}", "text": f"{corpus[i % len(corpus)]} #{i} v{number}"}
+                    for i in range(bulk_texts)
                 ]
-                rows.append(_row(endpoint, "idle", idle))
-            console.print(f"under a bulk job of {bulk_texts} texts …")
-            job_ids = _submit(client, bulk, run_settings.max_items_per_job)
-            loaded, bulk_ended = _measure_under_load(client, job_ids, calls, endpoints, reranker)
-            phase = "bulk job running" + (" (ended before the last calls)" if bulk_ended else "")
-            rows += [_row(endpoint, phase, s) for endpoint, s in loaded.items()]
-            _wait(client, job_ids, children)
+                submitted = time.perf_counter()
+                job_ids = _submit(client, bulk, run_settings.max_items_per_job)
+                loaded, ended = _measure_under_load(client, job_ids, calls, endpoints, reranker)
+                phase = "bulk job running" + (" (ended before the last calls)" if ended else "")
+                rows += [_row(endpoint, phase, variant, s) for endpoint, s in loaded.items()]
+                _wait(client, job_ids, children)
+                seconds = time.perf_counter() - submitted
+                bulk_rows.append(BulkRow(variant, bulk_texts, seconds, bulk_texts / seconds))
+                worker.stop()
+                children.remove(worker)
         finally:
             for child in reversed(children):
                 child.stop()
+    _report(rows, bulk_rows, manifest, run_settings, reranker, bulk_texts, out_json, console)
+    return rows
 
+
+def _idle_rows(
+    client: httpx.Client, endpoints: list[str], calls: int, reranker: str | None,
+    preemptions: int, children: list[ChildProcess], console: Console, per_job: int,
+) -> list[LatencyRow]:  # fmt: skip
+    demo = [{"id": d, "text": t} for d, t in load_demo_corpus()]
+    _wait(client, _submit(client, demo, per_job), children)
+    for text in QUERIES[:5]:  # first calls open connections and caches
+        _call(client, "/search", text)
+    console.print(f"idle: {calls} calls per endpoint …")
+    rows = []
+    for endpoint in endpoints:
+        _call(client, endpoint, QUERIES[0], reranker)  # the first call of a shape
+        idle = [_call(client, endpoint, QUERIES[i % len(QUERIES)], reranker) for i in range(calls)]
+        rows.append(_row(endpoint, "idle", preemptions, idle))
+    return rows
+
+
+def _report(
+    rows: list[LatencyRow], bulk_rows: list[BulkRow], manifest: ModelManifest,
+    run_settings: Settings, reranker: str | None, bulk_texts: int, out_json: Path,
+    console: Console,
+) -> None:  # fmt: skip
     table = Table(
         title=f"single-text query latency, {manifest.source} ({manifest.dimension}-d), one "
         f"worker, {machine_label(machine_description())}"
     )
-    for column in ("endpoint", "phase", "calls", "p50 ms", "p95 ms", "p99 ms", "max ms"):
+    columns = ("endpoint", "phase", "preemptions", "calls", "p50 ms", "p95 ms", "p99 ms", "max ms")
+    for column in columns:
         table.add_column(column, justify="left" if column in ("endpoint", "phase") else "right")
     for r in rows:
         table.add_row(
-            r.endpoint, r.phase, str(r.calls),
+            r.endpoint, r.phase, str(r.preemptions), str(r.calls),
             *(f"{v:.1f}" for v in (r.p50_ms, r.p95_ms, r.p99_ms, r.max_ms)),
         )  # fmt: skip
     console.print(table)
+    bulk_table = Table(title="the bulk job while the calls ran")
+    for column in ("preemptions", "texts", "seconds", "texts/s"):
+        bulk_table.add_column(column, justify="right")
+    for b in bulk_rows:
+        bulk_table.add_row(
+            str(b.preemptions), str(b.texts), f"{b.seconds:.1f}", f"{b.texts_per_s:.1f}"
+        )
+    console.print(bulk_table)
     out_json.parent.mkdir(parents=True, exist_ok=True)
     out_json.write_text(
         json.dumps(
@@ -202,19 +260,21 @@ def run_query_bench(
                 "machine": machine_description(),
                 "model": manifest.source,
                 "manifest_id": manifest.manifest_id,
+                "precision": manifest.precision,
                 "reranker": reranker,
                 "settings": {
                     "max_batch_tokens": run_settings.max_batch_tokens,
                     "max_batch_size": run_settings.max_batch_size,
                     "items_per_task": run_settings.items_per_task,
                     "tokens_per_task": run_settings.tokens_per_task,
+                    "intra_op_threads": run_settings.intra_op_threads,
                 },
                 "bulk_texts": bulk_texts,
                 "rows": [asdict(r) for r in rows],
+                "bulk": [asdict(b) for b in bulk_rows],
             },
             indent=2,
         )
         + "\n"
     )
     console.print(f"wrote {out_json}")
-    return rows

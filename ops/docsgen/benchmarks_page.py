@@ -132,14 +132,29 @@ def _migrate(data: Row) -> tuple[str, str]:
 
 
 def _query(data: Row) -> tuple[str, str]:
+    # Runs before the preemption setting existed have no `preemptions` field: a query then
+    # waited for the bulk batch in flight, as with 0 now.
     rows = [
-        [r["endpoint"], r["phase"], _num(r["calls"]), _num(r["p50_ms"]), _num(r["p95_ms"]),
-         _num(r["p99_ms"]), _num(r["max_ms"])]
+        [r["endpoint"], r["phase"], _num(r.get("preemptions", 0)), _num(r["calls"]),
+         _num(r["p50_ms"]), _num(r["p95_ms"]), _num(r["p99_ms"]), _num(r["max_ms"])]
         for r in data["rows"]
     ]  # fmt: skip
-    intro = f"Single-text calls, idle and while a {data['bulk_texts']:,}-text job runs. "
-    table = _table(["call", "while", "calls", "p50 ms", "p95 ms", "p99 ms", "max ms"], rows)
-    return data["model"], intro + _settings(data) + "\n\n" + table
+    intro = f"Single-text calls, idle and while a {data['bulk_texts']:,}-text job runs"
+    if data.get("precision"):
+        intro += f" ({data['precision']} export)"
+    columns = ["call", "while", "preemptions", "calls", "p50 ms", "p95 ms", "p99 ms", "max ms"]
+    parts = [intro + ". " + _settings(data), _table(columns, rows)]
+    if data.get("bulk"):
+        bulk = [
+            [_num(b["preemptions"]), _num(b["texts"]), _num(b["seconds"], 1),
+             _num(b["texts_per_s"], 1)]
+            for b in data["bulk"]
+        ]  # fmt: skip
+        parts += [
+            "The bulk job itself, from submission to its end, while the calls ran:",
+            _table(["preemptions", "texts", "seconds", "texts/s"], bulk),
+        ]
+    return data["model"], "\n\n".join(parts)
 
 
 def _settings(data: Row) -> str:

@@ -152,13 +152,19 @@ def test_bench_query_reports_percentiles_idle_and_under_bulk_load(
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert "p95 ms" in result.stdout
-    rows = json.loads(out.read_text())["rows"]
+    report = json.loads(out.read_text())
+    rows = report["rows"]
     endpoints = ["/v1/embeddings", "/search", "/v1/rerank (20 candidates)"]
     endpoints.append("/v1/rerank (100 candidates)")
-    assert {(r["endpoint"], r["phase"].split(" (")[0]) for r in rows} == {
-        (endpoint, phase) for endpoint in endpoints for phase in ("idle", "bulk job running")
+    # The bulk phase runs once per preemption setting: the default's (4), then 0.
+    assert {(r["endpoint"], r["phase"].split(" (")[0], r["preemptions"]) for r in rows} == {
+        (endpoint, phase, preemptions)
+        for endpoint in endpoints
+        for phase, preemptions in (("idle", 4), ("bulk job running", 4), ("bulk job running", 0))
     }
     assert all(0 < r["p50_ms"] <= r["p95_ms"] <= r["p99_ms"] <= r["max_ms"] for r in rows)
+    assert [(b["preemptions"], b["texts"]) for b in report["bulk"]] == [(4, 300), (0, 300)]
+    assert all(b["texts_per_s"] > 0 for b in report["bulk"])
 
 
 def test_bench_write_path_compares_copy_with_executemany(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ class EngineConfig:
     streams: int  # batches run at once (OpenVINO streams); 1: one batch on every thread
     max_batch_tokens: int
     max_batch_size: int
+    max_preemptions_per_batch: int  # times a live query may cancel one bulk batch
 
     @classmethod
     def from_settings(cls, settings: Settings) -> EngineConfig:
@@ -34,4 +35,5 @@ class EngineConfig:
             streams=settings.engine_streams,
             max_batch_tokens=settings.max_batch_tokens,
             max_batch_size=settings.max_batch_size,
+            max_preemptions_per_batch=settings.max_preemptions_per_batch,
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -12,6 +13,7 @@ import numpy as np
 
 from embedq_core.manifest import ModelManifest
 from workers.engine.batching import plan_batches, plan_turns
+from workers.engine.cancellation import Cancellation, RunCancelled
 from workers.engine.config import EngineConfig
 from workers.engine.gate import EngineGate
 from workers.engine.hardware import Hardware
@@ -19,7 +21,8 @@ from workers.engine.observer import EngineObserver, NoObserver
 from workers.engine.pooling import FloatArray, l2_normalize, pool
 from workers.engine.runtime import ModelSession, open_model_session
 from workers.engine.sparse import SparseWeights, dropped_ids, lexical_weights
-from workers.engine.tokenize import IntArray, TextTokenizer
+from workers.engine.tokenize import TextTokenizer
+from workers.engine.turns import EngineTurn, halve
 
 log = logging.getLogger(__name__)
 
@@ -38,21 +41,11 @@ class EmbedResult:
 
 
 @dataclass(frozen=True)
-class _Turn:
-    """Engine batches run together (one per stream): each batch's text indices, its padded
-    input_ids, attention_mask and token_type_ids, and its real token count."""
-
-    batches: list[list[int]]
-    padded: list[tuple[IntArray, IntArray, IntArray]]
-    tokens: list[int]
-
-
-@dataclass(frozen=True)
 class PreparedTexts:
     """Texts tokenised and cut into padded engine batches (Embedder.prepare), ready to run."""
 
     texts: tuple[str, ...]  # as embedded: a query's instruction prefix included
-    turns: list[_Turn]
+    turns: list[EngineTurn]
     truncated: list[bool]
     token_counts: list[int]
 
@@ -72,6 +65,7 @@ class Embedder:
         self._session = session
         self._max_batch_tokens = config.max_batch_tokens
         self._max_batch_size = config.max_batch_size
+        self._max_preemptions = config.max_preemptions_per_batch
         self._gate = EngineGate()
         self._dropped = dropped_ids(manifest.sparse_dropped_token_ids)
         # A worker installs its metrics here (workers/telemetry/metrics.py); nothing is recorded
@@ -139,7 +133,7 @@ class Embedder:
         lengths = [len(t.ids) for t in tokenized]
         batches = plan_batches(lengths, self._max_batch_tokens, self._max_batch_size)
         turns = [
-            _Turn(
+            EngineTurn(
                 group,
                 [self._tokenizer.pad([tokenized[i] for i in batch]) for batch in group],
                 [sum(lengths[i] for i in batch) for batch in group],
@@ -162,20 +156,31 @@ class Embedder:
         count = len(prepared.texts)
         vectors = np.empty((count, self.manifest.dimension), dtype=np.float32)
         sparse: list[SparseWeights] = [{} for _ in range(count)]
-        for turn in prepared.turns:
-            with self._gate.turn(urgent):
-                started = time.perf_counter()
-                outputs = self._session.run_all_together(turn.padded)
-                for batch, (_, attention_mask, _), output in zip(
-                    turn.batches, turn.padded, outputs, strict=True
-                ):
-                    pooled = (
-                        output[0]
-                        if self.manifest.pooled_output
-                        else pool(output[0], attention_mask, self.manifest.pooling)
-                    )
-                    vectors[batch] = l2_normalize(pooled) if self.manifest.normalize else pooled
-                engine_s = time.perf_counter() - started
+        pending = deque(prepared.turns)
+        while pending:
+            turn = pending.popleft()
+            # Bulk work may be cancelled by a live query (the gate does it), up to a bound.
+            preemptible = not urgent and turn.preempted < self._max_preemptions
+            cancellation = Cancellation() if preemptible else None
+            started = time.perf_counter()
+            try:
+                with self._gate.turn(urgent, cancellation):
+                    started = time.perf_counter()
+                    outputs = self._session.run_all_together(turn.padded, cancellation)
+                    for batch, (_, attention_mask, _), output in zip(
+                        turn.batches, turn.padded, outputs, strict=True
+                    ):
+                        pooled = (
+                            output[0]
+                            if self.manifest.pooled_output
+                            else pool(output[0], attention_mask, self.manifest.pooling)
+                        )
+                        vectors[batch] = l2_normalize(pooled) if self.manifest.normalize else pooled
+                    engine_s = time.perf_counter() - started
+            except RunCancelled:
+                observer.preempted(time.perf_counter() - started)
+                pending.extendleft(reversed(halve(turn, self._session.batches_at_once)))
+                continue
             slots = sum(input_ids.size for input_ids, _, _ in turn.padded)
             for batch, (input_ids, attention_mask, _), output, tokens in zip(
                 turn.batches, turn.padded, outputs, turn.tokens, strict=True

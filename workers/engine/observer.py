@@ -21,6 +21,9 @@ class EngineObserver(Protocol):
         """One engine batch ran (inference, pooling, normalisation): `tokens` real tokens in
         `padded_tokens` computed slots."""
 
+    def preempted(self, seconds: float) -> None:
+        """A bulk engine turn was cancelled for a live query after `seconds` of work, lost."""
+
 
 class NoObserver:
     """The default: records nothing."""
@@ -31,4 +34,7 @@ class NoObserver:
     def engine_batch(
         self, texts: int, tokens: int, padded_tokens: int, seconds: float, urgent: bool
     ) -> None:
+        """Nothing to record."""
+
+    def preempted(self, seconds: float) -> None:
         """Nothing to record."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,6 +13,7 @@ import numpy.typing as npt
 
 from embedq_core.manifest import ModelManifest
 from workers.engine.backend_choice import BackendChoice, choose_backend
+from workers.engine.cancellation import Cancellation
 from workers.engine.config import EngineConfig
 from workers.engine.hardware import Hardware, detect_hardware
 
@@ -30,8 +32,11 @@ class ModelSession(Protocol):
     backend: str
     batches_at_once: int  # how many batches run_all_together takes
 
-    def run_all_together(self, batches: Sequence[Padded]) -> list[list[FloatArray]]:
-        """Run up to batches_at_once padded batches at once; each one's run_all outputs."""
+    def run_all_together(
+        self, batches: Sequence[Padded], cancellation: Cancellation | None = None
+    ) -> list[list[FloatArray]]:
+        """Run up to batches_at_once padded batches at once; each one's run_all outputs. With a
+        cancellation, cancel() stops the run (RunCancelled)."""
 
     def run(
         self, input_ids: IntArray, attention_mask: IntArray, token_type_ids: IntArray
@@ -99,8 +104,22 @@ class OrtSession:
         self.backend = "onnxruntime-cuda" if use_cuda else "onnxruntime-cpu"
         self.batches_at_once = 1
 
-    def run_all_together(self, batches: Sequence[Padded]) -> list[list[FloatArray]]:
-        return [self.run_all(*batch) for batch in batches]
+    def run_all_together(
+        self, batches: Sequence[Padded], cancellation: Cancellation | None = None
+    ) -> list[list[FloatArray]]:
+        if cancellation is None:
+            return [self.run_all(*batch) for batch in batches]
+        import onnxruntime as ort
+
+        # ORT checks the flag between nodes; a fresh RunOptions per run, so a late stop can
+        # only ever end the run it was meant for.
+        options = ort.RunOptions()
+
+        def stop() -> None:
+            options.terminate = True
+
+        with cancellation.stoppable(stop):
+            return [self._run(self._output_names, *batch, options) for batch in batches]
 
     def run(
         self, input_ids: IntArray, attention_mask: IntArray, token_type_ids: IntArray
@@ -118,10 +137,11 @@ class OrtSession:
         input_ids: IntArray,
         attention_mask: IntArray,
         token_type_ids: IntArray,
+        options: Any = None,
     ) -> list[FloatArray]:
         feeds = _feeds(self._input_names, input_ids, attention_mask, token_type_ids)
         if not self._use_cuda:
-            outputs = self._session.run(names, feeds)
+            outputs = self._session.run(names, feeds, options)
             return [np.asarray(o, dtype=np.float32) for o in outputs]
         # IO binding: inputs copied once to the device, output allocated there and copied back
         # once, instead of ORT staging every tensor through extra host buffers.
@@ -130,7 +150,7 @@ class OrtSession:
             binding.bind_cpu_input(name, array)
         for name in names:
             binding.bind_output(name, "cuda")
-        self._session.run_with_iobinding(binding)
+        self._session.run_with_iobinding(binding, options)
         return [np.asarray(o, dtype=np.float32) for o in binding.copy_outputs_to_cpu()]
 
 
@@ -179,14 +199,28 @@ class OpenVinoSession:
         result = self._requests[0].infer(feeds)
         return [np.asarray(result[output], dtype=np.float32) for output in self._outputs]
 
-    def run_all_together(self, batches: Sequence[Padded]) -> list[list[FloatArray]]:
-        if len(batches) == 1:
+    def run_all_together(
+        self, batches: Sequence[Padded], cancellation: Cancellation | None = None
+    ) -> list[list[FloatArray]]:
+        if cancellation is None and len(batches) == 1:
             return [self.run_all(*batches[0])]
         requests = self._requests[: len(batches)]
-        for request, batch in zip(requests, batches, strict=True):
-            request.start_async(_feeds(self._input_names, *batch))
-        for request in requests:
-            request.wait()
+
+        def stop() -> None:
+            for request in requests:
+                request.cancel()  # harmless on a request that already finished
+
+        with cancellation.stoppable(stop) if cancellation else contextlib.nullcontext():
+            for request, batch in zip(requests, batches, strict=True):
+                request.start_async(_feeds(self._input_names, *batch))
+            failure: Exception | None = None
+            for request in requests:
+                try:
+                    request.wait()
+                except Exception as exc:  # wait for every request before reusing any
+                    failure = failure or exc
+            if failure is not None:
+                raise failure
         # Copies: a request's output buffers are reused by its next batch.
         return [
             [np.array(request.get_tensor(out).data, dtype=np.float32) for out in self._outputs]

@@ -39,6 +39,8 @@ from workers.telemetry.series import (
     ITEMS,
     PADDED_TOKENS,
     PADDING_RATIO,
+    PREEMPTED_RUNS,
+    PREEMPTED_SECONDS,
     QUERIES,
     QUERY_SECONDS,
     READY,
@@ -82,6 +84,8 @@ def configure(manifest: ModelManifest, backend: str, pipeline: Mapping[str, str]
         ERRORS.labels(**_base, kind=kind)
     COALESCED.labels(**_base)
     QUERY_SECONDS.labels(**_base)
+    PREEMPTED_RUNS.labels(**_base)
+    PREEMPTED_SECONDS.labels(**_base)
 
 
 def set_ready(ready: bool) -> None:
@@ -200,6 +204,11 @@ class EngineMetrics:
         timer = _current()
         if timer is not None and not urgent:
             timer.add("engine", seconds)
+
+    def preempted(self, seconds: float) -> None:
+        """A bulk turn cancelled for a live query."""
+        PREEMPTED_RUNS.labels(**_base).inc()
+        PREEMPTED_SECONDS.labels(**_base).inc(seconds)
 
 
 class Outcome(Protocol):

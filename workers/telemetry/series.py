@@ -72,6 +72,18 @@ ENGINE_SECONDS = Counter(
     _labels("work"),
     registry=REGISTRY,
 )
+PREEMPTED_RUNS = Counter(
+    "embedq_worker_engine_preempted_runs",
+    "Bulk engine turns cancelled so a live query could run at once (each runs again, halved)",
+    _labels(),
+    registry=REGISTRY,
+)
+PREEMPTED_SECONDS = Counter(
+    "embedq_worker_engine_preempted_seconds",
+    "Engine time lost to bulk turns cancelled for live queries",
+    _labels(),
+    registry=REGISTRY,
+)
 TOKENIZE_SECONDS = Counter(
     "embedq_worker_tokenize_seconds",
     "Time tokenising and padding",
