@@ -42,7 +42,9 @@ def bench() -> None:
 )
 @click.option("--batch-size", type=int, default=32, show_default=True)
 @click.option("--sentences", type=int, default=1000, show_default=True, help="Bench-corpus texts.")
-@click.option("--passages", type=int, default=300, show_default=True, help="Passages (50-450 tok).")
+@click.option(
+    "--passages", type=int, default=1000, show_default=True, help="Passages (50-450 tok)."
+)
 @click.option(
     "--repeats",
     type=int,

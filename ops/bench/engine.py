@@ -20,7 +20,7 @@ from rich.console import Console
 
 from embedq_core.manifest import MANIFEST_FILENAME, ModelManifest
 from ops.bench.engine_report import print_tables
-from ops.bench.peak import detect_peak
+from ops.bench.peak import ClockSampler, detect_peak
 from ops.bench.peers import PEERS
 from ops.bench.shape_models import BenchModels
 from ops.bench.shapes import ModelShape, shape_flops_per_token
@@ -67,6 +67,7 @@ class Row:
     recall_at_10: float
     peak_rss_mb: float
     arithmetic: str
+    clock_ghz: float | None  # the mean clock /proc/cpuinfo reported while the variant ran
     share_of_peak: float | None
     is_default: bool
 
@@ -167,6 +168,7 @@ def run_engine_bench(
     peak = detect_peak(os.cpu_count() or 1)
     default_kind = choose_backend("auto", manifest, detect_hardware()).kind
     measured: dict[str, dict[str, Any]] = {}
+    clocks: dict[str, float | None] = {}
     vectors: dict[tuple[str, str], np.ndarray] = {}
     with tempfile.TemporaryDirectory() as tmp:
         corpus_args = []
@@ -178,18 +180,19 @@ def run_engine_bench(
             console.print(f"running {LABELS[variant]} …")
             out_dir = Path(tmp) / variant
             out_dir.mkdir()
-            measured[variant] = run_child(
-                [
-                    sys.executable, "-m", "ops.bench.engine_variants", variant, *corpus_args,
-                    "--out-dir", str(out_dir), "--model-dir", str(models.fp32_dir),
-                    "--int8-dir", str(models.int8_dir), "--source-dir", str(models.source_dir),
-                    "--threads", str(engine.intra_op_threads),
-                    "--batch-size", str(engine.max_batch_size),
-                    "--max-batch-tokens", str(engine.max_batch_tokens),
-                    "--repeats", str(repeats),
-                    *([] if warmup_texts is None else ["--warmup-texts", str(warmup_texts)]),
-                ]
-            )  # fmt: skip
+            command = [
+                sys.executable, "-m", "ops.bench.engine_variants", variant, *corpus_args,
+                "--out-dir", str(out_dir), "--model-dir", str(models.fp32_dir),
+                "--int8-dir", str(models.int8_dir), "--source-dir", str(models.source_dir),
+                "--threads", str(engine.intra_op_threads),
+                "--batch-size", str(engine.max_batch_size),
+                "--max-batch-tokens", str(engine.max_batch_tokens),
+                "--repeats", str(repeats),
+                *([] if warmup_texts is None else ["--warmup-texts", str(warmup_texts)]),
+            ]  # fmt: skip
+            with ClockSampler() as clock:
+                measured[variant] = run_child(command)
+            clocks[variant] = clock.mean_ghz
             for name in corpora:
                 vectors[(variant, name)] = np.load(out_dir / f"{name}.npy")
     rows: list[Row] = []
@@ -203,7 +206,8 @@ def run_engine_bench(
             texts_per_s = len(texts) / timing["best_s"]
             f = fidelity(vectors[(variants[0], name)], vectors[(variant, name)])
             arithmetic = _arithmetic(variant)
-            peak_ops = None if peak is None else peak.peak_ops_per_s(arithmetic)
+            clock_ghz = clocks[variant]
+            peak_ops = None if peak is None else peak.peak_ops_per_s(arithmetic, clock_ghz)
             share = None if peak_ops is None else flops[name] / timing["best_s"] / peak_ops
             backend = str(measured[variant]["backend"])
             rows.append(
@@ -221,6 +225,7 @@ def run_engine_bench(
                     recall_at_10=f.recall_at_10,
                     peak_rss_mb=float(measured[variant]["peak_rss_mb"]),
                     arithmetic=arithmetic,
+                    clock_ghz=clock_ghz,
                     share_of_peak=share,
                     is_default=variant.startswith("ours") and backend == default_kind,
                 )

@@ -67,12 +67,12 @@ class SignallingSession:
 def _embedder(model_dir: Path, runtime: RuntimeChoice, streams: int, preemptions: int) -> tuple[
     Embedder, SignallingSession, EventLog
 ]:  # fmt: skip
-    # One engine batch of 32 texts of 256 tokens: seconds of work on 2 cores.
+    # One engine batch of 16 texts of 256 tokens: about a second of work on 2 cores.
     config = engine_config(
         runtime=runtime,
         streams=streams,
-        max_batch_tokens=32 * 256 // streams,
-        max_batch_size=32 // streams,
+        max_batch_tokens=16 * 256 // streams,
+        max_batch_size=16 // streams,
         max_preemptions_per_batch=preemptions,
     )
     manifest = ModelManifest.read(model_dir)
@@ -86,7 +86,7 @@ def _embedder(model_dir: Path, runtime: RuntimeChoice, streams: int, preemptions
 
 def _long_texts() -> list[str]:
     texts = [text for _, text in load_demo_corpus()]
-    return [" ".join(texts[i : i + 12]) for i in range(32)]  # each past MiniLM's 256 tokens
+    return [" ".join(texts[i : i + 12]) for i in range(16)]  # each past MiniLM's 256 tokens
 
 
 @pytest.mark.parametrize(
