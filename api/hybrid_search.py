@@ -17,8 +17,8 @@ from api.query_schemas import SearchIn
 from embedq_core.sparse_vectors import SPARSE_COLUMN
 
 _ARM = (
-    "SELECT id, row_number() OVER (ORDER BY distance, id) AS rank FROM ("
-    "SELECT id, {column} <#> %({param})s::{kind} AS distance FROM {table} {where}"
+    "SELECT {key}, row_number() OVER (ORDER BY distance, {key}) AS rank FROM ("
+    "SELECT {key}, {column} <#> %({param})s::{kind} AS distance FROM {table} {where}"
     " ORDER BY {column} <#> %({param})s::{kind} LIMIT %(n)s) {name}"
 )
 _FUSED_SCORE = {
@@ -28,11 +28,13 @@ _FUSED_SCORE = {
 }
 
 
-def sparse_rows(conn: Connection, table: str, where: str, params: dict[str, Any]) -> list[Row[Any]]:
-    """The k rows with the highest lexical score."""
+def sparse_rows(
+    conn: Connection, table: str, where: str, params: dict[str, Any], columns: str
+) -> list[Row[Any]]:
+    """The k rows with the highest lexical score (`columns`: what each row gives)."""
     return list(
         conn.exec_driver_sql(
-            f"SELECT id, text, metadata, -({SPARSE_COLUMN} <#> %(s)s::sparsevec) AS score"
+            f"SELECT {columns}, -({SPARSE_COLUMN} <#> %(s)s::sparsevec) AS score"
             f" FROM {table} {where} ORDER BY {SPARSE_COLUMN} <#> %(s)s::sparsevec LIMIT %(k)s",
             params,
         ).all()
@@ -46,21 +48,25 @@ def hybrid_rows(
     params: dict[str, Any],
     body: SearchIn,
     candidates: int,
+    columns: str,
+    key: str,
 ) -> list[Row[Any]]:
-    """The k best rows of the union of both arms' candidates, by the body's fusion. Each arm's
-    ranks are numbered by distance again: an iterative index scan returns rows in relaxed
-    order."""
+    """The k best rows of the union of both arms' candidates, by the body's fusion (`key`: a
+    row's key columns, `id` or `id, chunk_no`). Each arm's ranks are numbered by distance
+    again: an iterative index scan returns rows in relaxed order."""
     dense_arm = _ARM.format(
-        table=table, where=where, column="embedding", param="q", kind="vector", name="dx"
+        table=table, where=where, column="embedding", param="q", kind="vector", name="dx", key=key
     )
     sparse_arm = _ARM.format(
-        table=table, where=where, column=SPARSE_COLUMN, param="s", kind="sparsevec", name="sx"
-    )
+        table=table, where=where, column=SPARSE_COLUMN, param="s", kind="sparsevec", name="sx",
+        key=key,
+    )  # fmt: skip
+    selected = ", ".join(f"v.{c.strip()}" for c in columns.split(","))
     query = (
         f"WITH d AS ({dense_arm}), s AS ({sparse_arm}) "
-        f"SELECT v.id, v.text, v.metadata, {_FUSED_SCORE[body.fusion]} AS score "
-        f"FROM d FULL JOIN s USING (id) JOIN {table} v USING (id) "
-        "ORDER BY score DESC, v.id LIMIT %(k)s"
+        f"SELECT {selected}, {_FUSED_SCORE[body.fusion]} AS score "
+        f"FROM d FULL JOIN s USING ({key}) JOIN {table} v USING ({key}) "
+        f"ORDER BY score DESC, {', '.join(f'v.{c.strip()}' for c in key.split(','))} LIMIT %(k)s"
     )
     fused = {
         **params,

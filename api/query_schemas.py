@@ -186,6 +186,11 @@ class SearchIn(JsonBody):
         description="re-score `candidates` rows (dense, sparse or hybrid, as `mode` says) with "
         "a reranker and return the best k by its score",
     )
+    group: bool = Field(
+        default=True,
+        description="a chunking collection: one hit per document, its best chunk (`false`: "
+        "the best chunks, several of a document possibly); other collections ignore it",
+    )
 
     @field_validator("query")
     @classmethod
@@ -195,12 +200,20 @@ class SearchIn(JsonBody):
 
 class HitOut(BaseModel):
     """One row of the collection and its score: cosine similarity (dense), lexical score
-    (sparse: the inner product of the weights), or the fused score (hybrid)."""
+    (sparse: the inner product of the weights), or the fused score (hybrid). In a chunking
+    collection, a document's chunk: the best one of the document when hits are grouped."""
 
     id: str
     score: float
     text: str
     metadata: dict[str, Any]
+    chunk_no: int | None = Field(default=None, description="a chunking collection's chunk")
+    span_start: int | None = Field(
+        default=None, description="the chunk's first character in the document"
+    )
+    span_end: int | None = Field(
+        default=None, description="the character after the chunk's last (Python slice)"
+    )
     rerank_score: float | None = Field(
         default=None,
         description="with `rerank`: the reranker's relevance score, hits ordered by it",

@@ -96,7 +96,28 @@ class JobOut(BaseModel):
     failed: int
     truncated: int
     unchanged: int
+    chunks: int | None = Field(
+        default=None,
+        description="a chunking collection's job: chunks written for its documents (null for "
+        "other collections; `total`, `done` and `failed` count documents)",
+    )
     errors: list[ItemErrorOut]
+
+
+class ChunkingIn(BaseModel):
+    """Store each item as token windows of the collection model's tokens."""
+
+    model_config = ConfigDict(strict=True)
+
+    max_tokens: int = Field(
+        ge=1,
+        le=100_000,
+        description="tokens per chunk, at most the model's max length less its 2 special tokens "
+        "(510 for bge-large-zh); checked against the model (422)",
+    )
+    overlap_tokens: int = Field(
+        default=0, ge=0, le=100_000, description="tokens a chunk shares with the one before it"
+    )
 
 
 class CollectionIn(BaseModel):
@@ -106,11 +127,23 @@ class CollectionIn(BaseModel):
 
     name: str = Field(pattern=COLLECTION_NAME_PATTERN)
     manifest_id: str = Field(min_length=1, max_length=200, json_schema_extra=STORABLE_TEXT_SCHEMA)
+    chunking: ChunkingIn | None = Field(
+        default=None,
+        description="cut each item (a document) into token windows, one row per chunk; off by "
+        "default",
+    )
 
     @field_validator("manifest_id")
     @classmethod
     def manifest_id_storable(cls, value: str) -> str:
         return check_storable_text(value)
+
+
+class ChunkingOut(BaseModel):
+    """A chunking collection's windows."""
+
+    max_tokens: int
+    overlap_tokens: int
 
 
 class CollectionOut(BaseModel):
@@ -121,3 +154,4 @@ class CollectionOut(BaseModel):
     dimension: int
     vector_table: str
     max_length: int
+    chunking: ChunkingOut | None = None

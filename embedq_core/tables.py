@@ -59,7 +59,18 @@ collections = Table(
     Column("dimension", Integer, nullable=False),
     Column("vector_table", Text, nullable=False, unique=True),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # A chunking collection stores each document as token windows of the model's tokens
+    # (both NULL: one row per item, as always).
+    Column("chunk_max_tokens", Integer),
+    Column("chunk_overlap_tokens", Integer),
     CheckConstraint("name ~ '^[a-z][a-z0-9_]{0,47}$'", name="collection_name_format"),
+    CheckConstraint(
+        "(chunk_max_tokens IS NULL) = (chunk_overlap_tokens IS NULL) AND"
+        " (chunk_max_tokens IS NULL OR"
+        " (chunk_max_tokens > 0 AND chunk_overlap_tokens >= 0"
+        " AND chunk_overlap_tokens < chunk_max_tokens))",
+        name="collection_chunking_valid",
+    ),
 )
 
 jobs = Table(
@@ -72,6 +83,8 @@ jobs = Table(
     Column("total", Integer, nullable=False),
     Column("done", Integer, nullable=False, server_default="0"),
     Column("failed", Integer, nullable=False, server_default="0"),
+    # Chunks written for the job's documents (a chunking collection's; 0 otherwise).
+    Column("chunks", Integer, nullable=False, server_default="0"),
     Column("batches", Integer, nullable=False),
     Column("enqueued_at", DateTime(timezone=True)),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
@@ -94,6 +107,8 @@ job_items = Table(
     Column("status", Text, nullable=False, server_default="pending"),
     Column("attempts", Integer, nullable=False, server_default="0"),
     Column("truncated", Boolean, nullable=False, server_default="false"),
+    # A chunking collection's document: the chunks written for it.
+    Column("chunks", Integer),
     # Done without embedding: same text (content hash) and model as the stored vector.
     Column("unchanged", Boolean, nullable=False, server_default="false"),
     Column("error", Text),
@@ -258,16 +273,31 @@ def vector_table_name(collection: str) -> str:
     return f"vectors_{collection}"
 
 
-def vector_table(collection: str, dimension: int, sparse_dimension: int | None = None) -> Table:
+def vector_table(
+    collection: str, dimension: int, sparse_dimension: int | None = None, chunked: bool = False
+) -> Table:
     """The vectors table of one collection: one row per external id, the model's dimension;
-    with a sparse model also its lexical weights (sparsevec of the vocabulary's size)."""
+    with a sparse model also its lexical weights (sparsevec of the vocabulary's size). A
+    chunking collection's table holds one row per chunk of a document, keyed by (id, chunk_no),
+    with the chunk's character span in the document; every chunk of a document carries its
+    metadata, content hash and submission."""
     sparse = (
         [Column(SPARSE_COLUMN, SPARSEVEC(sparse_dimension))] if sparse_dimension is not None else []
+    )
+    chunk_columns = (
+        [
+            Column("chunk_no", Integer, primary_key=True),  # with id: the key (id, chunk_no)
+            Column("span_start", Integer, nullable=False),
+            Column("span_end", Integer, nullable=False),
+        ]
+        if chunked
+        else []
     )
     table = Table(
         vector_table_name(collection),
         MetaData(),
         Column("id", Text, primary_key=True),
+        *chunk_columns,
         Column("text", Text, nullable=False),
         Column("metadata", JSONB, nullable=False, server_default="{}"),
         Column("embedding", Vector(dimension), nullable=False),

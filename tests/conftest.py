@@ -14,7 +14,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from embedq_core.api_keys import create_key
-from embedq_core.catalog import create_collection, register_model_dir
+from embedq_core.catalog import Chunking, create_collection, register_model_dir
 from embedq_core.db import libpq_url, make_engine
 from embedq_core.manifest import ModelManifest
 from embedq_core.settings import Settings
@@ -173,14 +173,16 @@ def private_pipeline(
     test starts and kills itself; the session's worker never sees these batches."""
     pipelines: list[PrivatePipeline] = []
 
-    def make(name: str, **settings_changes: object) -> PrivatePipeline:
+    def make(
+        name: str, chunking: Chunking | None = None, **settings_changes: object
+    ) -> PrivatePipeline:
         model_dir = tmp_path / f"model-{name}"
         # The collection name in the revision gives this pipeline a model id, so queues, of its
         # own: no message another test left behind reaches its workers.
         make_manifest_variant(minilm_dir, model_dir, max_length=255, source_revision=f"test-{name}")
         with services.engine.begin() as conn:
             manifest = register_model_dir(conn, model_dir)
-        create_collection(services.engine, name, manifest.manifest_id)
+        create_collection(services.engine, name, manifest.manifest_id, chunking)
         settings = services.settings.model_copy(
             update={"api_port": free_port(), "model_dir": model_dir, **settings_changes}
         )

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SNIPPETS = ROOT / "docs" / "snippets"
 CODE_LANGUAGES = {"sql", "python", "bash", "sh", "shell", "console"}
 FIXTURES = {
-    "sql": {"cookbook", "hybrid", "runbook-before", "runbook-during", "runbook-after"},
+    "sql": {"cookbook", "hybrid", "chunks", "runbook-before", "runbook-during", "runbook-after"},
     "bash": {"stack", "hybrid-stack", "rerank-stack", "demo"},
     "python": {"stack", "rerank-stack"},
 }

@@ -230,3 +230,24 @@ def run_delivery_script(
          settings.require_redis_url(), str(model_dir), *args],
         capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
+
+
+def fail_first_write_of(engine: Any, table: str, item_id: str) -> None:
+    """A trigger that fails the first write of one id: a delivery that fails honestly, in the
+    database, the way a constraint or a trigger of the user's would."""
+    with engine.begin() as conn:
+        conn.execute(text(f"CREATE SEQUENCE {table}_fail_once"))
+        conn.execute(
+            text(
+                f"CREATE FUNCTION {table}_fail_once() RETURNS trigger LANGUAGE plpgsql AS $$"
+                f" BEGIN IF NEW.id = '{item_id}' AND nextval('{table}_fail_once') = 1 THEN"
+                f" RAISE EXCEPTION 'injected: first write of % fails', NEW.id; END IF;"
+                f" RETURN NEW; END $$"
+            )
+        )
+        conn.execute(
+            text(
+                f"CREATE TRIGGER {table}_fail_once BEFORE INSERT OR UPDATE ON {table}"
+                f" FOR EACH ROW EXECUTE FUNCTION {table}_fail_once()"
+            )
+        )

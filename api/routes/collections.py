@@ -7,10 +7,12 @@ from fastapi import APIRouter, status
 from api.deps import Resources
 from api.errors import field_error
 from api.json_body import OffLoopJsonRoute
-from api.schemas import CollectionIn, CollectionName, CollectionOut
+from api.schemas import ChunkingOut, CollectionIn, CollectionName, CollectionOut
 from embedq_core.catalog import (
+    Chunking,
     Collection,
     CollectionConflict,
+    InvalidChunking,
     NotAnEmbedder,
     UnknownManifest,
     create_collection,
@@ -27,14 +29,26 @@ def _out(collection: Collection) -> CollectionOut:
         dimension=collection.dimension,
         vector_table=collection.vector_table,
         max_length=collection.max_length,
+        chunking=None
+        if collection.chunking is None
+        else ChunkingOut(
+            max_tokens=collection.chunking.max_tokens,
+            overlap_tokens=collection.chunking.overlap_tokens,
+        ),
     )
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
 def create(body: CollectionIn, resources: Resources) -> CollectionOut:
-    """Create a collection bound to a registered model manifest (idempotent)."""
+    """Create a collection bound to a registered model manifest (idempotent); with `chunking`,
+    each item is a document stored as token windows."""
+    chunking = (
+        None
+        if body.chunking is None
+        else Chunking(body.chunking.max_tokens, body.chunking.overlap_tokens)
+    )
     try:
-        return _out(create_collection(resources.engine, body.name, body.manifest_id))
+        return _out(create_collection(resources.engine, body.name, body.manifest_id, chunking))
     except UnknownManifest as exc:
         # A reference to a model nobody registered: not found, like an unknown `model`.
         raise field_error(
@@ -44,6 +58,8 @@ def create(body: CollectionIn, resources: Resources) -> CollectionOut:
         raise field_error(409, ["name"], str(exc), "conflict") from exc
     except NotAnEmbedder as exc:
         raise field_error(422, ["manifest_id"], str(exc), "not_an_embedder") from exc
+    except InvalidChunking as exc:
+        raise field_error(422, ["chunking"], str(exc), "invalid_chunking") from exc
 
 
 @router.get("/{name}")

@@ -97,7 +97,7 @@ def submit_job(name: CollectionName, body: JobIn, resources: Resources) -> JobAc
         collection = get_collection(conn, name)
     if collection is None:
         raise field_error(404, ["name"], f"unknown collection {name!r}", "not_found", "path")
-    if body.strict:
+    if body.strict and collection.chunking is None:  # a chunking collection cuts nothing off
         _check_strict(body, collection, resources)
     _check_backpressure(collection, resources)
     items = [NewItem(i.id, i.text, i.metadata) for i in body.items]
@@ -130,5 +130,6 @@ def read_job(job_id: uuid.UUID, resources: Resources) -> JobOut:
         failed=job.failed,
         truncated=job.truncated,
         unchanged=job.unchanged,
+        chunks=job.chunks,
         errors=[ItemErrorOut(id=e.external_id, error=e.error) for e in job.errors],
     )

@@ -41,38 +41,97 @@ def nearest(
 ) -> list[HitOut]:
     """The k rows nearest to the query by the body's mode: inner product of dense vectors
     (cosine: they are unit length), of lexical weights, or both fused (api/hybrid_search.py).
+    In a chunking collection, rows are chunks; grouped (the default), the k documents whose
+    best chunk ranks highest, each with that chunk.
 
     Iterative index scans keep a selective filter from starving the result; they return rows
     in relaxed order, so the hits are sorted again by score.
     """
+    chunked = collection.chunking is not None
+    grouped = chunked and body.group
     conn.exec_driver_sql(
         "SELECT set_config('hnsw.ef_search', %(ef)s, true), "
         "set_config('hnsw.iterative_scan', 'relaxed_order', true), "
         "set_config('enable_indexscan', %(index)s, true)",
         {"ef": str(max(ef_search, body.k)), "index": "off" if body.exact else "on"},
     )
+    limit = body.k * CHUNKS_PER_DOCUMENT if grouped else body.k
+    while True:
+        hits = _ranked(conn, collection, query_vector, query_sparse, body, ef_search, limit)
+        if not grouped:
+            return hits
+        documents = best_chunk_per_document(hits)
+        # Enough documents, or every row the search can reach was read.
+        if len(documents) >= body.k or len(hits) < limit or limit >= MAX_GROUP_CANDIDATES:
+            return documents[: body.k]
+        limit = min(limit * 4, MAX_GROUP_CANDIDATES)
+
+
+# A grouped search reads this many chunks per document asked for, four times more while
+# documents are missing (many top chunks of one document), up to MAX_GROUP_CANDIDATES.
+CHUNKS_PER_DOCUMENT = 4
+MAX_GROUP_CANDIDATES = 4_000
+
+
+def best_chunk_per_document(hits: list[HitOut]) -> list[HitOut]:
+    """Each document's best chunk, best document first (hits sorted best first)."""
+    seen: set[str] = set()
+    best = []
+    for hit in hits:
+        if hit.id not in seen:
+            seen.add(hit.id)
+            best.append(hit)
+    return best
+
+
+def _ranked(
+    conn: Connection,
+    collection: Collection,
+    query_vector: npt.NDArray[np.float32],
+    query_sparse: str | None,
+    body: SearchIn,
+    ef_search: int,
+    limit: int,
+) -> list[HitOut]:
+    chunked = collection.chunking is not None
     table = conn.dialect.identifier_preparer.quote(collection.vector_table)
     where = "WHERE metadata @> %(filter)s::jsonb" if body.filter is not None else ""
+    columns = "id, text, metadata" + (", chunk_no, span_start, span_end" if chunked else "")
     params: dict[str, Any] = {
         "q": vector_literal(query_vector),
         "s": query_sparse,
-        "k": body.k,
+        "k": limit,
         "filter": json.dumps(body.filter) if body.filter is not None else None,
     }
     if body.mode == "sparse":
-        rows = sparse_rows(conn, table, where, params)
+        rows = sparse_rows(conn, table, where, params, columns)
     elif body.mode == "hybrid":
-        rows = hybrid_rows(conn, table, where, params, body, max(ef_search, body.k))
+        key = "id, chunk_no" if chunked else "id"
+        candidates = max(ef_search, limit)
+        rows = hybrid_rows(conn, table, where, params, body, candidates, columns, key)
     else:
         rows = list(
             conn.exec_driver_sql(
-                f"SELECT id, text, metadata, -(embedding <#> %(q)s::vector) AS score FROM {table} "
+                f"SELECT {columns}, -(embedding <#> %(q)s::vector) AS score FROM {table} "
                 f"{where} ORDER BY embedding <#> %(q)s::vector LIMIT %(k)s",
                 params,
             ).all()
         )
-    hits = [HitOut(id=r.id, score=float(r.score), text=r.text, metadata=r.metadata) for r in rows]
-    return sorted(hits, key=lambda hit: -hit.score)
+    hits = [
+        HitOut(
+            id=r.id,
+            score=float(r.score),
+            text=r.text,
+            metadata=r.metadata,
+            **(
+                {"chunk_no": r.chunk_no, "span_start": r.span_start, "span_end": r.span_end}
+                if chunked
+                else {}
+            ),
+        )
+        for r in rows
+    ]
+    return sorted(hits, key=lambda hit: (-hit.score, hit.id, hit.chunk_no or 0))
 
 
 @router.post("/{name}/search", response_model_exclude_none=True)
@@ -130,7 +189,13 @@ async def search(name: CollectionName, body: SearchIn, resources: Resources) -> 
             raise WorkerFailed(f"the worker for {collection.manifest_id} sent no lexical weights")
         query_sparse = sparsevec_literal(reply.sparse[0], collection.sparse_dimension)
     ef_search = body.ef_search or resources.settings.search_ef_search
-    fetch = body if body.rerank is None else body.model_copy(update={"k": body.rerank.candidates})
+    # With a reranker, its candidates are chunks (ungrouped): it scores each passage, and the
+    # documents are then grouped by their best reranked chunk.
+    fetch = (
+        body
+        if body.rerank is None
+        else body.model_copy(update={"k": body.rerank.candidates, "group": False})
+    )
     hits = await run_in_threadpool(
         _nearest_rows, resources, collection, reply.vectors[0], query_sparse, fetch, ef_search
     )
@@ -148,6 +213,8 @@ async def search(name: CollectionName, body: SearchIn, resources: Resources) -> 
         for hit, score in zip(hits, scores, strict=True):
             hit.rerank_score = float(score)
         hits.sort(key=lambda hit: -(hit.rerank_score or 0.0))
+        if collection.chunking is not None and body.group:
+            hits = best_chunk_per_document(hits)
     return SearchOut(
         hits=hits[: body.k], model=collection.manifest_id, rerank_model=reranker.manifest_id
     )

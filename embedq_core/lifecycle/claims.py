@@ -18,6 +18,7 @@ from typing import Any
 
 import psycopg
 
+from embedq_core.catalog import Chunking, chunking_of
 from embedq_core.lifecycle.delivery import record_claimed, record_finished
 
 
@@ -50,11 +51,13 @@ class ClaimedBatch:
     # A worker claimed the batch before this claim (a re-send, or its message after a
     # coalesced try): it is embedded alone.
     claimed_before: bool = False
+    # A chunking collection's batch: each item is a document, stored as token windows.
+    chunking: Chunking | None = None
 
 
 # Where a job's vectors go.
 _JOB_TARGET_SQL = """
-SELECT j.collection, j.manifest_id, c.vector_table
+SELECT j.collection, j.manifest_id, c.vector_table, c.chunk_max_tokens, c.chunk_overlap_tokens
 FROM jobs j JOIN collections c ON c.name = j.collection
 WHERE j.id = %(job_id)s
 """
@@ -106,6 +109,7 @@ def claim_batch(
         items,
         claim_record.queued_s if claim_record else None,
         claim_record.claimed_before if claim_record else False,
+        chunking_of(job[3], job[4]),
     )
 
 
@@ -182,21 +186,38 @@ def finish_batch(
     truncated_ids: list[str],
     failures: dict[str, str],
     unchanged_ids: list[str] | None = None,
+    chunk_counts: dict[str, int] | None = None,
 ) -> None:
     """Mark items done or failed, close the batch's delivery record if nothing is left pending,
-    and roll the counts into the job, in the caller's transaction.
+    and roll the counts into the job, in the caller's transaction. `chunk_counts`: a chunking
+    batch's chunks written per document (missing: none, e.g. unchanged or superseded).
 
     Only items still pending change, and the job counters move by exactly that many, so
     running this twice for the same batch is harmless.
     """
-    done = conn.execute(
+    counts = chunk_counts or {}
+    finished = conn.execute(
         """
-        UPDATE job_items SET status = 'done', truncated = external_id = ANY(%s),
-                             unchanged = external_id = ANY(%s), error = NULL, updated_at = now()
-        WHERE job_id = %s AND batch_no = %s AND status = 'pending' AND external_id = ANY(%s)
+        UPDATE job_items i SET status = 'done', truncated = i.external_id = ANY(%s),
+                               unchanged = i.external_id = ANY(%s), error = NULL,
+                               chunks = CASE WHEN %s THEN d.chunks END, updated_at = now()
+        FROM unnest(%s::text[], %s::int[]) AS d(external_id, chunks)
+        WHERE i.job_id = %s AND i.batch_no = %s AND i.status = 'pending'
+          AND i.external_id = d.external_id
+        RETURNING d.chunks
         """,
-        (truncated_ids, unchanged_ids or [], batch.job_id, batch.batch_no, done_ids),
-    ).rowcount
+        (
+            truncated_ids,
+            unchanged_ids or [],
+            chunk_counts is not None,
+            done_ids,
+            [counts.get(i, 0) for i in done_ids],
+            batch.job_id,
+            batch.batch_no,
+        ),
+    ).fetchall()
+    done = len(finished)
+    chunks = sum(r[0] for r in finished)
     failed = 0
     if failures:
         failed = conn.execute(
@@ -216,6 +237,7 @@ def finish_batch(
         UPDATE jobs SET
             done = done + %(done)s,
             failed = failed + %(failed)s,
+            chunks = chunks + %(chunks)s,
             status = CASE
                 WHEN done + %(done)s + failed + %(failed)s < total THEN 'running'
                 WHEN done + %(done)s = 0 THEN 'failed'
@@ -226,5 +248,5 @@ def finish_batch(
             updated_at = now()
         WHERE id = %(job_id)s
         """,
-        {"done": done, "failed": failed, "job_id": batch.job_id},
+        {"done": done, "failed": failed, "chunks": chunks, "job_id": batch.job_id},
     )

@@ -19,7 +19,7 @@ from embedq_core.db import psycopg_connection
 from embedq_core.lifecycle.delivery import record_created, record_enqueued
 from embedq_core.queueing import EMBED_BATCH_TASK, embed_queue
 from embedq_core.staging import copy_rows
-from embedq_core.tables import job_items, jobs
+from embedq_core.tables import collections, job_items, jobs
 from embedq_core.task_batches import task_numbers
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,7 @@ class JobView:
     truncated: int
     unchanged: int
     errors: list[ItemError]
+    chunks: int | None = None  # a chunking collection's job: chunks written
 
 
 def content_hash(text: str) -> bytes:
@@ -161,7 +162,15 @@ def record_and_enqueue(
 
 def get_job(conn: Connection, job_id: uuid.UUID, max_errors: int = 100) -> JobView | None:
     """A job's status, counts and the first max_errors per-item errors."""
-    row = conn.execute(select(jobs).where(jobs.c.id == job_id)).mappings().first()
+    row = (
+        conn.execute(
+            select(jobs, collections.c.chunk_max_tokens)
+            .join(collections, collections.c.name == jobs.c.collection)
+            .where(jobs.c.id == job_id)
+        )
+        .mappings()
+        .first()
+    )
     if row is None:
         return None
     failed_rows = conn.execute(
@@ -187,4 +196,5 @@ def get_job(conn: Connection, job_id: uuid.UUID, max_errors: int = 100) -> JobVi
         truncated=int(flags[0]),
         unchanged=int(flags[1]),
         errors=[ItemError(r.external_id, r.error or "") for r in failed_rows],
+        chunks=None if row["chunk_max_tokens"] is None else int(row["chunks"]),
     )

@@ -164,6 +164,116 @@ def bench_engine(
     )  # fmt: skip
 
 
+@bench.command("profile")
+@click.option(
+    "--shape",
+    type=click.Choice(sorted(SHAPES)),
+    default=None,
+    help="Profile a random-weight model with this architecture (built once, as bench engine).",
+)
+@click.option(
+    "--model-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="An export to profile (default: the bundled MiniLM).",
+)
+@click.option("--int8", is_flag=True, help="With --shape: profile its int8-openvino export.")
+@click.option("--texts", type=int, default=64, show_default=True, help="Bench passages to run.")
+@click.option("--threads", type=int, default=None, help="Engine threads (default: all cores).")
+@click.option(
+    "--out",
+    "out_json",
+    type=click.Path(path_type=Path),
+    default=Path("bench-results/profile.json"),
+    show_default=True,
+)
+def bench_profile(
+    shape: str | None,
+    model_dir: Path | None,
+    int8: bool,
+    texts: int,
+    threads: int | None,
+    out_json: Path,
+) -> None:
+    """Where OpenVINO spends the engine's time on an export (per-node counters): dense layers,
+    attention, LayerNorm, elementwise, reorders and conversions, by kernel."""
+    import os
+    from dataclasses import replace
+
+    from rich.console import Console
+
+    from ops.bench.profile import run_profile
+    from ops.bench.shape_models import ensure_shape_models
+    from ops.devstack.bundled_model import bench_model_dir
+    from workers.engine import EngineConfig
+
+    settings = configure(quiet=True)
+    engine = replace(
+        EngineConfig.from_settings(settings), intra_op_threads=threads or os.cpu_count() or 1
+    )
+    if shape is not None:
+        if model_dir is not None:
+            raise click.UsageError("--shape and --model-dir exclude each other")
+        models = ensure_shape_models(SHAPES[shape], settings.data_dir.resolve() / "models", engine)
+        model_dir = models.int8_dir if int8 else models.fp32_dir
+    elif int8:
+        raise click.UsageError("--int8 goes with --shape; give an INT8 export as --model-dir")
+    else:
+        model_dir = bench_model_dir(settings, model_dir)
+    run_profile(model_dir, engine, texts, out_json, Console())
+
+
+@bench.command("chunking")
+@click.option(
+    "--model-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Export to serve (default: the bundled MiniLM, exported if needed).",
+)
+@click.option("--documents", type=int, default=1000, show_default=True)
+@click.option("--min-chars", type=int, default=2000, show_default=True)
+@click.option("--max-chars", type=int, default=20000, show_default=True)
+@click.option(
+    "--max-tokens",
+    type=int,
+    default=None,
+    help="Chunk size in tokens (default: the model's max length less its 2 special tokens).",
+)
+@click.option("--overlap-tokens", type=int, default=0, show_default=True)
+@click.option(
+    "--out",
+    "out_json",
+    type=click.Path(path_type=Path),
+    default=Path("bench-results/chunking.json"),
+    show_default=True,
+)
+def bench_chunking(
+    model_dir: Path | None,
+    documents: int,
+    min_chars: int,
+    max_chars: int,
+    max_tokens: int | None,
+    overlap_tokens: int,
+    out_json: Path,
+) -> None:
+    """Long documents cut by the worker (a chunking collection) against the same chunks cut
+    by the client: documents/s, chunks/s and tokens/s through the API, a worker and Postgres."""
+    from rich.console import Console
+
+    from embedq_core.catalog import SPECIAL_TOKENS, Chunking
+    from embedq_core.manifest import ModelManifest
+    from ops.bench.chunking import run_chunking_bench
+    from ops.devstack.bundled_model import bench_model_dir
+
+    settings = configure(quiet=True)
+    model_dir = bench_model_dir(settings, model_dir)
+    window = max_tokens or ModelManifest.read(model_dir).max_length - SPECIAL_TOKENS
+    run_chunking_bench(
+        settings, model_dir, documents, min_chars, max_chars, Chunking(window, overlap_tokens),
+        out_json, Console(),
+    )  # fmt: skip
+
+
 @bench.command("migrate")
 @click.option(
     "--model-dir",

@@ -17,19 +17,54 @@ def collections() -> None:
 @collections.command("create")
 @click.argument("name")
 @click.option("--model-dir", type=click.Path(path_type=Path, exists=True), required=True)
-def collections_create(name: str, model_dir: Path) -> None:
+@click.option(
+    "--chunk-max-tokens",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Store each item as token windows of this many of the model's tokens (at most its "
+    "max length less 2); off by default.",
+)
+@click.option(
+    "--chunk-overlap-tokens",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="With --chunk-max-tokens: tokens a chunk shares with the one before it.",
+)
+def collections_create(
+    name: str, model_dir: Path, chunk_max_tokens: int | None, chunk_overlap_tokens: int
+) -> None:
     """Create collection NAME bound to the model exported in MODEL_DIR."""
     settings = configure()
-    from embedq_core.catalog import create_collection, register_model_dir
+    from embedq_core.catalog import (
+        Chunking,
+        InvalidChunking,
+        create_collection,
+        register_model_dir,
+    )
     from embedq_core.db import make_engine
 
+    chunking = None
+    if chunk_max_tokens is not None:
+        chunking = Chunking(chunk_max_tokens, chunk_overlap_tokens)
+    elif chunk_overlap_tokens:
+        raise click.UsageError("--chunk-overlap-tokens needs --chunk-max-tokens")
     engine = make_engine(settings.require_database_url())
     with engine.begin() as conn:
         manifest = register_model_dir(conn, model_dir)
-    collection = create_collection(engine, name, manifest.manifest_id)
+    try:
+        collection = create_collection(engine, name, manifest.manifest_id, chunking)
+    except InvalidChunking as exc:
+        raise click.UsageError(str(exc)) from exc
+    chunks = ""
+    if collection.chunking is not None:
+        chunks = (
+            f", chunks of {collection.chunking.max_tokens} tokens overlapping by "
+            f"{collection.chunking.overlap_tokens}"
+        )
     click.echo(
         f"collection {collection.name}: {collection.manifest_id}, "
-        f"{collection.dimension}-d, table {collection.vector_table}"
+        f"{collection.dimension}-d, table {collection.vector_table}{chunks}"
     )
 
 

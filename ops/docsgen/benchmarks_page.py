@@ -248,6 +248,44 @@ def _vectorize(data: Row) -> tuple[str, str]:
     return data["model"]["source"], intro + "\n\n" + tables
 
 
+def _profile(data: Row) -> tuple[str, str]:
+    categories = [[name, f"{share:.1%}"] for name, share in data["categories"].items()]
+    categories.sort(key=lambda row: -float(row[1].rstrip("%")))
+    top = [
+        [r["node_type"], r["exec_type"], _num(r["nodes"]), _num(r["ms"]), f"{r['share']:.1%}"]
+        for r in data["rows"][:10]
+    ]
+    intro = (
+        f"OpenVINO's per-node counters, {data['precision']} export on {data['backend']}, "
+        f"{data['texts']} bench passages ({data['tokens']:,} tokens) in {data['batches']} engine "
+        f"batches, {data['threads']} threads, `max_batch_tokens` {data['max_batch_tokens']}."
+    )
+    return data["model"], "\n\n".join(
+        [
+            intro,
+            _table(["category", "share"], categories),
+            _table(["node type", "kernel", "nodes", "ms", "share"], top),
+        ]
+    )
+
+
+def _chunking(data: Row) -> tuple[str, str]:
+    rows = [
+        [r["variant"], _num(r["documents"]), _num(r["chunks"]), _num(r["seconds"], 1),
+         _num(r["documents_per_s"], 2), _num(r["chunks_per_s"], 1), _num(r["tokens_per_s"])]
+        for r in data["rows"]
+    ]  # fmt: skip
+    low, high = data["document_chars"]
+    chunking = data["chunking"]
+    intro = (
+        f"Documents of {low:,}–{high:,} characters (bench passages, mostly Chinese), chunks of "
+        f"{chunking['max_tokens']} tokens overlapping by {chunking['overlap_tokens']}, through "
+        "the API, one worker and Postgres; the client's pieces are exactly the worker's chunks."
+    )
+    columns = ["variant", "documents", "chunks", "seconds", "documents/s", "chunks/s", "tokens/s"]
+    return data["model"], intro + "\n\n" + _table(columns, rows)
+
+
 KINDS: dict[str, tuple[str, Callable[[Row], tuple[str, str]]]] = {
     "engine": ("The engine (`embedq bench engine`)", _engine),
     "pipeline": ("The whole path (`embedq bench pipeline`)", _pipeline),
@@ -256,6 +294,8 @@ KINDS: dict[str, tuple[str, Callable[[Row], tuple[str, str]]]] = {
     "rerank": ("Reranking (`embedq bench rerank`)", _rerank),
     "mine": ("Hard-negative mining (`embedq bench mine`)", _mine),
     "vectorize": ("Table vectorizers (`embedq bench vectorize`)", _vectorize),
+    "chunking": ("Long documents (`embedq bench chunking`)", _chunking),
+    "profile": ("Where the engine's time goes (`embedq bench profile`)", _profile),
 }
 
 

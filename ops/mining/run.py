@@ -88,6 +88,11 @@ def _setup(settings: Settings, request: MineRequest, console: Console) -> _Setup
         corpus = get_collection(conn, request.collection)
         if corpus is None:
             raise MiningError(f"no collection {request.collection!r}")
+        if corpus.chunking is not None:
+            raise MiningError(
+                f"{request.collection!r} is a chunking collection: mining reads one row per "
+                "passage; mine an ordinary collection of the passages"
+            )
         manifest = candidate_models(conn, corpus.manifest_id)[0]
     vectors = open_vectors_collection(
         engine, vectors_collection_name(corpus.name, request.vectors_collection), corpus

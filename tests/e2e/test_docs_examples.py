@@ -24,7 +24,7 @@ from pgvector import SparseVector
 from pgvector.psycopg import register_vector
 from psycopg import sql
 
-from embedq_core.catalog import create_collection, register_model_dir
+from embedq_core.catalog import Chunking, create_collection, register_model_dir
 from embedq_core.collection_index import hnsw_index_name
 from embedq_core.db import libpq_url
 from embedq_core.query_protocol import serving_key
@@ -177,6 +177,24 @@ def _hybrid_table(conn: psycopg.Connection[Any], services: ServiceHandle, m3_dir
     return manifest.vocab_size
 
 
+def _chunks_table(conn: psycopg.Connection[Any], services: ServiceHandle) -> None:
+    """The cookbook's chunking collection `manuals` (the BGE-shaped model of `songs`): ten
+    documents of six chunks with unit vectors (the SQL is under test, not the model)."""
+    manifest_id = services.get("/v1/collections/songs").json()["manifest_id"]
+    create_collection(services.engine, "manuals", manifest_id, Chunking(200, 20))
+    conn.execute("TRUNCATE vectors_manuals")
+    with conn.cursor().copy(
+        "COPY vectors_manuals (id, chunk_no, span_start, span_end, text, embedding, manifest_id,"
+        " content_hash) FROM STDIN"
+    ) as copy:
+        for doc in range(10):
+            for chunk in range(6):
+                vector = unit_vector(1024, 900 + doc * 6 + chunk)
+                span = (chunk * 180, chunk * 180 + 200)
+                text = f"manual {doc}, passage {chunk}"
+                copy.write_row((f"manual-{doc}", chunk, *span, text, vector, manifest_id, b"h"))
+
+
 @pytest.mark.parametrize("example", SQL_BLOCKS, ids=[ex.where for ex in SQL_BLOCKS])
 def test_sql_example_runs(example: Example, cookbook: ServiceHandle, tiny_m3_dir: Path) -> None:
     where, fixture, block = example.where, str(example.fixture), example.code
@@ -184,6 +202,9 @@ def test_sql_example_runs(example: Example, cookbook: ServiceHandle, tiny_m3_dir
     with psycopg.connect(url, autocommit=True) as conn:
         register_vector(conn)
         if fixture == "cookbook":
+            dimension = 1024
+        elif fixture == "chunks":
+            _chunks_table(conn, cookbook)
             dimension = 1024
         elif fixture == "hybrid":
             vocab_size = _hybrid_table(conn, cookbook, tiny_m3_dir)

@@ -14,32 +14,11 @@ from sqlalchemy import text
 
 from embedq_core.catalog import create_collection
 from embedq_core.db import libpq_url
-from tests.support import PrivatePipeline, ServiceHandle
+from tests.support import PrivatePipeline, ServiceHandle, fail_first_write_of
 
 OLD_TEXT = "The old wording of the answer, sent first."
 NEW_TEXT = "The new wording of the answer, sent second."
 SAME_TEXT = "A sentence both submissions agree on."
-
-
-def _fail_first_write_of(engine: Any, table: str, item_id: str) -> None:
-    """A trigger that fails the first write of one id: a delivery that fails honestly, in the
-    database, the way a constraint or a trigger of the user's would."""
-    with engine.begin() as conn:
-        conn.execute(text(f"CREATE SEQUENCE {table}_fail_once"))
-        conn.execute(
-            text(
-                f"CREATE FUNCTION {table}_fail_once() RETURNS trigger LANGUAGE plpgsql AS $$"
-                f" BEGIN IF NEW.id = '{item_id}' AND nextval('{table}_fail_once') = 1 THEN"
-                f" RAISE EXCEPTION 'injected: first write of % fails', NEW.id; END IF;"
-                f" RETURN NEW; END $$"
-            )
-        )
-        conn.execute(
-            text(
-                f"CREATE TRIGGER {table}_fail_once BEFORE INSERT OR UPDATE ON {table}"
-                f" FOR EACH ROW EXECUTE FUNCTION {table}_fail_once()"
-            )
-        )
 
 
 def _rows(pipeline: PrivatePipeline, table: str) -> dict[str, dict[str, Any]]:
@@ -59,7 +38,7 @@ def test_an_older_batch_delivered_after_a_newer_one_changes_nothing(
     # delivery and the order of their writes would be the worker's, not the queue's).
     pipeline = private_pipeline("order", coalesce_below_items=0)
     handle = pipeline.handle
-    _fail_first_write_of(handle.engine, "vectors_order", "x")
+    fail_first_write_of(handle.engine, "vectors_order", "x")
 
     # y is stored once, so both later submissions find its text unchanged.
     worker = pipeline.start_worker()

@@ -19,15 +19,22 @@ the poison one spends attempts until it fails.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 
+from embedq_core.catalog import Chunking
 from embedq_core.lifecycle.claims import ClaimedBatch, ClaimedItem, claim_batch
 from embedq_core.lifecycle.delivery import waiting_small_batches
 from embedq_core.task_batches import estimate_tokens
 from workers.context import WorkerContext
 from workers.delivery.db import DbSession, with_db_retry
-from workers.delivery.isolation import Embedded, TextEmbedder, embed_isolating
+from workers.delivery.isolation import (
+    Embedded,
+    TextEmbedder,
+    embed_documents_isolating,
+    embed_isolating,
+)
 from workers.delivery.lock import BatchBusy, BatchLock
 from workers.engine import PreparedTexts
 
@@ -53,8 +60,8 @@ def claim_companions(ctx: WorkerContext, lane: DbSession, primary: ClaimedBatch)
     was claimed)."""
     settings = ctx.settings
     below = settings.coalesce_below_items
-    if below == 0 or len(primary.items) >= below or primary.claimed_before:
-        return []
+    if below == 0 or len(primary.items) >= below or primary.claimed_before or primary.chunking:
+        return []  # (a document is an engine call's worth on its own)
     items = len(primary.items)
     tokens = sum(estimate_tokens(i.text) for i in primary.items)
     try:
@@ -113,26 +120,34 @@ def embed_together(
     embedder: TextEmbedder,
     to_embed: list[list[ClaimedItem]],
     prepared: PreparedTexts | None = None,
+    chunkings: Sequence[Chunking | None] | None = None,
 ) -> list[Embedded]:
     """Embed every batch's items in one call (of `prepared`, texts_together tokenised ahead,
     when given; one text that fails fails alone) and split the result back, one Embedded per
-    batch keyed by external id (ids repeat across jobs)."""
+    batch keyed by external id (ids repeat across jobs). A batch of a chunking collection
+    (`chunkings`, one per batch) has its documents cut into chunks and embedded by chunking's
+    call instead."""
+    kinds = list(chunkings) if chunkings is not None else [None] * len(to_embed)
     keyed = [
         (f"{index}\x00{item.external_id}", item.text)
         for index, items in enumerate(to_embed)
+        if kinds[index] is None
         for item in items
     ]
     together = embed_isolating(embedder, keyed, prepared)
+    for chunking in dict.fromkeys(k for k in kinds if k is not None):
+        documents = [
+            (f"{index}\x00{item.external_id}", item.text)
+            for index, items in enumerate(to_embed)
+            if kinds[index] == chunking
+            for item in items
+        ]
+        together.update(embed_documents_isolating(embedder, documents, chunking))
     split = [Embedded() for _ in to_embed]
-    for key, vector in together.vectors.items():
-        index, external_id = _unkey(key)
-        split[index].vectors[external_id] = vector
-    for key, error in together.errors.items():
-        index, external_id = _unkey(key)
-        split[index].errors[external_id] = error
-    for key, weights in together.sparse.items():
-        index, external_id = _unkey(key)
-        split[index].sparse[external_id] = weights
+    for field in ("vectors", "errors", "sparse", "chunks"):
+        for key, value in getattr(together, field).items():
+            index, external_id = _unkey(key)
+            getattr(split[index], field)[external_id] = value
     return split
 
 

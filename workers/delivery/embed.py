@@ -80,8 +80,8 @@ def tokenise_planned(ctx: WorkerContext, plans: list[Plan]) -> PreparedTexts | N
     only runs the model; None when tokenising ahead is off, when there is nothing to embed, or
     when tokenising failed (the engine call then tokenises, and a text that cannot be embedded
     fails alone)."""
-    if not ctx.tokenise_ahead:
-        return None
+    if not ctx.tokenise_ahead or any(plan.held.batch.chunking for plan in plans):
+        return None  # (documents are tokenised whole, then cut: embed_together does it)
     texts = texts_together([plan.to_embed for plan in plans])
     if not texts:
         return None
@@ -109,7 +109,12 @@ def embed_planned(
         if len(plans) == 1 and plans[0].candidates:  # (one whose items all gave up: no try)
             plans[0].held.lock.run(partial(count_attempt, batch=plans[0].held.batch))
             counted = True
-        embedded = embed_together(ctx.embedder, [plan.to_embed for plan in plans], tokenised)
+        embedded = embed_together(
+            ctx.embedder,
+            [plan.to_embed for plan in plans],
+            tokenised,
+            [plan.held.batch.chunking for plan in plans],
+        )
     except BatchBusy:
         raise  # another worker took the batch over (after a reconnect): its fate is theirs
     except Exception as exc:
@@ -159,7 +164,11 @@ def _plan(ctx: WorkerContext, held: HeldBatch, model_id: str) -> Plan:
     # transaction decides again on locked rows.
     stored = held.lock.run(
         lambda conn: read_stored(
-            conn, batch.vector_table, [i.external_id for i in candidates], lock=False
+            conn,
+            batch.vector_table,
+            [i.external_id for i in candidates],
+            lock=False,
+            documents=batch.chunking is not None,
         )
     )
     to_embed = [

@@ -10,8 +10,10 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
+from embedq_core.catalog import Chunking
 from workers.engine import EmbedResult, PreparedTexts
 from workers.engine.sparse import SparseWeights
+from workers.engine.tokenize import Chunk
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +29,28 @@ class TextEmbedder(Protocol):
         """embed() of texts already tokenised (Embedder.prepare)."""
         raise NotImplementedError
 
+    def chunk(
+        self, documents: list[str], max_tokens: int, overlap_tokens: int
+    ) -> list[list[Chunk]]:
+        """Each document cut into token windows."""
+        raise NotImplementedError
+
+    def prepare_chunks(self, chunks: list[Chunk]) -> PreparedTexts:
+        """Chunks as engine batches, their token ids as they are."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class EmbeddedChunk:
+    """One chunk of a document with its vector (and a sparse model's lexical weights)."""
+
+    chunk_no: int
+    text: str
+    span_start: int
+    span_end: int
+    vector: npt.NDArray[np.float32]
+    sparse: SparseWeights | None
+
 
 @dataclass
 class Embedded:
@@ -36,12 +60,18 @@ class Embedded:
     vectors: dict[str, tuple[npt.NDArray[np.float32], bool]] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
     sparse: dict[str, SparseWeights] = field(default_factory=dict)
+    chunks: dict[str, list[EmbeddedChunk]] = field(default_factory=dict)  # documents' chunks
 
     def update(self, other: Embedded) -> None:
         """Take in the results of another call."""
         self.vectors |= other.vectors
         self.errors |= other.errors
         self.sparse |= other.sparse
+        self.chunks |= other.chunks
+
+    def has_result(self, key: str) -> bool:
+        """Whether the item was embedded (as a text or as a document's chunks)."""
+        return key in self.vectors or key in self.chunks
 
 
 def embed_isolating(
@@ -78,6 +108,56 @@ def embed_isolating(
             out.errors[item[0]] = _reason(exc)
     if not out.vectors:
         raise batch_error
+    return out
+
+
+def embed_documents_isolating(
+    embedder: TextEmbedder, items: Sequence[tuple[str, str]], chunking: Chunking
+) -> Embedded:
+    """Cut (id, document) pairs into chunks and embed every chunk in one call; if that fails,
+    each document alone, so only the documents that fail on their own are reported (as
+    embed_isolating does for texts)."""
+    if not items:
+        return Embedded()
+    try:
+        chunked = embedder.chunk(
+            [text for _, text in items], chunking.max_tokens, chunking.overlap_tokens
+        )
+        flat = [chunk for chunks in chunked for chunk in chunks]
+        return _collect_chunks(items, chunked, embedder.run(embedder.prepare_chunks(flat)))
+    except Exception as exc:
+        if len(items) == 1:
+            raise
+        log.warning("embedding %d documents failed (%s); one by one now", len(items), exc)
+        batch_error = exc
+    out = Embedded()
+    for item in items:
+        try:
+            out.update(embed_documents_isolating(embedder, [item], chunking))
+        except Exception as exc:
+            out.errors[item[0]] = _reason(exc)
+    if not out.chunks:
+        raise batch_error
+    return out
+
+
+def _collect_chunks(
+    items: Sequence[tuple[str, str]], chunked: list[list[Chunk]], result: EmbedResult
+) -> Embedded:
+    out = Embedded()
+    row = 0
+    for (key, _), chunks in zip(items, chunked, strict=True):
+        embedded = []
+        for chunk in chunks:
+            sparse = None if result.sparse is None else result.sparse[row]
+            vector = result.vectors[row]
+            embedded.append(
+                EmbeddedChunk(
+                    chunk.chunk_no, chunk.text, chunk.span_start, chunk.span_end, vector, sparse
+                )
+            )
+            row += 1
+        out.chunks[key] = embedded
     return out
 
 

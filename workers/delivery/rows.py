@@ -52,15 +52,22 @@ class StoredRow:
 
 
 def read_stored(
-    conn: psycopg.Connection[Any], vector_table: str, ids: Sequence[str], lock: bool
+    conn: psycopg.Connection[Any],
+    vector_table: str,
+    ids: Sequence[str],
+    lock: bool,
+    documents: bool = False,
 ) -> dict[str, StoredRow]:
     """The stored rows of ids; with lock, locked FOR UPDATE in id order until the caller's
-    transaction ends, so what is decided from them still holds when the writes run."""
+    transaction ends, so what is decided from them still holds when the writes run. With
+    documents (a chunking collection's table), each document's first chunk, which carries what
+    all its chunks do (the caller locks documents itself: document_rows.lock_documents)."""
     if not ids:
         return {}
+    first_chunk = sql.SQL(" AND chunk_no = 0") if documents else sql.SQL("")
     query = sql.SQL(
-        "SELECT id, seq, content_hash, manifest_id FROM {} WHERE id = ANY(%s) ORDER BY id"
-    ).format(sql.Identifier(vector_table))
+        "SELECT id, seq, content_hash, manifest_id FROM {} WHERE id = ANY(%s){} ORDER BY id"
+    ).format(sql.Identifier(vector_table), first_chunk)
     if lock:
         query += sql.SQL(" FOR UPDATE")
     rows = conn.execute(query, (list(ids),)).fetchall()

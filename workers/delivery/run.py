@@ -27,6 +27,7 @@ from workers.background.watchdog import time_limit
 from workers.context import WorkerContext
 from workers.delivery.coalesce import HeldBatch, claim_companions
 from workers.delivery.db import DbSession, is_transient
+from workers.delivery.document_store import write_document_batch
 from workers.delivery.embed import (
     EmbeddedBatch,
     Plan,
@@ -203,8 +204,10 @@ def _store(ctx: WorkerContext, lane: DbSession, prepared: EmbeddedBatch) -> Batc
             time_limit(ctx.settings.task_time_limit_s, what, backstop=False),
             metrics.stage("write"),
         ):
+            # A chunking collection's documents replace all their chunks at once.
+            write = write_document_batch if batch.chunking is not None else write_batch
             outcome = lock.run(
-                lambda conn: write_batch(
+                lambda conn: write(
                     conn,
                     ctx.embedder,
                     batch,

@@ -21,7 +21,7 @@ from workers.engine.observer import EngineObserver, NoObserver
 from workers.engine.pooling import FloatArray, l2_normalize, pool
 from workers.engine.runtime import ModelSession, open_model_session
 from workers.engine.sparse import SparseWeights, dropped_ids, lexical_weights
-from workers.engine.tokenize import TextTokenizer
+from workers.engine.tokenize import Chunk, TextTokenizer, TokenizedText
 from workers.engine.turns import EngineTurn, halve
 
 log = logging.getLogger(__name__)
@@ -125,11 +125,40 @@ class Embedder:
     ) -> PreparedTexts:
         """Tokenise texts and cut them into padded engine batches, without the engine: a worker
         prepares the next batch on its consumer thread while the engine runs the last one."""
-        observer = self.observer if observed else NoObserver()
         if input_type == "query" and self.manifest.query_instruction:
             texts = [self.manifest.query_instruction + t for t in texts]
         started = time.perf_counter()
         tokenized = self._tokenizer.tokenize(texts)
+        return self._prepare_tokenized(texts, tokenized, started, urgent, observed)
+
+    def chunk(
+        self, documents: list[str], max_tokens: int, overlap_tokens: int
+    ) -> list[list[Chunk]]:
+        """Each document cut into token windows (tokenised once, whole: chunking.py)."""
+        return self._tokenizer.documents.chunk(documents, max_tokens, overlap_tokens)
+
+    @property
+    def special_tokens(self) -> int:
+        """Special tokens the model adds around each text (not part of a chunk's budget)."""
+        return self._tokenizer.documents.special_tokens
+
+    def prepare_chunks(self, chunks: list[Chunk], observed: bool = True) -> PreparedTexts:
+        """Chunks (from chunk()) as padded engine batches, their ids as they are: no chunk is
+        tokenised again."""
+        started = time.perf_counter()
+        return self._prepare_tokenized(
+            [c.text for c in chunks], [c.tokens for c in chunks], started, False, observed
+        )
+
+    def _prepare_tokenized(
+        self,
+        texts: list[str],
+        tokenized: list[TokenizedText],
+        started: float,
+        urgent: bool,
+        observed: bool,
+    ) -> PreparedTexts:
+        observer = self.observer if observed else NoObserver()
         lengths = [len(t.ids) for t in tokenized]
         batches = plan_batches(lengths, self._max_batch_tokens, self._max_batch_size)
         turns = [

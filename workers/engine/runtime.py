@@ -13,7 +13,7 @@ import numpy.typing as npt
 
 from embedq_core.manifest import ModelManifest
 from workers.engine.backend_choice import BackendChoice, choose_backend
-from workers.engine.cancellation import Cancellation
+from workers.engine.cancellation import Cancellation, RunCancelled
 from workers.engine.config import EngineConfig
 from workers.engine.hardware import Hardware, detect_hardware
 
@@ -154,6 +154,9 @@ class OrtSession:
         return [np.asarray(o, dtype=np.float32) for o in binding.copy_outputs_to_cpu()]
 
 
+HEAL_ATTEMPTS = 5  # runs after a cancellation until the graph completes one again
+
+
 class OpenVinoSession:
     """OpenVINO on the CPU reading the same ONNX file; BF16 inference precision on AMX.
 
@@ -186,24 +189,56 @@ class OpenVinoSession:
         self._input_names = {port.get_any_name() for port in compiled.inputs}
         self._outputs = [compiled.output(name) for name in (output_name, *extra_outputs)]
         self.backend = "openvino-bf16" if bf16 else "openvino-fp32"
+        self._unsettled = False  # a run was cancelled since the last one that completed
 
     def run(
         self, input_ids: IntArray, attention_mask: IntArray, token_type_ids: IntArray
     ) -> FloatArray:
         return self.run_all(input_ids, attention_mask, token_type_ids)[0]
 
+    def _heal(self, requests: Sequence[Any]) -> None:
+        """Run a two-token input through each cancelled request until one run completes.
+
+        A run cancelled mid-graph sometimes leaves the graph's dynamic shapes half updated
+        (OpenVINO 2026.4: the next run of another shape can fail shape inference, measured in
+        about 1 of 12 cancellations on the bge-large shape); a run that completes updates every
+        node again. Two tokens cost a few milliseconds even on a large model."""
+        ids = np.zeros((1, 2), dtype=np.int64)
+        feeds = _feeds(self._input_names, ids, np.ones_like(ids), np.zeros_like(ids))
+        for request in requests:
+            for attempt in range(HEAL_ATTEMPTS):
+                try:
+                    request.infer(feeds)
+                    break
+                except RuntimeError:
+                    if attempt == HEAL_ATTEMPTS - 1:
+                        raise
+
     def run_all(
         self, input_ids: IntArray, attention_mask: IntArray, token_type_ids: IntArray
     ) -> list[FloatArray]:
-        feeds = _feeds(self._input_names, input_ids, attention_mask, token_type_ids)
-        result = self._requests[0].infer(feeds)
-        return [np.asarray(result[output], dtype=np.float32) for output in self._outputs]
+        return self.run_all_together([(input_ids, attention_mask, token_type_ids)])[0]
 
     def run_all_together(
         self, batches: Sequence[Padded], cancellation: Cancellation | None = None
     ) -> list[list[FloatArray]]:
-        if cancellation is None and len(batches) == 1:
-            return [self.run_all(*batches[0])]
+        try:
+            outputs = self._run_together(batches, cancellation)
+        except RunCancelled:
+            raise
+        except RuntimeError:
+            if not self._unsettled:
+                raise
+            # Healed after the cancellation, the graph may still refuse another shape once
+            # (_heal): heal again and run once more.
+            self._heal(self._requests[: len(batches)])
+            outputs = self._run_together(batches, cancellation)
+        self._unsettled = False
+        return outputs
+
+    def _run_together(
+        self, batches: Sequence[Padded], cancellation: Cancellation | None
+    ) -> list[list[FloatArray]]:
         requests = self._requests[: len(batches)]
 
         def stop() -> None:
@@ -220,6 +255,9 @@ class OpenVinoSession:
                 except Exception as exc:  # wait for every request before reusing any
                     failure = failure or exc
             if failure is not None:
+                if cancellation is not None and cancellation.cancelled:
+                    self._unsettled = True
+                    self._heal(requests)
                 raise failure
         # Copies: a request's output buffers are reused by its next batch.
         return [
