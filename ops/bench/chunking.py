@@ -22,16 +22,14 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
-from embedq_core.api_keys import create_key
-from embedq_core.catalog import Chunking, create_collection, register_model_dir
-from embedq_core.db import make_engine
+from embedq_core.catalog import Chunking
 from embedq_core.manifest import ModelManifest
 from embedq_core.settings import Settings
-from migrations.schema_upgrade import upgrade_head
 from ops.bench.engine import machine_description, machine_label, source_commit
+from ops.bench.stack_setup import prepare_bench_database
 from ops.data.corpus import load_bench_passages
 from ops.devstack.processes import ChildProcess, start_api, start_worker
-from ops.devstack.stack import EmbeddedStack, free_port
+from ops.devstack.stack import EmbeddedStack
 from workers.engine.tokenize import DocumentTokenizer
 
 FINISHED = {"completed", "completed_with_errors", "failed"}
@@ -113,17 +111,10 @@ def run_chunking_bench(
         EmbeddedStack(settings, Path(data_dir)) as stack,
     ):
         logs = Path(data_dir) / "logs"
-        run_settings = stack.settings().model_copy(
-            update={"model_dir": model_dir, "api_port": free_port()}
+        database = prepare_bench_database(
+            stack, model_dir, {"bench_documents": chunking, "bench_pieces": None}
         )
-        upgrade_head(run_settings.require_database_url())
-        engine = make_engine(run_settings.require_database_url(), pool_size=1)
-        with engine.begin() as conn:
-            manifest = register_model_dir(conn, model_dir)
-            _, api_key = create_key(conn, "bench")
-        create_collection(engine, "bench_documents", manifest.manifest_id, chunking)
-        create_collection(engine, "bench_pieces", manifest.manifest_id)
-        engine.dispose()
+        run_settings, manifest, api_key = database.settings, database.manifest, database.api_key
         try:
             children.append(start_api(run_settings, logs))
             children.append(start_worker(run_settings, logs))

@@ -334,3 +334,31 @@ def test_bench_vectorize_smoke_run(tmp_path: Path, minilm_dir: Path) -> None:
     assert all(r["inserts"] == 50 and r["p95_ms"] >= r["p50_ms"] > 0 for r in report["overhead"])
     (lag,) = report["lag"]
     assert lag["rows"] >= 50 and 0 < lag["lag_p50_s"] <= lag["lag_p95_s"] <= lag["lag_max_s"]
+
+
+def test_bench_chunking_compares_worker_cut_documents_with_client_cut_pieces(
+    tmp_path: Path, minilm_dir: Path
+) -> None:
+    out = tmp_path / "chunking.json"
+    result = _bench(
+        ["chunking", "--model-dir", str(minilm_dir), "--documents", "4", "--min-chars", "600",
+         "--max-chars", "1500", "--max-tokens", "100", "--overlap-tokens", "10",
+         "--out", str(out)]
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["variant"].split(" (")[0] for r in rows] == ["cut by the worker", "cut by the client"]
+    assert rows[0]["documents"] == rows[1]["documents"] == 4
+    assert rows[0]["chunks"] == rows[1]["chunks"] > 4  # each document longer than a window
+    assert all(r["documents_per_s"] > 0 and r["tokens_per_s"] > 0 for r in rows)
+
+
+def test_bench_profile_splits_engine_time_by_node_type(tmp_path: Path, minilm_dir: Path) -> None:
+    out = tmp_path / "profile.json"
+    result = _bench(["profile", "--model-dir", str(minilm_dir), "--texts", "6", "--out", str(out)])
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["texts"] == 6 and report["batches"] >= 1
+    assert abs(sum(report["categories"].values()) - 1.0) < 1e-6
+    assert report["categories"]["dense layers"] > 0.3  # MiniLM's time is mostly its matmuls
+    assert sum(r["ms"] for r in report["rows"]) == pytest.approx(report["total_ms"])

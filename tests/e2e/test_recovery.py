@@ -22,7 +22,7 @@ from embedq_core.lifecycle.jobs import NewItem, create_job
 from embedq_core.queueing import NEW_WORK_PRIORITY, embed_queue, priority_list, queue_depth
 from ops.data.corpus import load_demo_corpus
 from ops.devstack.processes import ChildProcess
-from tests.support import PrivatePipeline, ServiceHandle
+from tests.support import PrivatePipeline, ServiceHandle, fail_first_write_of
 from workers.background.watchdog import EXIT_CODE
 
 ITEMS_PER_JOB = 32
@@ -30,27 +30,6 @@ ITEMS_PER_JOB = 32
 QUEUE_FLOOR = 6
 MAX_STREAM_JOBS = 400
 MAX_STREAM_S = 150.0
-
-
-def _fail_first_write_of(engine: Engine, table: str, item_id: str) -> None:
-    """A trigger that fails the first write of one id (then lets it through): a delivery that
-    fails in the database, as a user's constraint or trigger would make it fail."""
-    with engine.begin() as conn:
-        conn.execute(text(f"CREATE SEQUENCE {table}_fail_once"))
-        conn.execute(
-            text(
-                f"CREATE FUNCTION {table}_fail_once() RETURNS trigger LANGUAGE plpgsql AS $$"
-                f" BEGIN IF NEW.id = '{item_id}' AND nextval('{table}_fail_once') = 1 THEN"
-                f" RAISE EXCEPTION 'injected: first write of % fails', NEW.id; END IF;"
-                f" RETURN NEW; END $$"
-            )
-        )
-        conn.execute(
-            text(
-                f"CREATE TRIGGER {table}_fail_once BEFORE INSERT OR UPDATE ON {table}"
-                f" FOR EACH ROW EXECUTE FUNCTION {table}_fail_once()"
-            )
-        )
 
 
 @dataclass
@@ -140,7 +119,7 @@ def test_lost_batches_recover_while_the_queue_never_empties(
     # on the worker that takes the re-sent message (it jumps the backlog), and the batch itself.
     bound_s = settings.requeue_grace_s + 3 * settings.reconcile_interval_s + 10.0
     engine = pipeline.handle.engine
-    _fail_first_write_of(engine, "vectors_steady", "fails-once")
+    fail_first_write_of(engine, "vectors_steady", "fails-once")
     with engine.connect() as conn:
         manifest_id = conn.execute(
             text("SELECT manifest_id FROM collections WHERE name = 'steady'")

@@ -13,12 +13,12 @@ from typing import Any
 
 import psycopg
 
-from embedq_core.lifecycle.claims import ClaimedBatch, ClaimedItem, finish_batch, pending_ids
+from embedq_core.lifecycle.claims import ClaimedBatch, ClaimedItem, finish_batch
 from workers.delivery.db import is_transient
 from workers.delivery.document_rows import DocumentRows, lock_documents, write_documents
 from workers.delivery.isolation import Embedded, TextEmbedder, embed_documents_isolating
 from workers.delivery.rows import Action, VectorRow, decide, read_stored, refresh_unchanged
-from workers.delivery.store import BatchOutcome
+from workers.delivery.store import BatchOutcome, still_pending
 from workers.telemetry import metrics
 
 
@@ -35,9 +35,7 @@ def write_document_batch(
     if batch.chunking is None:
         raise ValueError(f"{batch.collection} is not a chunking collection")
     with conn.transaction():
-        pending = pending_ids(conn, batch)
-        failures = {k: v for k, v in gave_up.items() if k in pending}
-        items = [i for i in candidates if i.external_id in pending]
+        items, failures = still_pending(conn, batch, candidates, gave_up)
         ids = [i.external_id for i in items]
         lock_documents(conn, batch.vector_table, ids)
         stored = read_stored(conn, batch.vector_table, ids, lock=False, documents=True)

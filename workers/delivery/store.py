@@ -47,6 +47,19 @@ def fail_all(conn: psycopg.Connection[Any], batch: ClaimedBatch, failures: dict[
         finish_batch(conn, batch, [], [], failures)
 
 
+def still_pending(
+    conn: psycopg.Connection[Any],
+    batch: ClaimedBatch,
+    candidates: Sequence[ClaimedItem],
+    gave_up: dict[str, str],
+) -> tuple[list[ClaimedItem], dict[str, str]]:
+    """The candidates still pending, and the give-ups still to record: items another worker
+    finished while this one was reconnecting without the lock drop out."""
+    pending = pending_ids(conn, batch)
+    failures = {k: v for k, v in gave_up.items() if k in pending}
+    return [i for i in candidates if i.external_id in pending], failures
+
+
 def write_batch(
     conn: psycopg.Connection[Any],
     embedder: TextEmbedder,
@@ -59,10 +72,7 @@ def write_batch(
     """One transaction: decide on locked rows, write, refresh, finish. Safe to run again after a
     transient error (it reads everything it decides from afresh)."""
     with conn.transaction():
-        # Items another worker finished while this one was reconnecting without the lock drop out.
-        pending = pending_ids(conn, batch)
-        failures = {k: v for k, v in gave_up.items() if k in pending}
-        items = [i for i in candidates if i.external_id in pending]
+        items, failures = still_pending(conn, batch, candidates, gave_up)
         stored = read_stored(conn, batch.vector_table, [i.external_id for i in items], lock=True)
         actions = {
             i.external_id: decide(i.seq, i.content_hash, stored.get(i.external_id), model_id)
