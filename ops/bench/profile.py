@@ -30,6 +30,7 @@ from workers.engine.tokenize import TextTokenizer
 
 CATEGORIES = {
     "FullyConnected": "dense layers",
+    "FullyConnectedQuantizedLegacy": "dense layers",
     "MatMul": "attention (matmuls)",
     "ScaledDotProductAttention": "attention (fused)",
     "MHA": "attention (fused)",
