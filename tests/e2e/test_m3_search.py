@@ -247,3 +247,50 @@ def test_embeddings_endpoint_returns_sparsevec_text(loaded: Loaded) -> None:
     assert top in {*loaded.ids.values(), "long"}
     refused = services.post("/v1/embeddings", {"model": "docs", "input": "hi", "sparse": True})
     assert refused.status_code == 422 and refused.json()["detail"][0]["loc"] == ["body", "sparse"]
+
+
+def test_a_chunking_collection_stores_weights_per_chunk_and_searches_documents(
+    loaded: Loaded,
+) -> None:
+    """Documents of eight catalogue passages each, cut into small windows: every chunk has its
+    own lexical weights, sparse search answers with the document holding a code, and hybrid
+    has it among its documents."""
+    services = loaded.services
+    created = services.post(
+        "/v1/collections",
+        {
+            "name": "partsdocs",
+            "manifest_id": loaded.manifest.manifest_id,
+            "chunking": {"max_tokens": 24, "overlap_tokens": 4},
+        },
+    )
+    assert created.status_code == 201, created.text
+    passages = list(loaded.ids)
+    documents = {f"doc{d}": ". ".join(passages[d * 8 : d * 8 + 8]) for d in range(6)}
+    items = [{"id": doc_id, "text": text} for doc_id, text in documents.items()]
+    job = services.wait_job(services.submit("partsdocs", items).json()["job_id"])
+    assert job["status"] == "completed" and job["chunks"] > 12, job
+    with services.engine.connect() as conn:
+        missing = conn.exec_driver_sql(
+            "SELECT count(*) FROM vectors_partsdocs WHERE sparse_embedding IS NULL"
+        ).scalar_one()
+    assert missing == 0
+    for row in loaded.rows[:8]:
+        holder = next(d for d, text in documents.items() if row["pos"][0] in text)
+        sparse = _search_collection(services, "partsdocs", row["query"], mode="sparse", k=3)
+        assert sparse[0]["id"] == holder, (row["query"], sparse)
+        # The toy model's dense arm is noise: fused, the holder is among the three documents.
+        hybrid = _search_collection(services, "partsdocs", row["query"], mode="hybrid", k=3)
+        assert holder in {h["id"] for h in hybrid}, (row["query"], hybrid)
+        for hits in (sparse, hybrid):
+            assert all(h["chunk_no"] is not None for h in hits)
+            assert len({h["id"] for h in hits}) == len(hits)  # one hit per document
+
+
+def _search_collection(
+    services: ServiceHandle, collection: str, query: str, **body: Any
+) -> list[dict[str, Any]]:
+    response = services.post(f"/v1/collections/{collection}/search", {"query": query, **body})
+    assert response.status_code == 200, response.text
+    hits: list[dict[str, Any]] = response.json()["hits"]
+    return hits

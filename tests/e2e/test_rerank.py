@@ -153,3 +153,49 @@ def test_search_reranks_its_candidates(
         {"query": QUERY, "k": 5, "rerank": {"model": manifest.manifest_id, "candidates": 3}},
     )
     assert few.status_code == 422 and "candidates" in few.text
+
+
+def test_search_of_a_chunking_collection_reranks_chunks_and_answers_with_documents(
+    services: ServiceHandle, reranker: tuple[Path, ModelManifest], minilm_manifest: ModelManifest
+) -> None:
+    source, manifest = reranker
+    created = services.post(
+        "/v1/collections",
+        {
+            "name": "rerankdocs",
+            "manifest_id": minilm_manifest.manifest_id,
+            "chunking": {"max_tokens": 20, "overlap_tokens": 0},
+        },
+    )
+    assert created.status_code == 201, created.text
+    documents = {
+        f"doc{d}": " ".join(DOCUMENTS[d * 4 : d * 4 + 4]) for d in range(len(DOCUMENTS) // 4)
+    }
+    items = [{"id": doc_id, "text": text} for doc_id, text in documents.items()]
+    job = services.wait_job(services.submit("rerankdocs", items).json()["job_id"])
+    assert job["status"] == "completed", job
+    with services.engine.connect() as conn:
+        chunks = conn.exec_driver_sql(
+            "SELECT id, text FROM vectors_rerankdocs ORDER BY id, chunk_no"
+        ).all()
+    body = services.post(
+        "/v1/collections/rerankdocs/search",
+        {
+            "query": QUERY,
+            "k": 2,
+            "exact": True,
+            "rerank": {"model": manifest.manifest_id, "candidates": len(chunks)},
+        },
+    ).json()
+    # Every chunk scored by the reranker; each document ranked by its best chunk's score.
+    logits = np.array(reference_logits(source, [(QUERY, text) for _, text in chunks], 512))
+    scores = 1 / (1 + np.exp(-logits))
+    best: dict[str, float] = {}
+    for (doc_id, _), score in zip(chunks, scores, strict=True):
+        best[doc_id] = max(best.get(doc_id, 0.0), float(score))
+    expected = sorted(best, key=lambda d: -best[d])[:2]
+    assert [hit["id"] for hit in body["hits"]] == expected
+    np.testing.assert_allclose(
+        [hit["rerank_score"] for hit in body["hits"]], [best[d] for d in expected], atol=1e-4
+    )
+    assert all(hit["chunk_no"] is not None for hit in body["hits"])
