@@ -51,6 +51,10 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     502: _doc("the worker reported an error"),
     503: _doc("Postgres unreachable, or no worker of the model answered; see Retry-After"),
 }
+# Creating a collection again with another model, or with other chunking.
+COLLECTION_CONFLICT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    409: _doc("the collection exists bound to another model, or with other chunking"),
+}
 # /v1/vectorizers changes users' tables: admin keys only, and states that can conflict.
 VECTORIZER_RESPONSES: dict[int | str, dict[str, Any]] = {
     **ERROR_RESPONSES,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, status
 
 from api.deps import Resources
-from api.errors import field_error
+from api.errors import COLLECTION_CONFLICT_RESPONSES, field_error
 from api.json_body import OffLoopJsonRoute
 from api.schemas import ChunkingOut, CollectionIn, CollectionName, CollectionOut
 from embedq_core.catalog import (
@@ -38,7 +38,7 @@ def _out(collection: Collection) -> CollectionOut:
     )
 
 
-@router.post("", status_code=status.HTTP_201_CREATED)
+@router.post("", status_code=status.HTTP_201_CREATED, responses=COLLECTION_CONFLICT_RESPONSES)
 def create(body: CollectionIn, resources: Resources) -> CollectionOut:
     """Create a collection bound to a registered model manifest (idempotent); with `chunking`,
     each item is a document stored as token windows."""
