@@ -248,6 +248,8 @@ class OpenVinoSession:
         with cancellation.stoppable(stop) if cancellation else contextlib.nullcontext():
             for request, batch in zip(requests, batches, strict=True):
                 request.start_async(_feeds(self._input_names, *batch))
+            if cancellation is not None and cancellation.cancelled:
+                stop()  # cancelled before a request had started: cancel what has started now
             failure: Exception | None = None
             for request in requests:
                 try:
