@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -91,24 +91,13 @@ def embed_isolating(
     texts = [text for _, text in items]
     if prepared is not None and list(prepared.texts) != texts:
         raise ValueError("prepared for other texts than these items")
-    try:
-        if prepared is not None:
-            return _collect(items, embedder.run(prepared))
-        return _collect(items, embedder.embed(texts))
-    except Exception as exc:
-        if len(items) == 1:
-            raise
-        log.warning("embedding %d texts failed (%s); embedding them one by one", len(items), exc)
-        batch_error = exc
-    out = Embedded()
-    for item in items:
-        try:
-            out.update(_collect([item], embedder.embed([item[1]])))
-        except Exception as exc:
-            out.errors[item[0]] = _reason(exc)
-    if not out.vectors:
-        raise batch_error
-    return out
+
+    def together(group: Sequence[tuple[str, str]]) -> Embedded:
+        if prepared is not None and len(group) == len(items):
+            return _collect(group, embedder.run(prepared))
+        return _collect(group, embedder.embed([text for _, text in group]))
+
+    return _one_by_one_on_failure(items, together, "texts")
 
 
 def embed_documents_isolating(
@@ -119,24 +108,39 @@ def embed_documents_isolating(
     embed_isolating does for texts)."""
     if not items:
         return Embedded()
-    try:
+
+    def together(group: Sequence[tuple[str, str]]) -> Embedded:
         chunked = embedder.chunk(
-            [text for _, text in items], chunking.max_tokens, chunking.overlap_tokens
+            [text for _, text in group], chunking.max_tokens, chunking.overlap_tokens
         )
         flat = [chunk for chunks in chunked for chunk in chunks]
-        return _collect_chunks(items, chunked, embedder.run(embedder.prepare_chunks(flat)))
+        return _collect_chunks(group, chunked, embedder.run(embedder.prepare_chunks(flat)))
+
+    return _one_by_one_on_failure(items, together, "documents")
+
+
+def _one_by_one_on_failure(
+    items: Sequence[tuple[str, str]],
+    together: Callable[[Sequence[tuple[str, str]]], Embedded],
+    what: str,
+) -> Embedded:
+    """together(items); if that fails, together([item]) for each item, so only the items that
+    fail on their own are reported, each with its error. If none embeds alone either, the
+    input cannot be blamed: the first error is raised."""
+    try:
+        return together(items)
     except Exception as exc:
         if len(items) == 1:
             raise
-        log.warning("embedding %d documents failed (%s); one by one now", len(items), exc)
+        log.warning("embedding %d %s failed (%s); one by one now", len(items), what, exc)
         batch_error = exc
     out = Embedded()
     for item in items:
         try:
-            out.update(embed_documents_isolating(embedder, [item], chunking))
+            out.update(together([item]))
         except Exception as exc:
             out.errors[item[0]] = _reason(exc)
-    if not out.chunks:
+    if not out.vectors and not out.chunks:
         raise batch_error
     return out
 
