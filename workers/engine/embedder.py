@@ -137,11 +137,6 @@ class Embedder:
         """Each document cut into token windows (tokenised once, whole: chunking.py)."""
         return self._tokenizer.documents.chunk(documents, max_tokens, overlap_tokens)
 
-    @property
-    def special_tokens(self) -> int:
-        """Special tokens the model adds around each text (not part of a chunk's budget)."""
-        return self._tokenizer.documents.special_tokens
-
     def prepare_chunks(self, chunks: list[Chunk], observed: bool = True) -> PreparedTexts:
         """Chunks (from chunk()) as padded engine batches, their ids as they are: no chunk is
         tokenised again."""
