@@ -218,6 +218,16 @@ reembed_migrations = Table(
     Column("kind", Text, nullable=False, server_default="migration"),
     Column("text_columns", ARRAY(Text)),
     Column("text_template", Text),
+    # A migration that changes a vectorizer's model names it (schema 0010).
+    Column(
+        "vectorizer",
+        Text,
+        ForeignKey(
+            "reembed_migrations.name",
+            ondelete="SET NULL",
+            name="reembed_migrations_vectorizer_fkey",
+        ),
+    ),
     CheckConstraint(f"status IN {REEMBED_STATUSES}", name="reembed_status_known"),
     CheckConstraint(f"phase IN {REEMBED_PHASES}", name="reembed_phase_known"),
     CheckConstraint(f"kind IN {REEMBED_KINDS}", name="reembed_kind_known"),

@@ -1,121 +1,24 @@
-"""Operator actions on a migration: plan, start, pause, resume, cutover, rollback, finalize."""
+"""Operator actions on a migration: start, pause, resume, cutover, rollback, finalize (and giving
+up a vectorizer's model change)."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-import numpy.typing as npt
 import psycopg
 from celery import Celery
 from psycopg import sql
 
-from embedq_core.manifest import ModelManifest
 from embedq_core.queueing import REEMBED_STEP_TASK, reembed_queue
-from migrations.reembed import ddl
+from migrations.reembed import ddl, model_change
 from migrations.reembed.backfill import new_step_token
 from migrations.reembed.locking import LockPolicy, limit_lock_wait, with_lock_retries
 from migrations.reembed.progress import record_counts
-from migrations.reembed.state import Migration, load, planned_names, set_fields
-from migrations.reembed.target import Target, TargetError, check_migration_name
-from migrations.reembed.text_rule import has_text
-
-SAMPLE_ROWS = 256
+from migrations.reembed.state import Migration, load, set_fields
 
 
 class MigrationStateError(RuntimeError):
     """The action does not fit the migration's current state."""
-
-
-@dataclass(frozen=True)
-class Plan:
-    """What `start` would do, and how long the backfill should take."""
-
-    migration: Migration
-    rows: int
-    sample_rows: int
-    sample_rows_per_s: float
-    estimated_s: float
-    statements: list[str]
-
-
-def draft_migration(
-    target: Target, name: str, new_column: str, manifest: ModelManifest, chunk_size: int
-) -> Migration:
-    """The migration start would record, after checking its names are free."""
-    try:
-        planned = planned_names(target, new_column)
-    except TargetError as exc:
-        raise TargetError(f"{exc}: pick a shorter --new-column") from exc
-    clashes = [c for c in planned if c in target.columns]
-    if clashes and new_column not in target.columns:
-        raise TargetError(f"{target.table} already has column(s) {clashes}: pick --new-column")
-    draft = Migration(
-        name=check_migration_name(name),
-        table_schema=target.schema,
-        table_name=target.table,
-        id_column=target.id_column,
-        id_type=target.id_type,
-        text_column=target.text_column,
-        legacy_column=target.legacy_column,
-        new_column=new_column,
-        manifest_id=manifest.manifest_id,
-        dimension=manifest.dimension,
-        chunk_size=chunk_size,
-        status="planned",
-        phase="keyset",
-        checkpoint=None,
-        cut_over=False,
-        rows_total=0,
-        rows_embedded=0,
-        chunks_done=0,
-        step_token=None,
-        error=None,
-    )
-    ddl.check_new_columns(draft, target.column_types)
-    return draft
-
-
-def plan(
-    conn: psycopg.Connection[Any],
-    target: Target,
-    name: str,
-    new_column: str,
-    manifest: ModelManifest,
-    chunk_size: int,
-    embed: Callable[[list[str]], npt.NDArray[np.float32]],
-) -> Plan:
-    """Count rows, time the engine on a sample of them, and list the DDL start will run."""
-    draft = draft_migration(target, name, new_column, manifest, chunk_size)
-    count = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(target.qualified)).fetchone()
-    rows = int(count[0]) if count else 0
-    sample = [
-        r[0]
-        for r in conn.execute(
-            sql.SQL("SELECT {} FROM {} WHERE {} LIMIT {}").format(
-                sql.Identifier(target.text_column),
-                target.qualified,
-                has_text(target.text_column),
-                sql.Literal(SAMPLE_ROWS),
-            )
-        ).fetchall()
-    ]
-    rate = 0.0
-    if sample:
-        embed(sample[:8])  # warm-up
-        started = time.perf_counter()
-        vectors = embed(sample)
-        rate = len(vectors) / (time.perf_counter() - started)
-    statements = [s.as_string(conn) for s in ddl.start_statements(draft)]
-    statements += [
-        ddl.pending_index_statement(draft).as_string(conn),
-        ddl.hnsw_index_statement(draft).as_string(conn)
-        + "  -- after the backfill, by a worker's maintenance thread",
-    ]
-    return Plan(draft, rows, len(sample), rate, rows / rate if rate else float("inf"), statements)
 
 
 def send_step(celery: Celery, m: Migration, token: str, countdown_s: float = 0.0) -> None:
@@ -164,8 +67,8 @@ def _insert(conn: psycopg.Connection[Any], draft: Migration) -> None:
     conn.execute(
         "INSERT INTO reembed_migrations (name, table_schema, table_name, id_column, id_type,"
         " text_column, legacy_column, new_column, manifest_id, dimension, chunk_size,"
-        " kind, text_columns, text_template, status)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 'running')",
+        " kind, text_columns, text_template, vectorizer, status)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 'running')",
         (
             draft.name,
             draft.table_schema,
@@ -181,6 +84,7 @@ def _insert(conn: psycopg.Connection[Any], draft: Migration) -> None:
             draft.kind,
             draft.text_columns,
             draft.text_template,
+            draft.vectorizer,
         ),
     )
 
@@ -243,13 +147,16 @@ def _swap(
                 )
             if to_cut_over and not force:
                 _check_ready(conn, m)
+            vectorizer = model_change.lock_vectorizer(conn, m)
             # A brief ACCESS EXCLUSIVE lock; readers wait for it (at most the lock timeout
             # while it is not granted), then see one state or the other.
             limit_lock_wait(conn, policy)
             conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(m.table))
-            for statement in ddl.swap_statements(m, to_cut_over):
+            for statement in model_change.swap_statements(m, vectorizer, to_cut_over):
                 conn.execute(statement)
             set_fields(conn, name, cut_over=to_cut_over)
+            if vectorizer is not None:
+                model_change.record_swap(conn, m, vectorizer, to_cut_over)
 
     with_lock_retries(conn, load(conn, name).table, action, policy, attempt)
 
@@ -292,10 +199,12 @@ def rollback(conn: psycopg.Connection[Any], name: str, policy: LockPolicy) -> No
     _swap(conn, name, to_cut_over=False, force=True, policy=policy)
 
 
-def finalize(conn: psycopg.Connection[Any], name: str, policy: LockPolicy) -> None:
-    """Drop the legacy column and the migration's trigger; only after cutover."""
+def finalize(conn: psycopg.Connection[Any], name: str, policy: LockPolicy, celery: Celery) -> None:
+    """Drop the legacy column and the migration's trigger; only after cutover. A vectorizer's
+    model change hands the column to the vectorizer instead, which follows it from then on
+    with the new model (its next step goes to that model's workers)."""
 
-    def attempt() -> None:
+    def attempt() -> tuple[Migration, str | None] | None:
         with conn.transaction():
             m = load(conn, name, lock=True)
             refuse_vectorizer(m, "finalize")
@@ -303,9 +212,43 @@ def finalize(conn: psycopg.Connection[Any], name: str, policy: LockPolicy) -> No
                 raise MigrationStateError(
                     f"{name} is not cut over: finalize would drop live vectors"
                 )
+            vectorizer = model_change.lock_vectorizer(conn, m)
             limit_lock_wait(conn, policy)
-            for statement in ddl.finalize_statements(m):
+            if vectorizer is None:
+                statements = ddl.finalize_statements(m)
+            else:
+                statements = model_change.handover_statements(m, vectorizer)
+            for statement in statements:
                 conn.execute(statement)
             set_fields(conn, name, status="finalized")
+            if vectorizer is None:
+                return None
+            handed = model_change.record_handover(conn, m, vectorizer)
+            record_counts(conn, handed)
+            # Steps of the old model still queued end as stale; the chain goes on from here.
+            running = handed.status == "running"
+            return handed, new_step_token(conn, handed.name) if running else None
 
-    with_lock_retries(conn, load(conn, name).table, "finalize", policy, attempt)
+    handed = with_lock_retries(conn, load(conn, name).table, "finalize", policy, attempt)
+    if handed is not None:
+        vectorizer, token = handed
+        ddl.ensure_pending_index(conn, vectorizer)  # its queued index went with the old column
+        if token is not None:
+            send_step(celery, load(conn, vectorizer.name), token)
+
+
+def abandon_model_change(conn: psycopg.Connection[Any], name: str, policy: LockPolicy) -> None:
+    """Give up a vectorizer's model change that is not cut over: its column and trigger are
+    dropped and its record deleted; the vectorizer goes on with its model."""
+
+    def attempt() -> None:
+        with conn.transaction():
+            m = load(conn, name, lock=True)
+            model_change.check_abandonable(m)
+            limit_lock_wait(conn, policy)
+            for statement in model_change.abandon_statements(m):
+                conn.execute(statement)
+            # Its queued steps find no record and end.
+            conn.execute("DELETE FROM reembed_migrations WHERE name = %s", (name,))
+
+    with_lock_retries(conn, load(conn, name).table, "abandon", policy, attempt)

@@ -19,7 +19,8 @@ from migrations.reembed.state import Columns, Migration
 from migrations.reembed.target import TargetError
 
 
-def _names(m: Migration) -> dict[str, sql.Identifier]:
+def object_names(m: Migration) -> dict[str, sql.Identifier]:
+    """The table, and the trigger, function and indexes the migration names after itself."""
     prefix = m.object_prefix
     return {
         "table": m.table,
@@ -36,8 +37,9 @@ def _names(m: Migration) -> dict[str, sql.Identifier]:
     }
 
 
-def _dirty_function(m: Migration, cols: Columns) -> sql.Composed:
-    n = _names(m)
+def dirty_function(m: Migration, cols: Columns) -> sql.Composed:
+    """The trigger function marking a row stale in `cols` (created or replaced)."""
+    n = object_names(m)
     if m.is_vectorizer and m.queued_column is not None:
         # A vectorizer's writers pay this and an index entry, never an embedding: a changed
         # text clears the vector and stamps the wait's start (status's lag); an inserted row
@@ -101,7 +103,7 @@ def start_statements(m: Migration) -> list[sql.Composed]:
     """Add the new columns and the trigger (one transaction; ADD COLUMN without a default is a
     catalog change only, so it does not rewrite the table). A vectorizer also gets the column
     stamping when a row began to wait, and a trigger on INSERT."""
-    n, cols = _names(m), m.columns
+    n, cols = object_names(m), m.columns
     added = [
         sql.SQL("ADD COLUMN IF NOT EXISTS {} vector({})").format(
             sql.Identifier(cols.new), sql.Literal(m.dimension)
@@ -116,7 +118,7 @@ def start_statements(m: Migration) -> list[sql.Composed]:
         )
     statements = [
         sql.SQL("ALTER TABLE {} {}").format(n["table"], sql.SQL(", ").join(added)),
-        _dirty_function(m, cols),
+        dirty_function(m, cols),
         sql.SQL("DROP TRIGGER IF EXISTS {trigger} ON {table}").format(**n),
         _update_trigger(m),
     ]
@@ -137,14 +139,14 @@ def _update_trigger(m: Migration) -> sql.Composed:
     return sql.SQL(
         "CREATE TRIGGER {trigger} BEFORE UPDATE OF {columns} ON {table} FOR EACH ROW"
         " WHEN ({changed}) EXECUTE FUNCTION {function}()"
-    ).format(columns=source.update_of(), changed=source.changed(), **_names(m))
+    ).format(columns=source.update_of(), changed=source.changed(), **object_names(m))
 
 
 def pending_index_statement(m: Migration) -> sql.Composed:
     """A partial index over rows still to embed, so catch-up and following passes stay cheap
     (built CONCURRENTLY: outside a transaction, without blocking writers). Rows without text
     are left out: they never get a vector, and passes would otherwise walk them forever."""
-    n = _names(m)
+    n = object_names(m)
     return sql.SQL(
         "CREATE INDEX CONCURRENTLY IF NOT EXISTS {pending_index} ON {table} ({id})"
         " WHERE {new} IS NULL AND {has_text}"
@@ -156,7 +158,7 @@ def queued_index_statement(m: Migration) -> sql.Composed | None:
     oldest) is read from its first entry, without a scan."""
     if m.queued_column is None:
         return None
-    n = _names(m)
+    n = object_names(m)
     return sql.SQL(
         "CREATE INDEX CONCURRENTLY IF NOT EXISTS {queued_index} ON {table} ({queued})"
         " WHERE {new} IS NULL AND {has_text}"
@@ -170,7 +172,7 @@ def queued_index_statement(m: Migration) -> sql.Composed | None:
 
 def hnsw_index_statement(m: Migration) -> sql.Composed:
     """The HNSW index on the new vectors; inner-product ops, as the vectors are normalised."""
-    n = _names(m)
+    n = object_names(m)
     return sql.SQL(
         "CREATE INDEX CONCURRENTLY IF NOT EXISTS {hnsw_index} ON {table}"
         " USING hnsw ({new} vector_ip_ops)"
@@ -185,7 +187,7 @@ def drop_invalid_index(
 ) -> bool:
     """A CREATE INDEX CONCURRENTLY killed half-way leaves an invalid index, which the planner
     ignores and IF NOT EXISTS keeps: drop it so the build can be retried."""
-    n = _names(m)
+    n = object_names(m)
     row = conn.execute(
         "SELECT NOT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
         " JOIN pg_namespace s ON s.oid = c.relnamespace WHERE s.nspname = %s AND c.relname = %s",
@@ -214,29 +216,29 @@ def swap_statements(m: Migration, to_cut_over: bool) -> list[sql.Composed]:
     the renamed column; run in one transaction, so readers see one state or the other."""
     before = m.columns
     after = Migration(**{**m.__dict__, "cut_over": to_cut_over}).columns
-    n = _names(m)
-
-    def rename(old: str, new: str) -> sql.Composed:
-        return sql.SQL("ALTER TABLE {} RENAME COLUMN {} TO {}").format(
-            n["table"], sql.Identifier(old), sql.Identifier(new)
-        )
-
     # Legacy first: the new vectors take over its name (or give it back).
     if to_cut_over:
         order = [(before.legacy, after.legacy), (before.new, after.new)]
     else:
         order = [(before.new, after.new), (before.legacy, after.legacy)]
     return [
-        *(rename(a, b) for a, b in order),
-        rename(before.manifest, after.manifest),
-        _dirty_function(m, after),
+        *(rename_column(m, a, b) for a, b in order),
+        rename_column(m, before.manifest, after.manifest),
+        dirty_function(m, after),
     ]
+
+
+def rename_column(m: Migration, old: str, new: str) -> sql.Composed:
+    """ALTER TABLE ... RENAME COLUMN on the migration's table."""
+    return sql.SQL("ALTER TABLE {} RENAME COLUMN {} TO {}").format(
+        m.table, sql.Identifier(old), sql.Identifier(new)
+    )
 
 
 def finalize_statements(m: Migration) -> list[sql.Composed]:
     """After cutover: drop the legacy column and the migration's trigger, function and partial
     index. The new column and its HNSW index stay."""
-    n, cols = _names(m), m.columns
+    n, cols = object_names(m), m.columns
     return [
         sql.SQL("DROP TRIGGER IF EXISTS {trigger} ON {table}").format(**n),
         sql.SQL("DROP FUNCTION IF EXISTS {function}()").format(**n),
@@ -250,7 +252,7 @@ def finalize_statements(m: Migration) -> list[sql.Composed]:
 def drop_statements(m: Migration, drop_columns: bool) -> list[sql.Composed]:
     """A vectorizer dropped: its triggers, function and partial indexes; with drop_columns
     also its vector, manifest and queued columns (and so their HNSW index)."""
-    n, cols = _names(m), m.columns
+    n, cols = object_names(m), m.columns
     statements = [
         sql.SQL("DROP TRIGGER IF EXISTS {trigger} ON {table}").format(**n),
         sql.SQL("DROP TRIGGER IF EXISTS {insert_trigger} ON {table}").format(**n),

@@ -35,6 +35,7 @@ class Progress:
 
     name: str
     table: str
+    manifest_id: str
     status: str
     phase: str
     cut_over: bool
@@ -166,6 +167,7 @@ def progress(conn: psycopg.Connection[Any], name: str, exact: bool = False) -> P
     return Progress(
         name=m.name,
         table=m.display_name(conn),
+        manifest_id=m.manifest_id,
         status=m.status,
         phase=m.phase,
         cut_over=m.cut_over,

@@ -70,6 +70,8 @@ class Migration:
     kind: str = "migration"
     text_columns: list[str] | None = None
     text_template: str | None = None
+    # A migration changing a vectorizer's model: the vectorizer's name (schema 0010).
+    vectorizer: str | None = None
 
     @property
     def is_vectorizer(self) -> bool:

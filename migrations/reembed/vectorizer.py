@@ -16,7 +16,7 @@ import psycopg
 from psycopg import sql
 
 from embedq_core.manifest import ModelManifest
-from migrations.reembed import ddl
+from migrations.reembed import ddl, model_change
 from migrations.reembed.control import MigrationStateError
 from migrations.reembed.locking import LockPolicy, limit_lock_wait, with_lock_retries
 from migrations.reembed.state import Migration, load, stored_template
@@ -136,6 +136,11 @@ def drop(
             m = load(conn, name, lock=True)
             if not m.is_vectorizer:
                 raise MigrationStateError(f"{name} is a re-embedding migration, not a vectorizer")
+            change = model_change.in_flight(conn, name)
+            if change is not None:
+                raise MigrationStateError(
+                    f"{name} has a model change in progress ({change}): finalize it first"
+                )
             limit_lock_wait(conn, policy)
             for statement in ddl.drop_statements(m, drop_columns):
                 conn.execute(statement)

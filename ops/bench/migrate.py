@@ -22,8 +22,9 @@ from embedq_core.db import libpq_url, make_engine
 from embedq_core.manifest import ModelManifest
 from embedq_core.settings import Settings
 from migrations.reembed.backfill import StepOptions, run_step
-from migrations.reembed.control import draft_migration, start
+from migrations.reembed.control import start
 from migrations.reembed.locking import LockPolicy
+from migrations.reembed.planning import draft_migration
 from migrations.reembed.state import load
 from migrations.reembed.target import resolve_target
 from migrations.schema_upgrade import upgrade_head

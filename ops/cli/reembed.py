@@ -93,7 +93,7 @@ def _target_options(fn: Any) -> Any:
 
 def _draft(conn: psycopg.Connection[Any], settings: Settings, **opts: Any) -> Any:
     from embedq_core.manifest import ModelManifest
-    from migrations.reembed.control import draft_migration
+    from migrations.reembed.planning import draft_migration
     from migrations.reembed.target import default_migration_name, resolve_target
 
     target = resolve_target(
@@ -110,7 +110,7 @@ def _draft(conn: psycopg.Connection[Any], settings: Settings, **opts: Any) -> An
 @_target_options
 def plan_cmd(**opts: Any) -> None:
     """Count rows, time the engine on a sample of them, show the DDL `start` will run."""
-    from migrations.reembed.control import plan
+    from migrations.reembed.planning import plan
     from migrations.reembed.target import TargetError
     from workers.engine import Embedder, EngineConfig
 
@@ -194,6 +194,10 @@ def run_control(action: str, name: str, **kwargs: Any) -> None:
                 control.resume(conn, name, make_celery(settings))
             elif action == "pause":
                 control.pause(conn, name)
+            elif action == "finalize":
+                from embedq_core.queueing import make_celery
+
+                control.finalize(conn, name, lock_policy(settings), make_celery(settings))
             else:  # DDL on the user's table: short lock waits, retried
                 getattr(control, action)(conn, name, lock_policy(settings), **kwargs)
         except (control.MigrationStateError, MigrationNotFound, LockTimeout) as exc:

@@ -10,6 +10,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from embedq_core.manifest import ModelManifest
+from embedq_core.settings import Settings
 from ops.cli.config import configure
 from ops.cli.reembed import (
     NAMES_HELP,
@@ -58,8 +60,6 @@ def add_cmd(
 ) -> None:
     """Bind TABLE as vectorizer NAME: backfill its rows, then embed every insert and every
     change of the text, for good."""
-    from embedq_core.catalog import register_model_dir
-    from embedq_core.db import make_engine
     from embedq_core.queueing import make_celery
     from migrations.reembed.control import MigrationStateError, start
     from migrations.reembed.locking import LockTimeout
@@ -68,10 +68,7 @@ def add_cmd(
     from migrations.reembed.vectorizer import draft_vectorizer
 
     settings = configure(quiet=True)
-    engine = make_engine(settings.require_database_url(), pool_size=1)
-    with engine.begin() as sa_conn:
-        manifest = register_model_dir(sa_conn, model_dir)
-    engine.dispose()
+    manifest = _register(settings, model_dir)
     with table_connection(settings) as conn:
         try:
             draft = draft_vectorizer(
@@ -94,6 +91,106 @@ def add_cmd(
         f"{m.template_written or m.text_column} with {m.manifest_id}; {m.rows_total:,} rows"
     )
     click.echo(f"backfilling now; follow it with: embedq vectorize status {m.name}")
+
+
+def _register(settings: Settings, model_dir: Path) -> ModelManifest:
+    """The export's manifest, recorded in the catalog as a worker would."""
+    from embedq_core.catalog import register_model_dir
+    from embedq_core.db import make_engine
+
+    engine = make_engine(settings.require_database_url(), pool_size=1)
+    with engine.begin() as sa_conn:
+        manifest = register_model_dir(sa_conn, model_dir)
+    engine.dispose()
+    return manifest
+
+
+@vectorize.command("change-model")
+@click.argument("name")
+@click.option(
+    "--model",
+    "model_dir",
+    required=True,
+    type=click.Path(path_type=Path, exists=True),
+    help="the new model's export dir",
+)
+@click.option("--new-column", default=None, help="the new vectors' column until cutover")
+@click.option("--migration", "migration_name", default=None, help="the migration's name")
+@click.option("--chunk-size", type=int, default=None, help="rows per step")
+def change_model_cmd(
+    name: str,
+    model_dir: Path,
+    new_column: str | None,
+    migration_name: str | None,
+    chunk_size: int | None,
+) -> None:
+    """Move vectorizer NAME to another model through a re-embedding migration: the new column
+    (default <vector>_next) is backfilled and follows the text while NAME keeps its column
+    fresh; then `embedq reembed verify|cutover|rollback|finalize`, after which NAME follows
+    with the new model. The migration is named <NAME>_change<N> unless --migration."""
+    from embedq_core.queueing import make_celery
+    from migrations.reembed.control import MigrationStateError, start
+    from migrations.reembed.locking import LockTimeout
+    from migrations.reembed.model_change import (
+        ModelChangeError,
+        default_name,
+        draft_model_change,
+    )
+    from migrations.reembed.state import MigrationNotFound, load
+    from migrations.reembed.target import TargetError
+
+    settings = configure(quiet=True)
+    manifest = _register(settings, model_dir)
+    with table_connection(settings) as conn:
+        try:
+            v = load(conn, name)
+            draft = draft_model_change(
+                conn,
+                v,
+                migration_name or default_name(conn, name),
+                new_column or f"{v.new_column}_next",
+                manifest,
+                chunk_size or settings.reembed_chunk_size,
+            )
+            m = start(conn, draft, make_celery(settings), lock_policy(settings))
+        except (
+            MigrationNotFound,
+            ModelChangeError,
+            TargetError,
+            MigrationStateError,
+            LockTimeout,
+        ) as exc:
+            raise fail(exc) from exc
+        shown = m.display_name(conn)
+    click.echo(
+        f"model change {m.name}: {shown}.{m.new_column} fills with {m.manifest_id}"
+        f" ({v.dimension}-d -> {m.dimension}-d); {name} keeps {v.new_column} fresh with"
+        f" {v.manifest_id} until finalize"
+    )
+    click.echo(
+        f"next: embedq reembed status {m.name} --watch; embedq reembed verify {m.name}"
+        f" --model DIR; embedq reembed cutover {m.name} (rollback {m.name} to go back);"
+        f" embedq reembed finalize {m.name}"
+    )
+
+
+@vectorize.command("abandon-change")
+@click.argument("migration")
+def abandon_change_cmd(migration: str) -> None:
+    """Give up a model change that is not cut over: its column and trigger are dropped; the
+    vectorizer goes on with its model."""
+    from migrations.reembed.control import abandon_model_change
+    from migrations.reembed.locking import LockTimeout
+    from migrations.reembed.model_change import ModelChangeError
+    from migrations.reembed.state import MigrationNotFound
+
+    settings = configure(quiet=True)
+    with table_connection(settings) as conn:
+        try:
+            abandon_model_change(conn, migration, lock_policy(settings))
+        except (ModelChangeError, MigrationNotFound, LockTimeout) as exc:
+            raise fail(exc) from exc
+    click.echo(f"{migration}: abandoned; its column and trigger are dropped")
 
 
 @vectorize.command("list")
@@ -119,9 +216,9 @@ def list_cmd() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
 def status_cmd(name: str, as_json: bool) -> None:
     """Rows, pending, lag, rate, phase, and the rows the table refused."""
-    from migrations.reembed import row_failures
+    from migrations.reembed import model_change, row_failures
     from migrations.reembed.progress import progress
-    from migrations.reembed.state import MigrationNotFound
+    from migrations.reembed.state import MigrationNotFound, load
 
     settings = configure(quiet=True)
     with table_connection(settings) as conn:
@@ -130,8 +227,11 @@ def status_cmd(name: str, as_json: bool) -> None:
         except MigrationNotFound as exc:
             raise fail(exc) from exc
         failures = row_failures.latest(conn, name)
+        change = model_change.in_flight(conn, name)
+        change_state = None if change is None else load(conn, change)
     if as_json:
         out = figures.as_dict()
+        out["model_change"] = change
         out["failures"] = [
             {
                 "row": f.row_key,
@@ -146,6 +246,12 @@ def status_cmd(name: str, as_json: bool) -> None:
         return
     console = Console()
     print_status(console, figures)
+    if change_state is not None:
+        stage = "cut over" if change_state.cut_over else change_state.phase
+        console.print(
+            f"model change in progress: {change} to {change_state.manifest_id} ({stage});"
+            f" embedq reembed status {change}"
+        )
     if failures:
         table = Table("row", "attempts", "state", "error", title="rows the table refused")
         for f in failures:

@@ -8,10 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from embedq_core.catalog import register_model_dir
 from ops.data.corpus import load_demo_corpus
 from tests.e2e.reembed_harness import CHUNK, LOCK_TIMEOUT_S, ReembedEnv
+from tests.e2e.vectorize_harness import LOCK_TIMEOUT_S as VECTORIZE_LOCK_TIMEOUT_S
+from tests.e2e.vectorize_harness import VectorizeEnv
 from tests.model_factory import build_tiny_albert
-from tests.support import ServiceHandle
+from tests.support import ServiceHandle, make_manifest_variant
 
 
 @pytest.fixture(scope="module")
@@ -75,3 +78,37 @@ def env(services: ServiceHandle, tiny_bge_dir: Path, tmp_path: Path) -> Iterator
         traffic.stop()
     for worker in environment.workers:
         worker.stop()
+
+
+@pytest.fixture
+def venv(services: ServiceHandle, minilm_dir: Path, tmp_path: Path) -> Iterator[VectorizeEnv]:
+    """A MiniLM export under its own manifest id, so only this test's workers serve it."""
+    model_dir = tmp_path / "minilm-vectorize"
+    manifest = make_manifest_variant(minilm_dir, model_dir, source_revision="test-vectorize")
+    settings = services.settings.model_copy(
+        update={
+            "model_dir": model_dir,
+            "reembed_chunk_size": 256,
+            "reembed_follow_interval_s": 0.3,
+            "reconcile_interval_s": 1.0,
+            "requeue_grace_s": 2.0,
+            "reembed_maintenance_work_mem": "64MB",
+            "reembed_step_retry_delay_s": 0.2,
+            "reembed_max_row_attempts": 3,
+            "reembed_row_retry_delay_s": 0.3,
+            "reembed_lock_timeout_s": VECTORIZE_LOCK_TIMEOUT_S,
+            "reembed_index_poll_interval_s": 0.3,
+        }
+    )
+    with services.engine.begin() as conn:  # as a worker or `embedq vectorize add` does
+        register_model_dir(conn, model_dir)
+    env = VectorizeEnv(settings, model_dir, manifest, tmp_path)
+    yield env
+    for worker in env.workers:
+        worker.stop()
+    with env.connect() as conn:  # no chain of this test's model left for the reconciler to revive
+        conn.execute(
+            "UPDATE reembed_migrations SET status = 'paused' WHERE manifest_id = %s"
+            " AND status = 'running'",
+            (manifest.manifest_id,),
+        )

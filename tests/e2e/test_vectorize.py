@@ -8,247 +8,30 @@ refuses are retried, parked and released without holding up the rest; drop; bad 
 from __future__ import annotations
 
 import json
-import random
-import subprocess
-import sys
-import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
-import psycopg
-import pytest
 import redis
-from pgvector.psycopg import register_vector
 
 from api.metrics import StoreMetrics
 from embedq_core.api_keys import create_key
-from embedq_core.catalog import register_model_dir
-from embedq_core.db import libpq_url, make_engine
-from embedq_core.manifest import ModelManifest
+from embedq_core.db import make_engine
 from embedq_core.queueing import make_redis
-from embedq_core.settings import Settings
-from migrations.reembed.progress import progress
-from ops.data.corpus import load_demo_corpus
-from ops.devstack.processes import ChildProcess, process_env, start_worker
-from tests.support import ServiceHandle, make_manifest_variant, wait_for
-from workers.engine import Embedder, EngineConfig
+from tests.e2e.vectorize_harness import (
+    NAME,
+    TEMPLATE,
+    VectorizeEnv,
+    Writer,
+    assert_exactly_right,
+    has_text,
+    make_table,
+)
+from tests.support import ServiceHandle
 
 ROWS = 20_000
-NAME = "lyrics_vec"
-TEMPLATE = "{title}\\n{body}"
-# The writer's lock_timeout: the DDL lock timeout's default, the longest a product statement
-# may wait behind embedq (a chunk's UPDATE holds the rows it writes until it commits).
-LOCK_TIMEOUT_S = 2.0
 WRITER_S = 60.0
 CHAOS_ROUNDS = 4
-
-
-def render(title: str | None, body: str | None) -> str:
-    return f"{title or ''}\n{body or ''}"
-
-
-def has_text(title: str | None, body: str | None) -> bool:
-    return any(v is not None and v.strip() != "" for v in (title, body))
-
-
-@dataclass
-class VectorizeEnv:
-    settings: Settings
-    model_dir: Path
-    manifest: ModelManifest
-    log_dir: Path
-    workers: list[ChildProcess] = field(default_factory=list)
-
-    def connect(self) -> psycopg.Connection[Any]:
-        conn = psycopg.connect(libpq_url(self.settings.require_database_url()), autocommit=True)
-        register_vector(conn)
-        return conn
-
-    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [sys.executable, "-m", "ops.cli.main", *args],
-            env=process_env(self.settings), capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
-        if check:
-            assert result.returncode == 0, result.stdout + result.stderr
-        return result
-
-    def start_worker(self) -> ChildProcess:
-        worker = start_worker(self.settings, self.log_dir, name=f"vworker{len(self.workers)}")
-        self.workers.append(worker)
-        return worker
-
-    def figures(self, name: str = NAME) -> dict[str, Any]:
-        with self.connect() as conn:
-            return progress(conn, name).as_dict()
-
-    def wait(self, predicate: Any, what: str, timeout_s: float = 300) -> None:
-        wait_for(predicate, timeout_s, what, self.workers, poll_s=0.1, tail_lines=40)
-
-    def engine_reads(self, name: str = NAME) -> int:
-        """Texts the steps sent to the engine in committed chunks."""
-        with self.connect() as conn:
-            row = conn.execute(
-                "SELECT coalesce(sum(rows_read), 0) FROM reembed_chunks WHERE migration = %s",
-                (name,),
-            ).fetchone()
-        return int(row[0]) if row else 0
-
-
-@pytest.fixture
-def venv(services: ServiceHandle, minilm_dir: Path, tmp_path: Path) -> Iterator[VectorizeEnv]:
-    """A MiniLM export under its own manifest id, so only this test's workers serve it."""
-    model_dir = tmp_path / "minilm-vectorize"
-    manifest = make_manifest_variant(minilm_dir, model_dir, source_revision="test-vectorize")
-    settings = services.settings.model_copy(
-        update={
-            "model_dir": model_dir,
-            "reembed_chunk_size": 256,
-            "reembed_follow_interval_s": 0.3,
-            "reconcile_interval_s": 1.0,
-            "requeue_grace_s": 2.0,
-            "reembed_maintenance_work_mem": "64MB",
-            "reembed_step_retry_delay_s": 0.2,
-            "reembed_max_row_attempts": 3,
-            "reembed_row_retry_delay_s": 0.3,
-            "reembed_lock_timeout_s": LOCK_TIMEOUT_S,
-            "reembed_index_poll_interval_s": 0.3,
-        }
-    )
-    with services.engine.begin() as conn:  # as a worker or `embedq vectorize add` does
-        register_model_dir(conn, model_dir)
-    env = VectorizeEnv(settings, model_dir, manifest, tmp_path)
-    yield env
-    for worker in env.workers:
-        worker.stop()
-    with env.connect() as conn:  # no chain of this test's model left for the reconciler to revive
-        conn.execute(
-            "UPDATE reembed_migrations SET status = 'paused' WHERE manifest_id = %s"
-            " AND status = 'running'",
-            (manifest.manifest_id,),
-        )
-
-
-# Short texts (the demo sentences) and a few titles: the rendered texts repeat, so checking
-# every row embeds each distinct text once.
-TITLES = ["ballad", "rock", "民谣", "流行", "jazz", "摇滚", "folk", "说唱"]
-
-
-def _texts() -> list[str]:
-    return [t for _, t in load_demo_corpus()]
-
-
-Rows = dict[int, tuple[str | None, str | None]]
-
-
-def make_table(
-    env: VectorizeEnv, table: str, rows: int
-) -> dict[int, tuple[str | None, str | None]]:
-    """lyrics(id, title, body, plays): titles and bodies from the bundled corpora, a few rows
-    with nothing to embed."""
-    texts = _texts()
-    data: Rows = {}
-    for i in range(1, rows + 1):
-        if i % 997 == 0:
-            data[i] = (None, " \u3000") if i % 2 else ("", None)
-        else:
-            data[i] = (TITLES[i % len(TITLES)], texts[(i * 7) % len(texts)])
-    with env.connect() as conn:
-        conn.execute(f"DROP TABLE IF EXISTS {table}")
-        conn.execute(
-            f"CREATE TABLE {table} (id bigint PRIMARY KEY, title text, body text,"
-            " plays integer NOT NULL DEFAULT 0)"
-        )
-        with conn.cursor().copy(f"COPY {table} (id, title, body) FROM STDIN") as copy:
-            for row_id, (title, body) in data.items():
-                copy.write_row((row_id, title, body))
-    return data
-
-
-def expected(env: VectorizeEnv, texts: list[str]) -> np.ndarray:
-    embedder = Embedder.from_model_dir(env.model_dir, EngineConfig.from_settings(env.settings))
-    return embedder.embed(texts).vectors
-
-
-def assert_exactly_right(env: VectorizeEnv, table: str) -> int:
-    """Every row with text holds its current text's vector from this model; the others none.
-    Returns the rows checked."""
-    with env.connect() as conn:
-        rows = conn.execute(
-            f"SELECT id, title, body, embedding, embedding_manifest FROM {table}"
-        ).fetchall()
-    with_text = [r for r in rows if has_text(r[1], r[2])]
-    assert all(r[3] is None and r[4] is None for r in rows if not has_text(r[1], r[2]))
-    missing = [r[0] for r in with_text if r[3] is None or r[4] != env.manifest.manifest_id]
-    assert not missing, f"{len(missing)} rows with text lack their vector, e.g. {missing[:5]}"
-    stored = np.stack([r[3].to_numpy() for r in with_text])
-    texts = [render(r[1], r[2]) for r in with_text]
-    distinct = list(dict.fromkeys(texts))
-    vector_of = dict(zip(distinct, expected(env, distinct), strict=True))
-    fresh = np.stack([vector_of[t] for t in texts])
-    cosines = np.sum(stored * fresh, axis=1)
-    worst = int(cosines.argmin())
-    assert cosines[worst] >= 0.9999, (with_text[worst][0], float(cosines[worst]))
-    return len(with_text)
-
-
-@dataclass
-class Writer:
-    """The product: inserts, text updates, other-column updates, text cleared, deletes; each
-    statement under the lock timeout, timed."""
-
-    env: VectorizeEnv
-    table: str
-    next_id: int
-    counts: dict[str, int] = field(default_factory=dict)
-    errors: list[str] = field(default_factory=list)
-    worst_s: float = 0.0
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        rng = random.Random(5)
-        texts = _texts()
-        t = self.table
-        with self.env.connect() as conn:
-            conn.execute(f"SET lock_timeout = '{int(LOCK_TIMEOUT_S * 1000)}ms'")
-            while not self._stop.is_set():
-                kind = rng.choice(["insert", "text", "other", "other", "clear", "delete"])
-                row_id = rng.randint(1, self.next_id - 1)
-                body = f"{rng.choice(texts)} ({rng.randint(0, 20)})"
-                statements = {
-                    "insert": (f"INSERT INTO {t} (id, title, body) VALUES (%s, %s, %s)",
-                               (self.next_id, rng.choice(TITLES), body)),
-                    "text": (f"UPDATE {t} SET body = %s WHERE id = %s", (body, row_id)),
-                    "other": (f"UPDATE {t} SET plays = plays + 1 WHERE id = %s", (row_id,)),
-                    "clear": (f"UPDATE {t} SET title = '', body = NULL WHERE id = %s", (row_id,)),
-                    "delete": (f"DELETE FROM {t} WHERE id = %s", (row_id,)),
-                }  # fmt: skip
-                sql_text, params = statements[kind]
-                started = time.monotonic()
-                try:
-                    conn.execute(sql_text, params)
-                except psycopg.Error as exc:
-                    self.errors.append(f"{kind}: {exc}")
-                self.worst_s = max(self.worst_s, time.monotonic() - started)
-                self.counts[kind] = self.counts.get(kind, 0) + 1
-                if kind == "insert":
-                    self.next_id += 1
-                self._stop.wait(0.005)
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
 
 
 def test_a_bound_table_follows_writes_through_kills_and_a_flushed_broker(

@@ -12,8 +12,8 @@ from embedq_core.manifest import ModelManifest
 from embedq_core.settings import Settings
 from migrations.reembed.attempts import MAX_RETRY_DELAY_S, describe, retry_delay_s
 from migrations.reembed.backfill import StepOptions
-from migrations.reembed.control import draft_migration
 from migrations.reembed.locking import LockPolicy
+from migrations.reembed.planning import draft_migration
 from migrations.reembed.target import (
     MIGRATION_NAME_RE,
     Target,
