@@ -12,8 +12,9 @@ from api.body_limit import App, Receive, Scope, Send
 from api.errors import DATABASE_UNAVAILABLE, error_response, field_error
 from embedq_core.api_keys import verify_key
 
-# Every route of the API proper; health, metrics (its own token) and the docs are open.
-PROTECTED_PREFIX = "/v1/"
+# Every route of the API proper (/v2/: Cohere's v2 rerank path); health, metrics (its own
+# token) and the docs are open.
+PROTECTED_PREFIXES = ("/v1/", "/v2/")
 UNAUTHORIZED = "missing, invalid or revoked API key (Authorization: Bearer <key>)"
 # Where ApiKeyGate leaves the key it verified, for require_api_key (request.state.api_key_id).
 STATE_KEY = "api_key_id"
@@ -36,7 +37,7 @@ class ApiKeyGate:
         self.retry_after_s = retry_after_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not str(scope["path"]).startswith(PROTECTED_PREFIX):
+        if scope["type"] != "http" or not str(scope["path"]).startswith(PROTECTED_PREFIXES):
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])

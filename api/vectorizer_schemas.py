@@ -68,6 +68,7 @@ class VectorizerOut(BaseModel):
 
     name: str
     table: str
+    manifest_id: str = Field(description="the model embedding the column now")
     kind: str
     status: str
     phase: str

@@ -228,6 +228,8 @@ reembed_migrations = Table(
             name="reembed_migrations_vectorizer_fkey",
         ),
     ),
+    # A model with a sparse head: the sparsevec dimension of `<vector>_sparse` (schema 0010).
+    Column("sparse_dimension", Integer),
     CheckConstraint(f"status IN {REEMBED_STATUSES}", name="reembed_status_known"),
     CheckConstraint(f"phase IN {REEMBED_PHASES}", name="reembed_phase_known"),
     CheckConstraint(f"kind IN {REEMBED_KINDS}", name="reembed_kind_known"),

@@ -12,15 +12,17 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
+from pgvector.psycopg import register_vector
 from sqlalchemy import Engine, text
 
 from embedq_core.catalog import create_collection, get_collection, register_model_dir
-from embedq_core.db import make_engine
+from embedq_core.db import libpq_url, make_engine
 from embedq_core.lifecycle.jobs import NewItem, create_job
 from embedq_core.manifest import MANIFEST_FILENAME, ModelManifest
 from embedq_core.queueing import embed_queue, make_redis, queue_depth
 from embedq_core.settings import Settings
-from ops.devstack.processes import ChildProcess, start_worker
+from ops.devstack.processes import ChildProcess, process_env, start_worker
 from workers.engine import EngineConfig
 
 FINISHED = {"completed", "completed_with_errors", "failed"}
@@ -251,3 +253,28 @@ def fail_first_write_of(engine: Any, table: str, item_id: str) -> None:
                 f" FOR EACH ROW EXECUTE FUNCTION {table}_fail_once()"
             )
         )
+
+
+@dataclass
+class TableCliEnv:
+    """A test of the user's own tables: an autocommit connection with pgvector types, and
+    the `embedq` command run as a user would, with the test's settings in its environment."""
+
+    settings: Settings
+
+    def connect(self) -> psycopg.Connection[Any]:
+        conn = psycopg.connect(libpq_url(self.settings.require_database_url()), autocommit=True)
+        register_vector(conn)
+        return conn
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [sys.executable, "-m", "ops.cli.main", *args],
+            env=process_env(self.settings),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        if check:
+            assert result.returncode == 0, result.stdout + result.stderr
+        return result

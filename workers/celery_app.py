@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import logging
 
-import numpy as np
-import numpy.typing as npt
 from celery import Celery
 from celery.exceptions import Reject
 
@@ -18,6 +16,7 @@ from embedq_core.queueing import (
     reembed_queue,
 )
 from migrations.reembed.backfill import StepOptions, run_step, step_is_current
+from migrations.reembed.chunk_io import Encoded
 from workers.background.watchdog import time_limit
 from workers.context import WorkerContext
 from workers.delivery.db import with_db_retry
@@ -37,8 +36,9 @@ class EmbedderSource:
         self.manifest_id = ctx.embedder.manifest.manifest_id
         self._embedder = ctx.embedder
 
-    def vectors(self, texts: list[str]) -> npt.NDArray[np.float32]:
-        return self._embedder.embed(texts).vectors
+    def encode(self, texts: list[str]) -> Encoded:
+        result = self._embedder.embed(texts)
+        return Encoded(result.vectors, result.sparse)
 
 
 def build_worker_app(ctx: WorkerContext) -> Celery:

@@ -21,10 +21,13 @@ from api.rerank_schemas import (
 )
 from api.validation import check_text_chars
 
-router = APIRouter(prefix="/v1", tags=["query"], route_class=OffLoopJsonRoute)
+router = APIRouter(tags=["query"], route_class=OffLoopJsonRoute)
 
 
-@router.post("/rerank", response_model_exclude_none=True)
+# /v2/rerank is the path Cohere's v2 client (cohere.ClientV2) posts to; the body and answer are
+# the same (v2 sends no return_documents, and ignores the documents we return), as in vLLM.
+@router.post("/v1/rerank", response_model_exclude_none=True)
+@router.post("/v2/rerank", response_model_exclude_none=True)
 async def rerank(body: RerankIn, resources: Resources, response: Response) -> RerankOut:
     """Order documents by relevance to the query (the shape Cohere, Jina and vLLM share)."""
     settings = resources.settings

@@ -17,8 +17,6 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-import numpy as np
-import numpy.typing as npt
 import psycopg
 from psycopg.types.json import Jsonb
 
@@ -38,8 +36,8 @@ class VectorSource(Protocol):
 
     manifest_id: str
 
-    def vectors(self, texts: list[str]) -> npt.NDArray[np.float32]:
-        """Unit-length vectors of texts, in order."""
+    def encode(self, texts: list[str]) -> chunk_io.Encoded:
+        """Unit-length vectors of texts, in order (and their weights, for a sparse model)."""
 
 
 @dataclass(frozen=True)
@@ -180,7 +178,7 @@ def _chunk(
             fields["error"] = None
         if rows:
             written, _ = chunk_io.write_chunk(
-                conn, m, rows, source.vectors([text for _, text in rows]), options.rows
+                conn, m, rows, source.encode([text for _, text in rows]), options.rows
             )
             chunk_io.log_chunk(conn, m, rows, written, time.perf_counter() - started)
             fields.update(

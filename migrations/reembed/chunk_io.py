@@ -3,19 +3,41 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import psycopg
+from pgvector import SparseVector
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from embedq_core.sparse_vectors import SparseWeights, top_weights
 from embedq_core.staging import copy_to_stage
 from migrations.reembed import row_failures
 from migrations.reembed.state import Migration
 
 STAGE = "embedq_reembed_stage"
+# A sparse model's chunks stage their weights too: a stage of their own (a temp table keeps the
+# columns it was created with).
+SPARSE_STAGE = "embedq_reembed_stage_sparse"
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """A chunk's unit vectors, in order, and each text's lexical weights where the model has a
+    sparse head (None: a dense model)."""
+
+    dense: npt.NDArray[np.float32]
+    sparse: list[SparseWeights] | None = None
+
+    def row(self, index: int) -> Encoded:
+        """The one row at index, as a chunk of its own."""
+        return Encoded(
+            self.dense[index : index + 1],
+            None if self.sparse is None else [self.sparse[index]],
+        )
 
 
 def json_key(value: Any) -> Any:
@@ -57,30 +79,37 @@ def write_vectors(
     conn: psycopg.Connection[Any],
     m: Migration,
     rows: list[tuple[Any, str]],
-    vectors: npt.NDArray[np.float32],
+    encoded: Encoded,
 ) -> int:
-    """Set the new vector where the text is still the one embedded (a text changed meanwhile
-    keeps NULL and is caught up later). Returns rows written."""
-    copy_to_stage(
-        conn,
-        STAGE,
-        [("id", "text"), ("embedding", "vector"), ("text_md5", "text")],
-        (
-            (str(row_id), vector, text_md5(text))
-            for (row_id, text), vector in zip(rows, vectors, strict=True)
-        ),
-    )
+    """Set the new vector (and weights) where the text is still the one embedded (a text changed
+    meanwhile keeps NULL and is caught up later). Returns rows written."""
+    cols = m.columns
+    columns = [("id", "text"), ("embedding", "vector"), ("text_md5", "text")]
+    values: list[list[Any]] = [
+        [str(row_id), vector, text_md5(text)]
+        for (row_id, text), vector in zip(rows, encoded.dense, strict=True)
+    ]
+    stage, assign_sparse = STAGE, sql.Composed([])
+    if cols.sparse is not None:
+        if encoded.sparse is None or m.sparse_dimension is None:
+            raise ValueError(f"{m.name} stores lexical weights; the model gave none")
+        columns.append(("sparse", "sparsevec"))
+        for value, weights in zip(values, encoded.sparse, strict=True):
+            value.append(SparseVector(top_weights(weights), m.sparse_dimension))
+        stage = SPARSE_STAGE
+        assign_sparse = sql.SQL(", {} = s.sparse").format(sql.Identifier(cols.sparse))
+    copy_to_stage(conn, stage, columns, values)
     with conn.cursor() as cur:
-        cols = m.columns
         cur.execute(
             sql.SQL(
-                "UPDATE {table} t SET {new} = s.embedding, {manifest} = %s FROM {stage} s"
+                "UPDATE {table} t SET {new} = s.embedding, {manifest} = %s{sparse} FROM {stage} s"
                 " WHERE t.{id} = s.id::{id_type} AND md5({text}) = s.text_md5"
             ).format(
                 table=m.table,
                 new=sql.Identifier(cols.new),
                 manifest=sql.Identifier(cols.manifest),
-                stage=sql.Identifier(STAGE),
+                sparse=assign_sparse,
+                stage=sql.Identifier(stage),
                 id=sql.Identifier(m.id_column),
                 id_type=m.id_type_sql,
                 text=m.text_source.expression("t"),
@@ -94,7 +123,7 @@ def write_chunk(
     conn: psycopg.Connection[Any],
     m: Migration,
     rows: list[tuple[Any, str]],
-    vectors: npt.NDArray[np.float32],
+    encoded: Encoded,
     options: row_failures.RowFailureOptions,
 ) -> tuple[int, int]:
     """write_vectors for the chunk; if the table refuses the write, row by row, each under a
@@ -102,7 +131,7 @@ def write_chunk(
     Returns (rows written, rows refused)."""
     try:
         with conn.transaction():
-            written = write_vectors(conn, m, rows, vectors)
+            written = write_vectors(conn, m, rows, encoded)
         row_failures.clear(conn, m, [json_key(row_id) for row_id, _ in rows])
         return written, 0
     except psycopg.Error as exc:
@@ -111,10 +140,10 @@ def write_chunk(
     written = 0
     refused: list[tuple[Any, str, BaseException]] = []
     accepted = []
-    for row, vector in zip(rows, vectors, strict=True):
+    for index, row in enumerate(rows):
         try:
             with conn.transaction():
-                written += write_vectors(conn, m, [row], vector[np.newaxis, :])
+                written += write_vectors(conn, m, [row], encoded.row(index))
             accepted.append(json_key(row[0]))
         except psycopg.Error as exc:
             if conn.closed or conn.broken or not row_failures.refuses_a_row(exc):

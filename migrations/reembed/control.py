@@ -67,8 +67,8 @@ def _insert(conn: psycopg.Connection[Any], draft: Migration) -> None:
     conn.execute(
         "INSERT INTO reembed_migrations (name, table_schema, table_name, id_column, id_type,"
         " text_column, legacy_column, new_column, manifest_id, dimension, chunk_size,"
-        " kind, text_columns, text_template, vectorizer, status)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 'running')",
+        " kind, text_columns, text_template, vectorizer, sparse_dimension, status)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 'running')",
         (
             draft.name,
             draft.table_schema,
@@ -85,6 +85,7 @@ def _insert(conn: psycopg.Connection[Any], draft: Migration) -> None:
             draft.text_columns,
             draft.text_template,
             draft.vectorizer,
+            draft.sparse_dimension,
         ),
     )
 

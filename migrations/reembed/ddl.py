@@ -48,21 +48,31 @@ def dirty_function(m: Migration, cols: Columns) -> sql.Composed:
             "CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $body$"
             " BEGIN IF TG_OP = 'INSERT' THEN"
             " IF NEW.{new} IS NULL THEN NEW.{queued} := now(); END IF;"
-            " ELSE NEW.{new} := NULL; NEW.{manifest} := NULL; NEW.{queued} := now(); END IF;"
-            " RETURN NEW; END $body$"
+            " ELSE NEW.{new} := NULL; NEW.{manifest} := NULL;{sparse} NEW.{queued} := now();"
+            " END IF; RETURN NEW; END $body$"
         ).format(
             function=n["function"],
             new=sql.Identifier(cols.new),
             manifest=sql.Identifier(cols.manifest),
+            sparse=_clear_sparse(cols),
             queued=sql.Identifier(m.queued_column),
         )
     # Text changed: its new vector is stale. NULL marks it for the catch-up/following passes.
     return sql.SQL(
         "CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $body$"
-        " BEGIN NEW.{new} := NULL; NEW.{manifest} := NULL; RETURN NEW; END $body$"
+        " BEGIN NEW.{new} := NULL; NEW.{manifest} := NULL;{sparse} RETURN NEW; END $body$"
     ).format(
-        function=n["function"], new=sql.Identifier(cols.new), manifest=sql.Identifier(cols.manifest)
+        function=n["function"],
+        new=sql.Identifier(cols.new),
+        manifest=sql.Identifier(cols.manifest),
+        sparse=_clear_sparse(cols),
     )
+
+
+def _clear_sparse(cols: Columns) -> sql.Composable:
+    if cols.sparse is None:
+        return sql.SQL("")
+    return sql.SQL(" NEW.{} := NULL;").format(sql.Identifier(cols.sparse))
 
 
 def check_new_columns(m: Migration, column_types: Mapping[str, str]) -> None:
@@ -72,6 +82,8 @@ def check_new_columns(m: Migration, column_types: Mapping[str, str]) -> None:
     cols = m.columns
     roles = {m.id_column: "id", **{column: "text" for column in m.text_source.columns}}
     wanted = {cols.new: f"vector({m.dimension})", cols.manifest: "text"}
+    if cols.sparse is not None:
+        wanted[cols.sparse] = f"sparsevec({m.sparse_dimension})"
     if m.queued_column is not None:
         wanted[m.queued_column] = "timestamp with time zone"
     else:
@@ -110,6 +122,12 @@ def start_statements(m: Migration) -> list[sql.Composed]:
         ),
         sql.SQL("ADD COLUMN IF NOT EXISTS {} text").format(sql.Identifier(cols.manifest)),
     ]
+    if cols.sparse is not None:
+        added.append(
+            sql.SQL("ADD COLUMN IF NOT EXISTS {} sparsevec({})").format(
+                sql.Identifier(cols.sparse), sql.Literal(m.sparse_dimension)
+            )
+        )
     if m.queued_column is not None:
         added.append(
             sql.SQL("ADD COLUMN IF NOT EXISTS {} timestamptz").format(
@@ -221,6 +239,8 @@ def swap_statements(m: Migration, to_cut_over: bool) -> list[sql.Composed]:
         order = [(before.legacy, after.legacy), (before.new, after.new)]
     else:
         order = [(before.new, after.new), (before.legacy, after.legacy)]
+    if before.sparse is not None and after.sparse is not None:
+        order.append((before.sparse, after.sparse))
     return [
         *(rename_column(m, a, b) for a, b in order),
         rename_column(m, before.manifest, after.manifest),
@@ -261,7 +281,12 @@ def drop_statements(m: Migration, drop_columns: bool) -> list[sql.Composed]:
         sql.SQL("DROP INDEX IF EXISTS {queued_index_q}").format(**n),
     ]
     if drop_columns:
-        dropped = [cols.new, cols.manifest, *([m.queued_column] if m.queued_column else [])]
+        dropped = [
+            cols.new,
+            cols.manifest,
+            *([m.queued_column] if m.queued_column else []),
+            *([cols.sparse] if cols.sparse else []),
+        ]
         statements.append(
             sql.SQL("ALTER TABLE {} {}").format(
                 n["table"],

@@ -29,7 +29,7 @@ from psycopg import sql
 
 from embedq_core.manifest import ModelManifest
 from migrations.reembed import ddl
-from migrations.reembed.state import Migration, load
+from migrations.reembed.state import Migration, load, sparse_dimension
 from migrations.reembed.target import TargetError, check_identifier_length, check_migration_name
 
 
@@ -99,15 +99,7 @@ def draft_model_change(
         manifest_id=manifest.manifest_id,
         dimension=manifest.dimension,
         chunk_size=chunk_size,
-        status="planned",
-        phase="keyset",
-        checkpoint=None,
-        cut_over=False,
-        rows_total=0,
-        rows_embedded=0,
-        chunks_done=0,
-        step_token=None,
-        error=None,
+        sparse_dimension=sparse_dimension(manifest),
         text_columns=v.text_columns,
         text_template=v.text_template,
         vectorizer=v.name,
@@ -119,7 +111,11 @@ def draft_model_change(
         away.columns.new,
         away.columns.manifest,
         away.queued_column or "",
+        *(c for c in (draft.columns.sparse, away.columns.sparse) if c is not None),
     ]
+    cut = replace(draft, cut_over=True).columns.sparse
+    if cut is not None and v.columns.sparse is None:  # the weights will take the binding's name
+        needed.append(cut)
     existing = ddl.existing_column_types(conn, draft)
     for column in needed:
         check_identifier_length("derived column name", column)
@@ -144,10 +140,12 @@ def swap_statements(m: Migration, v: Migration | None, to_cut_over: bool) -> lis
     if v is None:
         return core
     target = moved(v, aside(m) if to_cut_over else m.legacy_column)
-    renames = [
-        ddl.rename_column(m, v.columns.manifest, target.columns.manifest),
-        ddl.rename_column(m, v.queued_column or "", target.queued_column or ""),
+    pairs = [
+        (v.columns.manifest, target.columns.manifest),
+        (v.queued_column, target.queued_column),
+        (v.columns.sparse, target.columns.sparse),
     ]
+    renames = [ddl.rename_column(m, a, b) for a, b in pairs if a is not None and b is not None]
     function = ddl.dirty_function(target, target.columns)
     return [*renames, *core, function] if to_cut_over else [*core, *renames, function]
 
@@ -175,9 +173,7 @@ def handover_statements(m: Migration, v: Migration) -> list[sql.Composed]:
             sql.SQL("DROP INDEX IF EXISTS {}").format(vn[f"{kind}_index_q"])
             for kind in ("pending", "queued", "hnsw")
         ),
-        sql.SQL("ALTER TABLE {} DROP COLUMN {}, DROP COLUMN {}").format(
-            m.table, sql.Identifier(v.columns.new), sql.Identifier(v.columns.manifest)
-        ),
+        _drop_columns(m, v.columns.new, v.columns.manifest, v.columns.sparse),
         ddl.rename_column(m, v.queued_column or "", after.queued_column or ""),
         *(
             sql.SQL("ALTER INDEX IF EXISTS {} RENAME TO {}").format(
@@ -191,12 +187,13 @@ def handover_statements(m: Migration, v: Migration) -> list[sql.Composed]:
 
 
 def record_handover(conn: psycopg.Connection[Any], m: Migration, v: Migration) -> Migration:
-    """The vectorizer's record takes the column, model and dimension; returns it as now."""
+    """The vectorizer's record takes the column, model and dimensions; returns it as now."""
     column = m.legacy_column
     conn.execute(
         "UPDATE reembed_migrations SET new_column = %s, legacy_column = %s, manifest_id = %s,"
-        " dimension = %s, error = NULL, step_attempts = 0, updated_at = now() WHERE name = %s",
-        (column, column, m.manifest_id, m.dimension, v.name),
+        " dimension = %s, sparse_dimension = %s, error = NULL, step_attempts = 0,"
+        " updated_at = now() WHERE name = %s",
+        (column, column, m.manifest_id, m.dimension, m.sparse_dimension, v.name),
     )
     return load(conn, v.name)
 
@@ -210,10 +207,13 @@ def abandon_statements(m: Migration) -> list[sql.Composed]:
         sql.SQL("DROP FUNCTION IF EXISTS {function}()").format(**n),
         sql.SQL("DROP INDEX IF EXISTS {pending_index_q}").format(**n),
         sql.SQL("DROP INDEX IF EXISTS {hnsw_index_q}").format(**n),
-        sql.SQL("ALTER TABLE {} DROP COLUMN IF EXISTS {}, DROP COLUMN IF EXISTS {}").format(
-            m.table, sql.Identifier(cols.new), sql.Identifier(cols.manifest)
-        ),
+        _drop_columns(m, cols.new, cols.manifest, cols.sparse),
     ]
+
+
+def _drop_columns(m: Migration, *columns: str | None) -> sql.Composed:
+    drops = [sql.SQL("DROP COLUMN IF EXISTS {}").format(sql.Identifier(c)) for c in columns if c]
+    return sql.SQL("ALTER TABLE {} {}").format(m.table, sql.SQL(", ").join(drops))
 
 
 def check_abandonable(m: Migration) -> None:

@@ -15,7 +15,7 @@ from psycopg import sql
 
 from embedq_core.manifest import ModelManifest
 from migrations.reembed import ddl
-from migrations.reembed.state import Migration, planned_names
+from migrations.reembed.state import Migration, planned_names, sparse_dimension
 from migrations.reembed.target import Target, TargetError, check_migration_name
 from migrations.reembed.text_rule import has_text
 
@@ -39,7 +39,7 @@ def draft_migration(
 ) -> Migration:
     """The migration start would record, after checking its names are free."""
     try:
-        planned = planned_names(target, new_column)
+        planned = planned_names(target, new_column, manifest.sparse)
     except TargetError as exc:
         raise TargetError(f"{exc}: pick a shorter --new-column") from exc
     clashes = [c for c in planned if c in target.columns]
@@ -57,15 +57,7 @@ def draft_migration(
         manifest_id=manifest.manifest_id,
         dimension=manifest.dimension,
         chunk_size=chunk_size,
-        status="planned",
-        phase="keyset",
-        checkpoint=None,
-        cut_over=False,
-        rows_total=0,
-        rows_embedded=0,
-        chunks_done=0,
-        step_token=None,
-        error=None,
+        sparse_dimension=sparse_dimension(manifest),
     )
     ddl.check_new_columns(draft, target.column_types)
     return draft

@@ -12,6 +12,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
+from embedq_core.manifest import ModelManifest
 from migrations.reembed.target import Target, check_identifier_length
 from migrations.reembed.text_source import TemplatePart, TextSource
 
@@ -29,6 +30,8 @@ class Columns:
     legacy: str
     new: str
     manifest: str
+    # The new vectors' lexical weights, where the model has a sparse head (BGE-M3).
+    sparse: str | None = None
 
 
 @dataclass(frozen=True)
@@ -46,15 +49,16 @@ class Migration:
     manifest_id: str
     dimension: int
     chunk_size: int
-    status: str
-    phase: str
-    checkpoint: Any
-    cut_over: bool
-    rows_total: int
-    rows_embedded: int
-    chunks_done: int
-    step_token: str | None
-    error: str | None
+    # As `start` records a new one: planned, at the start of the keyset phase, no progress.
+    status: str = "planned"
+    phase: str = "keyset"
+    checkpoint: Any = None
+    cut_over: bool = False
+    rows_total: int = 0
+    rows_embedded: int = 0
+    chunks_done: int = 0
+    step_token: str | None = None
+    error: str | None = None
     # Consecutive failed (or unfinished) attempts of a step and of the index build, and the
     # catch-up phase's pass count and rows found in its current pass (schema revision 0004).
     step_attempts: int = 0
@@ -72,6 +76,9 @@ class Migration:
     text_template: str | None = None
     # A migration changing a vectorizer's model: the vectorizer's name (schema 0010).
     vectorizer: str | None = None
+    # The model's sparse head: its vocabulary size, the sparsevec column's dimension (None: a
+    # dense model). The weights live in `<new vectors' column>_sparse` (schema 0010).
+    sparse_dimension: int | None = None
 
     @property
     def is_vectorizer(self) -> bool:
@@ -114,20 +121,13 @@ class Migration:
         name, so readers' SQL keeps working, and moves the legacy vectors aside. A vectorizer
         has one column, its own, from the start."""
         if self.is_vectorizer:
-            return Columns(
-                legacy=self.new_column,
-                new=self.new_column,
-                manifest=f"{self.new_column}_manifest",
-            )
-        if self.cut_over:
-            return Columns(
-                legacy=f"{self.legacy_column}_legacy",
-                new=self.legacy_column,
-                manifest=f"{self.legacy_column}_manifest",
-            )
-        return Columns(
-            legacy=self.legacy_column, new=self.new_column, manifest=f"{self.new_column}_manifest"
-        )
+            legacy, new = self.new_column, self.new_column
+        elif self.cut_over:
+            legacy, new = f"{self.legacy_column}_legacy", self.legacy_column
+        else:
+            legacy, new = self.legacy_column, self.new_column
+        sparse = None if self.sparse_dimension is None else f"{new}_sparse"
+        return Columns(legacy=legacy, new=new, manifest=f"{new}_manifest", sparse=sparse)
 
     @property
     def id_type_sql(self) -> sql.SQL:
@@ -157,11 +157,18 @@ def stored_template(written: str, parts: tuple[TemplatePart, ...]) -> str:
     )
 
 
-def planned_names(target: Target, new_column: str) -> list[str]:
+def sparse_dimension(manifest: ModelManifest) -> int | None:
+    """The sparsevec dimension a migration to this model stores (None: a dense model)."""
+    return manifest.vocab_size if manifest.sparse else None
+
+
+def planned_names(target: Target, new_column: str, sparse: bool) -> list[str]:
     """Every column name the migration will use, before and after cutover; each must fit in
     an identifier, or Postgres would truncate it and two names could collide."""
     legacy = target.legacy_column
     names = [new_column, f"{new_column}_manifest", f"{legacy}_legacy", f"{legacy}_manifest"]
+    if sparse:
+        names += [f"{new_column}_sparse", f"{legacy}_sparse"]
     return [check_identifier_length("derived column name", name) for name in names]
 
 

@@ -19,7 +19,7 @@ from embedq_core.manifest import ModelManifest
 from migrations.reembed import ddl, model_change
 from migrations.reembed.control import MigrationStateError
 from migrations.reembed.locking import LockPolicy, limit_lock_wait, with_lock_retries
-from migrations.reembed.state import Migration, load, stored_template
+from migrations.reembed.state import Migration, load, sparse_dimension, stored_template
 from migrations.reembed.target import (
     TargetError,
     check_identifier_length,
@@ -88,15 +88,7 @@ def draft_vectorizer(
         manifest_id=manifest.manifest_id,
         dimension=manifest.dimension,
         chunk_size=chunk_size,
-        status="planned",
-        phase="keyset",
-        checkpoint=None,
-        cut_over=False,
-        rows_total=0,
-        rows_embedded=0,
-        chunks_done=0,
-        step_token=None,
-        error=None,
+        sparse_dimension=sparse_dimension(manifest),
         kind="vectorizer",
         text_columns=text_columns if stored is not None else None,
         text_template=stored,

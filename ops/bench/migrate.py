@@ -22,6 +22,7 @@ from embedq_core.db import libpq_url, make_engine
 from embedq_core.manifest import ModelManifest
 from embedq_core.settings import Settings
 from migrations.reembed.backfill import StepOptions, run_step
+from migrations.reembed.chunk_io import Encoded
 from migrations.reembed.control import start
 from migrations.reembed.locking import LockPolicy
 from migrations.reembed.planning import draft_migration
@@ -53,8 +54,9 @@ class _Source:
         self.manifest_id = embedder.manifest.manifest_id
         self._embedder = embedder
 
-    def vectors(self, texts: list[str]) -> Any:
-        return self._embedder.embed(texts).vectors
+    def encode(self, texts: list[str]) -> Encoded:
+        result = self._embedder.embed(texts)
+        return Encoded(result.vectors, result.sparse)
 
 
 def _texts(rows: int) -> list[str]:

@@ -86,8 +86,9 @@ def add_cmd(
         except (TargetError, TemplateError, MigrationStateError, LockTimeout) as exc:
             raise fail(exc) from exc
         shown = m.display_name(conn)
+    weights = "" if m.columns.sparse is None else f" (lexical weights in {m.columns.sparse})"
     click.echo(
-        f"vectorizer {m.name}: {shown}.{m.new_column} follows "
+        f"vectorizer {m.name}: {shown}.{m.new_column}{weights} follows "
         f"{m.template_written or m.text_column} with {m.manifest_id}; {m.rows_total:,} rows"
     )
     click.echo(f"backfilling now; follow it with: embedq vectorize status {m.name}")

@@ -16,15 +16,12 @@ from typing import Any
 
 import numpy as np
 import psycopg
-from pgvector.psycopg import register_vector
 from psycopg import sql
 
-from embedq_core.db import libpq_url
 from embedq_core.manifest import ModelManifest
-from embedq_core.settings import Settings
 from migrations.reembed.progress import progress
 from ops.devstack.processes import ChildProcess, process_env, start_worker
-from tests.support import wait_for
+from tests.support import TableCliEnv, wait_for
 from workers.engine import Embedder, EngineConfig
 
 ROWS = 3000
@@ -70,31 +67,13 @@ class Background:
 
 
 @dataclass
-class ReembedEnv:
+class ReembedEnv(TableCliEnv):
     """A database with legacy tables, and workers serving the BGE-shaped model."""
 
-    settings: Settings
     model_dir: Path
     log_dir: Path
     workers: list[ChildProcess] = field(default_factory=list)
     traffic: list[Traffic] = field(default_factory=list)
-
-    def connect(self) -> psycopg.Connection[Any]:
-        conn = psycopg.connect(libpq_url(self.settings.require_database_url()), autocommit=True)
-        register_vector(conn)
-        return conn
-
-    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [sys.executable, "-m", "ops.cli.main", *args],
-            env=process_env(self.settings),
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        if check:
-            assert result.returncode == 0, result.stdout + result.stderr
-        return result
 
     def cli_background(self, *args: str) -> Background:
         n = len(list(self.log_dir.glob("cli*.out")))

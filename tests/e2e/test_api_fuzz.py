@@ -47,9 +47,9 @@ include-path = "/v1/collections/{{name}}/search"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "404", "409", "422", "429"]
 
 # Reranking needs a reranker: a model name that resolves to an embedding model is refused
-# (422 naming `model`), a rule of the catalog that no schema states.
+# (422 naming `model`), a rule of the catalog that no schema states. /v2/rerank is the same.
 [[operations]]
-include-path = "/v1/rerank"
+include-path-regex = "^/v[12]/rerank$"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "404", "409", "422", "429"]
 
 # A chunking collection's windows must fit its model (max_tokens up to its max length less its

@@ -66,6 +66,45 @@ def test_rerank_returns_the_reference_order_and_scores(
     assert body["model"] == manifest.manifest_id and body["usage"]["total_tokens"] > len(DOCUMENTS)
 
 
+def test_cohere_clients_v1_and_v2_read_our_answers(
+    services: ServiceHandle, reranker: tuple[Path, ModelManifest]
+) -> None:
+    """Cohere's official client, both versions, pointed at the API: it parses our answer into
+    the reference order and scores (v1 posts to /v1/rerank, v2 to /v2/rerank)."""
+    import cohere
+
+    source, manifest = reranker
+    logits = np.array(reference_logits(source, [(QUERY, d) for d in DOCUMENTS], 512))
+    expected = 1 / (1 + np.exp(-logits))
+    top = [int(i) for i in np.argsort(-expected, kind="stable")[:5]]
+    v1 = cohere.Client(api_key=services.api_key, base_url=services.api_url, timeout=60)
+    answer = v1.rerank(
+        model=manifest.manifest_id, query=QUERY, documents=DOCUMENTS, top_n=5,
+        return_documents=True,
+    )  # fmt: skip
+    assert [r.index for r in answer.results] == top
+    np.testing.assert_allclose(
+        [r.relevance_score for r in answer.results], expected[top], atol=1e-4
+    )
+    assert [r.document.text if r.document else None for r in answer.results] == [
+        DOCUMENTS[i] for i in top
+    ]
+    v2 = cohere.ClientV2(api_key=services.api_key, base_url=services.api_url, timeout=60)
+    answer2 = v2.rerank(model=manifest.manifest_id, query=QUERY, documents=DOCUMENTS, top_n=5)
+    assert [r.index for r in answer2.results] == top
+    np.testing.assert_allclose(
+        [r.relevance_score for r in answer2.results], expected[top], atol=1e-4
+    )
+    # Errors reach the client as its own exception with our status.
+    with pytest.raises(cohere.core.ApiError) as refused:
+        v2.rerank(model="no-such-model", query=QUERY, documents=DOCUMENTS)
+    assert refused.value.status_code == 404
+    stranger = cohere.ClientV2(api_key="not-a-key", base_url=services.api_url, timeout=60)
+    with pytest.raises(cohere.core.ApiError) as unauthorized:
+        stranger.rerank(model=manifest.manifest_id, query=QUERY, documents=DOCUMENTS)
+    assert unauthorized.value.status_code == 401
+
+
 def test_top_n_objects_and_no_documents(
     services: ServiceHandle, reranker: tuple[Path, ModelManifest]
 ) -> None:

@@ -3,7 +3,8 @@ table bound with MiniLM (384-d) moves to a BGE-shaped model (1024-d) while a wri
 updates and deletes. Before finalize both models follow the table (the vectorizer its column,
 the migration the new one), so after a cutover and a rollback each column holds exactly its
 model's vectors of the current texts; after finalize the vectorizer follows with the new model
-on the new model's worker alone, with its indexes, lag and status in place."""
+on the new model's worker alone, with its indexes, lag and status in place. Also: a binding to
+a BGE-M3-shaped model keeps lexical weights beside its vectors, and moves to a dense model."""
 
 from __future__ import annotations
 
@@ -13,14 +14,18 @@ from typing import Any
 
 import pytest
 
+from embedq_core.sparse_vectors import top_weights
 from tests.e2e.vectorize_harness import (
     TEMPLATE,
     VectorizeEnv,
     Writer,
     assert_exactly_right,
+    has_text,
     make_table,
+    render,
 )
 from tests.support import make_manifest_variant
+from workers.engine import Embedder, EngineConfig
 
 ROWS = 1_000
 # A steady product: ~30 statements a second.
@@ -32,12 +37,12 @@ TABLE = "songs_mc"
 pytestmark = pytest.mark.timeout(900)
 
 
-def _columns(venv: VectorizeEnv) -> dict[str, str]:
+def _columns(venv: VectorizeEnv, table: str = TABLE) -> dict[str, str]:
     with venv.connect() as conn:
         rows = conn.execute(
             "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute"
             " WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
-            (TABLE,),
+            (table,),
         ).fetchall()
     return {str(r[0]): str(r[1]) for r in rows}
 
@@ -149,3 +154,70 @@ def test_a_model_change_runs_through_cutover_rollback_and_finalize_while_writes_
     venv.cli("vectorize", "abandon-change", f"{NAME}_change2")
     assert set(_columns(venv)) == set(columns)
     assert _objects(venv)["triggers"] == objects["triggers"]
+
+
+def test_a_binding_to_a_sparse_model_keeps_its_weights_and_can_move_to_a_dense_model(
+    venv: VectorizeEnv, tiny_m3_dir: Path, tmp_path: Path
+) -> None:
+    """Bound with a BGE-M3-shaped model, the table keeps each row's lexical weights beside its
+    vector (`embedding_sparse`, the 256 largest, as collections store them), through inserts,
+    text changes and cleared texts; a change to MiniLM moves the weights aside with the old
+    vectors at cutover and drops them at finalize."""
+    table, name = "docs_sparse", "docs_sparse_vec"
+    m3_dir = tmp_path / "tiny-m3-vectorize"
+    m3 = make_manifest_variant(tiny_m3_dir, m3_dir, source_revision="test-vectorize-sparse")
+    assert m3.sparse and m3.vocab_size is not None
+    make_table(venv, table, 300)
+    venv.start_worker(m3_dir)
+    added = venv.cli(
+        "vectorize", "add", name, "--table", table, "--id", "id", "--template", TEMPLATE,
+        "--vector", "embedding", "--model", str(m3_dir), "--chunk-size", "64",
+    )  # fmt: skip
+    assert "lexical weights in embedding_sparse" in added.stdout, added.stdout
+    venv.wait(lambda: venv.figures(name)["phase"] == "following", "the backfill")
+    with venv.connect() as conn:
+        conn.execute(f"UPDATE {table} SET body = body || ' 新' WHERE id IN (3, 4, 5)")
+        conn.execute(f"UPDATE {table} SET title = '', body = NULL WHERE id = 6")
+        conn.execute(f"INSERT INTO {table} (id, title, body) VALUES (1000, '民谣', '晚风')")
+    venv.wait(lambda: venv.figures(name)["rows_pending"] == 0, "the writes embedded")
+    assert _columns(venv, table)["embedding_sparse"] == f"sparsevec({m3.vocab_size})"
+    assert_exactly_right(venv, table, "embedding", m3_dir)
+    _assert_weights_right(venv, table, "embedding_sparse", m3_dir)
+
+    venv.start_worker()  # MiniLM
+    change = f"{name}_change1"
+    venv.cli("vectorize", "change-model", name, "--model", str(venv.model_dir))
+    venv.wait(lambda: venv.figures(change)["phase"] == "following", "the new model's backfill")
+    venv.cli("reembed", "cutover", change)
+    columns = _columns(venv, table)
+    assert columns["embedding"] == "vector(384)" and "embedding_sparse" not in columns
+    assert columns["embedding_legacy_sparse"] == f"sparsevec({m3.vocab_size})"
+    with venv.connect() as conn:  # the old model still follows, weights included
+        conn.execute(f"UPDATE {table} SET body = '新的歌词' WHERE id = 7")
+    venv.wait(
+        lambda: all(venv.figures(n)["rows_pending"] == 0 for n in (name, change)),
+        "the change followed by both models",
+    )
+    _assert_weights_right(venv, table, "embedding_legacy_sparse", m3_dir)
+    venv.cli("reembed", "finalize", change, "--yes")
+    columns = _columns(venv, table)
+    assert not {c for c in columns if "sparse" in c or "legacy" in c}, columns
+    assert_exactly_right(venv, table)
+
+
+def _assert_weights_right(venv: VectorizeEnv, table: str, column: str, model_dir: Path) -> None:
+    """Every row with text holds its text's 256 largest lexical weights; the others none."""
+    with venv.connect() as conn:
+        rows = conn.execute(f"SELECT id, title, body, {column} FROM {table}").fetchall()
+    with_text = [r for r in rows if has_text(r[1], r[2])]
+    assert all(r[3] is None for r in rows if not has_text(r[1], r[2]))
+    texts = [render(r[1], r[2]) for r in with_text]
+    config = EngineConfig.from_settings(venv.settings)
+    weights = Embedder.from_model_dir(model_dir, config).embed(texts).sparse
+    assert weights is not None
+    for row, expected_weights in zip(with_text, weights, strict=True):
+        assert row[3] is not None, f"row {row[0]} has no weights"
+        stored = dict(zip(row[3].indices(), row[3].values(), strict=True))
+        expected = top_weights(expected_weights)
+        assert stored.keys() == expected.keys(), row[0]
+        assert max(abs(stored[t] - expected[t]) for t in expected) < 1e-4, row[0]

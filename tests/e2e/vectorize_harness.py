@@ -5,8 +5,6 @@ every row holds exactly its current text's vector."""
 from __future__ import annotations
 
 import random
-import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -15,15 +13,12 @@ from typing import Any
 
 import numpy as np
 import psycopg
-from pgvector.psycopg import register_vector
 
-from embedq_core.db import libpq_url
 from embedq_core.manifest import ModelManifest
-from embedq_core.settings import Settings
 from migrations.reembed.progress import progress
 from ops.data.corpus import load_demo_corpus
-from ops.devstack.processes import ChildProcess, process_env, start_worker
-from tests.support import wait_for
+from ops.devstack.processes import ChildProcess, start_worker
+from tests.support import TableCliEnv, wait_for
 from workers.engine import Embedder, EngineConfig
 
 NAME = "lyrics_vec"
@@ -42,26 +37,11 @@ def has_text(title: str | None, body: str | None) -> bool:
 
 
 @dataclass
-class VectorizeEnv:
-    settings: Settings
+class VectorizeEnv(TableCliEnv):
     model_dir: Path
     manifest: ModelManifest
     log_dir: Path
     workers: list[ChildProcess] = field(default_factory=list)
-
-    def connect(self) -> psycopg.Connection[Any]:
-        conn = psycopg.connect(libpq_url(self.settings.require_database_url()), autocommit=True)
-        register_vector(conn)
-        return conn
-
-    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [sys.executable, "-m", "ops.cli.main", *args],
-            env=process_env(self.settings), capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
-        if check:
-            assert result.returncode == 0, result.stdout + result.stderr
-        return result
 
     def start_worker(self, model_dir: Path | None = None) -> ChildProcess:
         """A worker of this test's model, or of the export in model_dir."""

@@ -88,7 +88,7 @@ def _target(**column_types: str) -> Target:
 
 
 def test_new_column_must_not_be_an_existing_column_of_another_kind() -> None:
-    manifest = cast(ModelManifest, SimpleNamespace(manifest_id="bge", dimension=1024))
+    manifest = cast(ModelManifest, SimpleNamespace(manifest_id="bge", dimension=1024, sparse=False))
     # A new name, or a vector column of the right size left by an earlier attempt: accepted.
     assert draft_migration(_target(), "m", "embedding_1024", manifest, 64).new_column
     resumed = _target(embedding_1024="vector(1024)", embedding_1024_manifest="text")
