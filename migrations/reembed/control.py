@@ -225,7 +225,6 @@ def finalize(conn: psycopg.Connection[Any], name: str, policy: LockPolicy, celer
             if vectorizer is None:
                 return None
             handed = model_change.record_handover(conn, m, vectorizer)
-            record_counts(conn, handed)
             # Steps of the old model still queued end as stale; the chain goes on from here.
             running = handed.status == "running"
             return handed, new_step_token(conn, handed.name) if running else None
@@ -233,6 +232,8 @@ def finalize(conn: psycopg.Connection[Any], name: str, policy: LockPolicy, celer
     handed = with_lock_retries(conn, load(conn, name).table, "finalize", policy, attempt)
     if handed is not None:
         vectorizer, token = handed
+        with conn.transaction():  # counted after the DDL's lock is gone: readers wait for none
+            record_counts(conn, vectorizer)
         ddl.ensure_pending_index(conn, vectorizer)  # its queued index went with the old column
         if token is not None:
             send_step(celery, load(conn, vectorizer.name), token)

@@ -324,7 +324,13 @@ def bench_migrate(model_dir: Path | None, rows: int, chunk_size: int, out_json: 
     "--reranker-dir",
     type=click.Path(path_type=Path, exists=True, file_okay=False),
     default=None,
-    help="Also time /v1/rerank of 20 and 100 candidates, served by a worker of this reranker.",
+    help="Also time /v1/rerank, served by a worker of this reranker.",
+)
+@click.option(
+    "--rerank-candidates",
+    type=int,
+    multiple=True,
+    help="Candidates per /v1/rerank call (repeatable; default: 20, then 100).",
 )
 @click.option(
     "--preemptions",
@@ -340,19 +346,21 @@ def bench_query(
     out_json: Path,
     reranker_dir: Path | None,
     preemptions: tuple[int, ...],
+    rerank_candidates: tuple[int, ...],
 ) -> None:
     """p50/p95/p99 of single-text /v1/embeddings and /search calls (and /v1/rerank with a
     reranker), idle and under bulk load, the bulk phase once per preemption setting."""
     from rich.console import Console
 
-    from ops.bench.query import run_query_bench
+    from ops.bench.query import RERANK_COUNTS, run_query_bench
     from ops.devstack.bundled_model import bench_model_dir
 
     settings = configure(quiet=True)
     model_dir = bench_model_dir(settings, model_dir)
     run_query_bench(
-        settings, model_dir, calls, bulk_texts, out_json, Console(), reranker_dir, preemptions
-    )
+        settings, model_dir, calls, bulk_texts, out_json, Console(), reranker_dir, preemptions,
+        rerank_candidates or RERANK_COUNTS,
+    )  # fmt: skip
 
 
 bench.add_command(bench_write_path)

@@ -28,8 +28,7 @@ from ops.devstack.stack import EmbeddedStack
 COLLECTION = "bench_query"
 FINISHED = {"completed", "completed_with_errors", "failed"}
 QUERIES = [text for _, text in load_demo_corpus()[1::7]]
-CANDIDATES = [text for _, text in load_bench_passages(100)]
-RERANK_COUNTS = (20, 100)
+RERANK_COUNTS = (20, 100)  # candidates per /v1/rerank call, by default
 
 
 @dataclass
@@ -68,6 +67,10 @@ def _rerank_endpoint(count: int) -> str:
     return f"/v1/rerank ({count} candidates)"
 
 
+def _rerank_count(endpoint: str) -> int:
+    return int(endpoint.removeprefix("/v1/rerank (").split(" ", 1)[0])
+
+
 def _call(client: httpx.Client, endpoint: str, text: str, reranker: str | None = None) -> float:
     body: dict[str, Any]
     if endpoint == "/v1/embeddings":
@@ -75,9 +78,9 @@ def _call(client: httpx.Client, endpoint: str, text: str, reranker: str | None =
     elif endpoint == "/search":
         path, body = f"/v1/collections/{COLLECTION}/search", {"query": text, "k": 10}
     else:
-        count = next(n for n in RERANK_COUNTS if endpoint == _rerank_endpoint(n))
         path = "/v1/rerank"
-        body = {"model": reranker, "query": text, "documents": CANDIDATES[:count]}
+        candidates = [passage for _, passage in load_bench_passages(_rerank_count(endpoint))]
+        body = {"model": reranker, "query": text, "documents": candidates}
         body["return_documents"] = False
     started = time.perf_counter()
     response = client.post(path, json=body)
@@ -132,6 +135,7 @@ def _measure_under_load(
 def run_query_bench(
     settings: Settings, model_dir: Path, calls: int, bulk_texts: int, out_json: Path,
     console: Console, reranker_dir: Path | None = None, preemptions: tuple[int, ...] = (),
+    rerank_counts: tuple[int, ...] = RERANK_COUNTS,
 ) -> list[LatencyRow]:  # fmt: skip
     """Idle latency, then latency while a bulk job of bulk_texts runs, on one worker (and one
     worker of the reranker beside it): the bulk phase once per preemption setting (default: the
@@ -156,11 +160,12 @@ def run_query_bench(
                 reranker_settings = run_settings.model_copy(update={"model_dir": reranker_dir})
                 children.append(start_worker(reranker_settings, logs, name="reranker"))
                 reranker = ModelManifest.read(reranker_dir).manifest_id
-                endpoints += [_rerank_endpoint(n) for n in RERANK_COUNTS]
+                endpoints += [_rerank_endpoint(n) for n in rerank_counts]
             client = httpx.Client(
                 base_url=f"http://{run_settings.api_host}:{run_settings.api_port}",
                 headers={"Authorization": f"Bearer {api_key}"},
-                timeout=60,
+                # A large reranker on a few cores takes long: wait as long as the API would.
+                timeout=run_settings.query_timeout_s + 30,
             )
             for number, variant in enumerate(variants):
                 worker = start_worker(

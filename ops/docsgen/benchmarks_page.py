@@ -142,6 +142,9 @@ def _query(data: Row) -> tuple[str, str]:
     intro = f"Single-text calls, idle and while a {data['bulk_texts']:,}-text job runs"
     if data.get("precision"):
         intro += f" ({data['precision']} export)"
+    if data.get("reranker"):
+        # A reranker of a model-hub shape exported with random weights: speed, not quality.
+        intro += f"; /v1/rerank served by a worker of `{data['reranker']}` beside it"
     columns = ["call", "while", "preemptions", "calls", "p50 ms", "p95 ms", "p99 ms", "max ms"]
     parts = [intro + ". " + _settings(data), _table(columns, rows)]
     if data.get("bulk"):

@@ -253,6 +253,7 @@ class Traffic:
     name: str
     first_id: int
     reads: bool = True
+    pause_s: float = 0.02  # between queries
     samples: list[tuple[float, float]] = field(default_factory=list)
     inserted: list[int] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -279,7 +280,7 @@ class Traffic:
                     self.inserted.append(self.first_id + n)
                 self.samples.append((started, time.monotonic() - started))
                 n += 1
-                self._stop.wait(0.02)
+                self._stop.wait(self.pause_s)
 
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()

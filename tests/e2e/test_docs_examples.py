@@ -196,7 +196,9 @@ def _chunks_table(conn: psycopg.Connection[Any], services: ServiceHandle) -> Non
 
 
 @pytest.mark.parametrize("example", SQL_BLOCKS, ids=[ex.where for ex in SQL_BLOCKS])
-def test_sql_example_runs(example: Example, cookbook: ServiceHandle, tiny_m3_dir: Path) -> None:
+def test_sql_example_runs(
+    example: Example, cookbook: ServiceHandle, request: pytest.FixtureRequest
+) -> None:
     where, fixture, block = example.where, str(example.fixture), example.code
     url = libpq_url(cookbook.settings.require_database_url())
     with psycopg.connect(url, autocommit=True) as conn:
@@ -204,10 +206,10 @@ def test_sql_example_runs(example: Example, cookbook: ServiceHandle, tiny_m3_dir
         if fixture == "cookbook":
             dimension = 1024
         elif fixture == "chunks":
-            _chunks_table(conn, cookbook)
+            request.getfixturevalue("manuals_table")
             dimension = 1024
         elif fixture == "hybrid":
-            vocab_size = _hybrid_table(conn, cookbook, tiny_m3_dir)
+            vocab_size = request.getfixturevalue("products_table")
             query = SparseVector({5: 0.8, 9: 0.5, 17: 0.3}, vocab_size)
             assert run_block(conn, block, 32, query) > 0, f"{where} ran no query"
             return
@@ -256,13 +258,31 @@ def user_shell(
 
 
 @pytest.fixture(scope="module")
-def products_worker(
-    cookbook: ServiceHandle, tiny_m3_dir: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ChildProcess]:
-    """The hybrid examples' `products` collection with a worker of its BGE-M3-shaped model."""
+def manuals_table(cookbook: ServiceHandle) -> None:
+    """The chunking examples' `manuals` collection, loaded once (as `products_table`)."""
     with psycopg.connect(libpq_url(cookbook.settings.require_database_url()), autocommit=True) as c:
         register_vector(c)
-        _hybrid_table(c, cookbook, tiny_m3_dir)
+        _chunks_table(c, cookbook)
+
+
+@pytest.fixture(scope="module")
+def products_table(cookbook: ServiceHandle, tiny_m3_dir: Path) -> int:
+    """The hybrid examples' `products` collection, loaded once: a worker's maintenance thread
+    builds its HNSW index CONCURRENTLY after the load, and a second TRUNCATE meeting that build
+    is a deadlock Postgres resolves by failing one of them. Returns the vocabulary size."""
+    with psycopg.connect(libpq_url(cookbook.settings.require_database_url()), autocommit=True) as c:
+        register_vector(c)
+        return _hybrid_table(c, cookbook, tiny_m3_dir)
+
+
+@pytest.fixture(scope="module")
+def products_worker(
+    cookbook: ServiceHandle,
+    products_table: int,
+    tiny_m3_dir: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[ChildProcess]:
+    """The hybrid examples' `products` collection with a worker of its BGE-M3-shaped model."""
     settings = cookbook.settings.model_copy(update={"model_dir": tiny_m3_dir})
     worker = start_worker(settings, tmp_path_factory.mktemp("m3-logs"), name="m3-worker")
     try:

@@ -177,8 +177,8 @@ def test_rows_written_during_the_backfill_end_up_exactly_right(
     make_legacy_table(env, name, song_texts(zh_sentences, ROWS), albert)
     env.start_worker()
     env.cli("reembed", "start", *start_args(env, name, "live"))
-    # A steady stream of inserts for the whole backfill: catch-up must still end.
-    steady = Traffic(env, name, first_id=20_000_000, reads=False)
+    # A steady stream of inserts for the whole backfill (~10 a second): catch-up must still end.
+    steady = Traffic(env, name, first_id=20_000_000, reads=False, pause_s=0.1)
     steady.start()
     env.wait(lambda: env.state("live")["chunks_done"] >= 2, "backfill under way")
     insert = sql.SQL("INSERT INTO {} ({}, {}) VALUES (%s, %s)").format(
