@@ -44,6 +44,7 @@ from embedq_core.db import psycopg_connection
 from embedq_core.metrics_auth import metrics_authorized
 from embedq_core.query_protocol import query_queue, serving_key
 from embedq_core.queueing import embed_queue, queue_depth, reembed_queue
+from embedq_core.tables import FINISHED_STATUSES, JOB_STATUSES
 from migrations.reembed import row_failures
 from migrations.reembed.progress import PENDING_COUNT_CAP, lag_s, pending_capped
 from migrations.reembed.state import load
@@ -209,9 +210,13 @@ class StoreMetrics(Collector):
     def _read_jobs(self, conn: Connection, families: dict[str, Metric]) -> None:
         jobs = families["jobs"]
         assert isinstance(jobs, GaugeMetricFamily)
+        counts = dict.fromkeys((s for s in JOB_STATUSES if s not in FINISHED_STATUSES), 0)
         for status, count in conn.exec_driver_sql(
             "SELECT status, count(*) FROM jobs WHERE finished_at IS NULL GROUP BY status"
         ):
+            counts[status] = count
+        # Every unfinished status, 0 included: an idle system reads 0, not "no data".
+        for status, count in counts.items():
             jobs.add_metric([status], count)
 
     def _read_migrations(self, conn: Connection, f: dict[str, Metric]) -> None:

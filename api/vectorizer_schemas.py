@@ -8,6 +8,7 @@ from fastapi import Path
 from pydantic import BaseModel, Field, field_validator
 
 from api.query_schemas import JsonBody
+from api.schemas import ChunkingIn
 from api.validation import STORABLE_TEXT_SCHEMA, check_storable_text
 
 VECTORIZER_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,39}$"
@@ -50,6 +51,11 @@ class VectorizerIn(JsonBody):
     vector: str = _name_field("the vector column (created if missing)")
     model: str = _name_field("a registered embedding model: manifest id or source model id")
     chunk_size: int | None = Field(default=None, ge=1, le=100_000, description="rows per step")
+    chunking: ChunkingIn | None = Field(
+        default=None,
+        description="cut each row's text into token windows, kept in `<table>_<vector>_chunks`"
+        " (one row per window); off by default",
+    )
 
     @field_validator("table", "id", "text", "template", "vector", "model")
     @classmethod
@@ -81,3 +87,8 @@ class VectorizerOut(BaseModel):
     rows_retrying: int
     rows_parked: int
     error: str | None
+    chunk_table: str | None = Field(
+        default=None, description="a chunking vectorizer's table of windows"
+    )
+    chunk_max_tokens: int | None = None
+    chunk_overlap_tokens: int | None = None

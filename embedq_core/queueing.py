@@ -72,6 +72,10 @@ def make_celery(settings: Settings) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
+        # On Redis a solo worker still takes one message beyond the batch it runs; if the run
+        # kills it, that message waits out the visibility timeout (an hour) before anyone sees
+        # it again. Take a message only when free (Celery 5.6+, Redis brokers).
+        worker_disable_prefetch=True,
         # Must exceed the longest batch, or Redis redelivers a batch still being worked on.
         broker_transport_options={"visibility_timeout": settings.visibility_timeout_s},
         broker_connection_retry_on_startup=True,

@@ -230,6 +230,10 @@ reembed_migrations = Table(
     ),
     # A model with a sparse head: the sparsevec dimension of `<vector>_sparse` (schema 0010).
     Column("sparse_dimension", Integer),
+    # A vectorizer cutting each row's text into token windows, stored in a table of their own
+    # (schema 0011); NULL: one vector per row.
+    Column("chunk_max_tokens", Integer),
+    Column("chunk_overlap_tokens", Integer),
     CheckConstraint(f"status IN {REEMBED_STATUSES}", name="reembed_status_known"),
     CheckConstraint(f"phase IN {REEMBED_PHASES}", name="reembed_phase_known"),
     CheckConstraint(f"kind IN {REEMBED_KINDS}", name="reembed_kind_known"),

@@ -16,11 +16,11 @@ from embedq_core.queueing import (
     reembed_queue,
 )
 from migrations.reembed.backfill import StepOptions, run_step, step_is_current
-from migrations.reembed.chunk_io import Encoded
 from workers.background.watchdog import time_limit
 from workers.context import WorkerContext
 from workers.delivery.db import with_db_retry
 from workers.delivery.run import ClaimNotRecorded, process_batch
+from workers.reembed_source import EmbedderSource
 from workers.telemetry import metrics
 
 log = logging.getLogger(__name__)
@@ -29,23 +29,11 @@ log = logging.getLogger(__name__)
 YIELD_TO_LIVE_S = 1.0
 
 
-class EmbedderSource:
-    """The worker's embedder as a re-embedding migration sees it."""
-
-    def __init__(self, ctx: WorkerContext) -> None:
-        self.manifest_id = ctx.embedder.manifest.manifest_id
-        self._embedder = ctx.embedder
-
-    def encode(self, texts: list[str]) -> Encoded:
-        result = self._embedder.embed(texts)
-        return Encoded(result.vectors, result.sparse)
-
-
 def build_worker_app(ctx: WorkerContext) -> Celery:
     """A Celery app whose tasks use the already-loaded model in ctx."""
     app = make_celery(ctx.settings)
     manifest_id = ctx.embedder.manifest.manifest_id
-    source = EmbedderSource(ctx)
+    source = EmbedderSource(ctx.embedder)
     step_options = StepOptions.from_settings(ctx.settings)
 
     @app.task(name=EMBED_BATCH_TASK)  # type: ignore[untyped-decorator]

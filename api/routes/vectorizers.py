@@ -16,7 +16,7 @@ from api.errors import field_error
 from api.json_body import OffLoopJsonRoute
 from api.vectorizer_schemas import ResumeIn, VectorizerIn, VectorizerName, VectorizerOut
 from embedq_core.api_keys import is_admin
-from embedq_core.catalog import candidate_models
+from embedq_core.catalog import Chunking, candidate_models
 from embedq_core.db import libpq_url
 from migrations.reembed import control, row_failures
 from migrations.reembed.locking import LockPolicy, LockTimeout
@@ -113,6 +113,9 @@ def create(body: VectorizerIn, resources: Resources) -> VectorizerOut:
             body.vector,
             models[0],
             body.chunk_size or settings.reembed_chunk_size,
+            None
+            if body.chunking is None
+            else Chunking(body.chunking.max_tokens, body.chunking.overlap_tokens),
         )
         control.start(conn, draft, resources.celery, LockPolicy.from_settings(settings))
         return _vectorizer(conn, body.name)

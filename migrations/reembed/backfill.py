@@ -20,8 +20,10 @@ from typing import Any, Literal, Protocol
 import psycopg
 from psycopg.types.json import Jsonb
 
+from embedq_core.catalog import Chunking
 from embedq_core.settings import Settings
 from migrations.reembed import attempts, chunk_io
+from migrations.reembed.chunk_table import EncodedWindows
 from migrations.reembed.progress import record_counts
 from migrations.reembed.row_failures import RowFailureOptions
 from migrations.reembed.state import Migration, MigrationNotFound, load, set_fields
@@ -38,6 +40,9 @@ class VectorSource(Protocol):
 
     def encode(self, texts: list[str]) -> chunk_io.Encoded:
         """Unit-length vectors of texts, in order (and their weights, for a sparse model)."""
+
+    def encode_windows(self, texts: list[str], chunking: Chunking) -> EncodedWindows:
+        """Each text cut into token windows, each window embedded (a chunking vectorizer)."""
 
 
 @dataclass(frozen=True)
@@ -177,9 +182,13 @@ def _chunk(
         if m.step_attempts > 1:  # recovered from failed attempts: their error is over
             fields["error"] = None
         if rows:
-            written, _ = chunk_io.write_chunk(
-                conn, m, rows, source.encode([text for _, text in rows]), options.rows
+            texts = [text for _, text in rows]
+            encoded = (
+                source.encode(texts)
+                if m.chunking is None
+                else source.encode_windows(texts, m.chunking)
             )
+            written, _ = chunk_io.write_chunk(conn, m, rows, encoded, options.rows)
             chunk_io.log_chunk(conn, m, rows, written, time.perf_counter() - started)
             fields.update(
                 checkpoint=Jsonb(chunk_io.json_key(rows[-1][0])),

@@ -15,7 +15,8 @@ from psycopg.types.json import Jsonb
 
 from embedq_core.sparse_vectors import SparseWeights, top_weights
 from embedq_core.staging import copy_to_stage
-from migrations.reembed import row_failures
+from migrations.reembed import chunk_table, row_failures
+from migrations.reembed.chunk_table import EncodedWindows
 from migrations.reembed.state import Migration
 
 STAGE = "embedq_reembed_stage"
@@ -53,7 +54,7 @@ def next_rows(conn: psycopg.Connection[Any], m: Migration) -> list[tuple[Any, st
     row_id = sql.SQL("t.{}").format(sql.Identifier(m.id_column))
     conditions = [source.has_text(), row_failures.excluded(m, "t", row_id)]
     if m.phase != "keyset":
-        conditions.append(sql.SQL("{} IS NULL").format(sql.Identifier(cols.new)))
+        conditions.append(sql.SQL("{} IS NULL").format(sql.Identifier(cols.pending)))
     if m.checkpoint is not None:
         conditions.append(
             sql.SQL("{} > {}::{}").format(row_id, sql.Literal(m.checkpoint), m.id_type_sql)
@@ -79,10 +80,15 @@ def write_vectors(
     conn: psycopg.Connection[Any],
     m: Migration,
     rows: list[tuple[Any, str]],
-    encoded: Encoded,
+    encoded: Encoded | EncodedWindows,
 ) -> int:
     """Set the new vector (and weights) where the text is still the one embedded (a text changed
-    meanwhile keeps NULL and is caught up later). Returns rows written."""
+    meanwhile keeps NULL and is caught up later); a chunking vectorizer's rows get their
+    windows instead (chunk_table.py). Returns rows written."""
+    if isinstance(encoded, EncodedWindows):
+        return chunk_table.write_windows(
+            conn, m, rows, [text_md5(text) for _, text in rows], encoded
+        )
     cols = m.columns
     columns = [("id", "text"), ("embedding", "vector"), ("text_md5", "text")]
     values: list[list[Any]] = [
@@ -123,7 +129,7 @@ def write_chunk(
     conn: psycopg.Connection[Any],
     m: Migration,
     rows: list[tuple[Any, str]],
-    encoded: Encoded,
+    encoded: Encoded | EncodedWindows,
     options: row_failures.RowFailureOptions,
 ) -> tuple[int, int]:
     """write_vectors for the chunk; if the table refuses the write, row by row, each under a

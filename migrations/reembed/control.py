@@ -67,8 +67,9 @@ def _insert(conn: psycopg.Connection[Any], draft: Migration) -> None:
     conn.execute(
         "INSERT INTO reembed_migrations (name, table_schema, table_name, id_column, id_type,"
         " text_column, legacy_column, new_column, manifest_id, dimension, chunk_size,"
-        " kind, text_columns, text_template, vectorizer, sparse_dimension, status)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 'running')",
+        " kind, text_columns, text_template, vectorizer, sparse_dimension, chunk_max_tokens,"
+        " chunk_overlap_tokens, status) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
+        " %s, %s, %s, %s, %s, %s, %s, 'running')",
         (
             draft.name,
             draft.table_schema,
@@ -86,6 +87,8 @@ def _insert(conn: psycopg.Connection[Any], draft: Migration) -> None:
             draft.text_template,
             draft.vectorizer,
             draft.sparse_dimension,
+            draft.chunk_max_tokens,
+            draft.chunk_overlap_tokens,
         ),
     )
 
@@ -167,7 +170,7 @@ def pending_rows(conn: psycopg.Connection[Any], m: Migration) -> int:
     the backfill, status and verify use)."""
     row = conn.execute(
         sql.SQL("SELECT count(*) FROM {} WHERE {} IS NULL AND {}").format(
-            m.table, sql.Identifier(m.columns.new), m.text_source.has_text()
+            m.table, sql.Identifier(m.columns.pending), m.text_source.has_text()
         )
     ).fetchone()
     return int(row[0]) if row else 0

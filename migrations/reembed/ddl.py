@@ -15,6 +15,7 @@ from typing import Any, Literal
 import psycopg
 from psycopg import sql
 
+from migrations.reembed import chunk_table
 from migrations.reembed.state import Columns, Migration
 from migrations.reembed.target import TargetError
 
@@ -40,6 +41,8 @@ def object_names(m: Migration) -> dict[str, sql.Identifier]:
 def dirty_function(m: Migration, cols: Columns) -> sql.Composed:
     """The trigger function marking a row stale in `cols` (created or replaced)."""
     n = object_names(m)
+    if m.chunk_table is not None:
+        return chunk_table.dirty_function(m, cols, n["function"])
     if m.is_vectorizer and m.queued_column is not None:
         # A vectorizer's writers pay this and an index entry, never an embedding: a changed
         # text clears the vector and stamps the wait's start (status's lag); an inserted row
@@ -82,7 +85,9 @@ def check_new_columns(m: Migration, column_types: Mapping[str, str]) -> None:
     cols = m.columns
     roles = {m.id_column: "id", **{column: "text" for column in m.text_source.columns}}
     wanted = {cols.new: f"vector({m.dimension})", cols.manifest: "text"}
-    if cols.sparse is not None:
+    if cols.chunked:  # the vectors (and weights) live in the chunk table
+        wanted = {cols.manifest: "text"}
+    elif cols.sparse is not None:
         wanted[cols.sparse] = f"sparsevec({m.sparse_dimension})"
     if m.queued_column is not None:
         wanted[m.queued_column] = "timestamp with time zone"
@@ -116,13 +121,15 @@ def start_statements(m: Migration) -> list[sql.Composed]:
     catalog change only, so it does not rewrite the table). A vectorizer also gets the column
     stamping when a row began to wait, and a trigger on INSERT."""
     n, cols = object_names(m), m.columns
-    added = [
-        sql.SQL("ADD COLUMN IF NOT EXISTS {} vector({})").format(
-            sql.Identifier(cols.new), sql.Literal(m.dimension)
-        ),
-        sql.SQL("ADD COLUMN IF NOT EXISTS {} text").format(sql.Identifier(cols.manifest)),
-    ]
-    if cols.sparse is not None:
+    added = [sql.SQL("ADD COLUMN IF NOT EXISTS {} text").format(sql.Identifier(cols.manifest))]
+    if not cols.chunked:
+        added.insert(
+            0,
+            sql.SQL("ADD COLUMN IF NOT EXISTS {} vector({})").format(
+                sql.Identifier(cols.new), sql.Literal(m.dimension)
+            ),
+        )
+    if cols.sparse is not None and not cols.chunked:
         added.append(
             sql.SQL("ADD COLUMN IF NOT EXISTS {} sparsevec({})").format(
                 sql.Identifier(cols.sparse), sql.Literal(m.sparse_dimension)
@@ -136,6 +143,7 @@ def start_statements(m: Migration) -> list[sql.Composed]:
         )
     statements = [
         sql.SQL("ALTER TABLE {} {}").format(n["table"], sql.SQL(", ").join(added)),
+        *chunk_table.create_statements(m),
         dirty_function(m, cols),
         sql.SQL("DROP TRIGGER IF EXISTS {trigger} ON {table}").format(**n),
         _update_trigger(m),
@@ -167,8 +175,8 @@ def pending_index_statement(m: Migration) -> sql.Composed:
     n = object_names(m)
     return sql.SQL(
         "CREATE INDEX CONCURRENTLY IF NOT EXISTS {pending_index} ON {table} ({id})"
-        " WHERE {new} IS NULL AND {has_text}"
-    ).format(new=sql.Identifier(m.columns.new), has_text=m.text_source.has_text(), **n)
+        " WHERE {pending} IS NULL AND {has_text}"
+    ).format(pending=sql.Identifier(m.columns.pending), has_text=m.text_source.has_text(), **n)
 
 
 def queued_index_statement(m: Migration) -> sql.Composed | None:
@@ -179,10 +187,10 @@ def queued_index_statement(m: Migration) -> sql.Composed | None:
     n = object_names(m)
     return sql.SQL(
         "CREATE INDEX CONCURRENTLY IF NOT EXISTS {queued_index} ON {table} ({queued})"
-        " WHERE {new} IS NULL AND {has_text}"
+        " WHERE {pending} IS NULL AND {has_text}"
     ).format(
         queued=sql.Identifier(m.queued_column),
-        new=sql.Identifier(m.columns.new),
+        pending=sql.Identifier(m.columns.pending),
         has_text=m.text_source.has_text(),
         **n,
     )
@@ -192,9 +200,13 @@ def hnsw_index_statement(m: Migration) -> sql.Composed:
     """The HNSW index on the new vectors; inner-product ops, as the vectors are normalised."""
     n = object_names(m)
     return sql.SQL(
-        "CREATE INDEX CONCURRENTLY IF NOT EXISTS {hnsw_index} ON {table}"
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS {hnsw_index} ON {vectors}"
         " USING hnsw ({new} vector_ip_ops)"
-    ).format(new=sql.Identifier(m.columns.new), **n)
+    ).format(
+        vectors=m.chunk_table or n["table"],
+        new=sql.Identifier(m.columns.new),
+        hnsw_index=n["hnsw_index"],
+    )
 
 
 IndexKind = Literal["hnsw", "pending", "queued"]
@@ -280,12 +292,14 @@ def drop_statements(m: Migration, drop_columns: bool) -> list[sql.Composed]:
         sql.SQL("DROP INDEX IF EXISTS {pending_index_q}").format(**n),
         sql.SQL("DROP INDEX IF EXISTS {queued_index_q}").format(**n),
     ]
+    if drop_columns and m.chunk_table is not None:
+        statements.append(sql.SQL("DROP TABLE IF EXISTS {}").format(m.chunk_table))
     if drop_columns:
         dropped = [
-            cols.new,
+            *([] if cols.chunked else [cols.new]),
             cols.manifest,
             *([m.queued_column] if m.queued_column else []),
-            *([cols.sparse] if cols.sparse else []),
+            *([cols.sparse] if cols.sparse and not cols.chunked else []),
         ]
         statements.append(
             sql.SQL("ALTER TABLE {} {}").format(

@@ -77,6 +77,13 @@ def draft_model_change(
     `new_column` (free, as is every name cutover will use) receives the new model's vectors."""
     if not v.is_vectorizer:
         raise ModelChangeError(f"{v.name} is a re-embedding migration, not a vectorizer")
+    if v.chunking is not None:
+        # Its windows live in a table of their own, which the column renames of cutover and
+        # rollback do not move.
+        raise ModelChangeError(
+            f"{v.name} cuts rows into windows: its model is changed by dropping it and adding a"
+            " new one (`embedq vectorize drop`, then `add`), not by a migration"
+        )
     running = in_flight(conn, v.name)
     if running is not None:
         raise ModelChangeError(f"{v.name} already has a model change in progress: {running}")

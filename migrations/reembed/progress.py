@@ -61,6 +61,10 @@ class Progress:
     lag_s: float | None = None
     rows_retrying: int = 0
     rows_parked: int = 0
+    # A chunking vectorizer: its table of windows and how texts are cut (None otherwise).
+    chunk_table: str | None = None
+    chunk_max_tokens: int | None = None
+    chunk_overlap_tokens: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready."""
@@ -108,7 +112,7 @@ def _pending(conn: psycopg.Connection[Any], m: Migration, exact: bool) -> tuple[
     vector are counted through the partial index of pending rows. The keyset pass rewrites
     every row with text, so it also has those ahead of its checkpoint: counted when `exact`,
     otherwise estimated from the counted rows with text less those the pass embedded."""
-    null_new = sql.SQL("{} IS NULL").format(sql.Identifier(m.columns.new))
+    null_new = sql.SQL("{} IS NULL").format(sql.Identifier(m.columns.pending))
     if m.phase != "keyset":
         return _count(conn, m, null_new), False
     if not exact:
@@ -157,7 +161,7 @@ def progress(conn: psycopg.Connection[Any], name: str, exact: bool = False) -> P
         " THEN p.blocks_done::float / p.blocks_total END"
         " FROM pg_stat_progress_create_index p JOIN pg_class c ON c.oid = p.relid"
         " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s",
-        (m.table_schema, m.table_name),
+        (m.table_schema, m.chunks_relname or m.table_name),
     ).fetchone()
     if index is not None:
         index_phase, index_done = index[0], index[1]
@@ -190,6 +194,9 @@ def progress(conn: psycopg.Connection[Any], name: str, exact: bool = False) -> P
         lag_s=lag_s(conn, m),
         rows_retrying=retrying,
         rows_parked=parked,
+        chunk_table=None if m.chunk_table is None else m.chunk_table.as_string(conn),
+        chunk_max_tokens=m.chunk_max_tokens,
+        chunk_overlap_tokens=m.chunk_overlap_tokens,
     )
 
 
@@ -201,11 +208,11 @@ def lag_s(conn: psycopg.Connection[Any], m: Migration) -> float | None:
     row = conn.execute(
         sql.SQL(
             "SELECT extract(epoch FROM now() - min({queued})) FROM {table}"
-            " WHERE {new} IS NULL AND {has_text}"
+            " WHERE {pending} IS NULL AND {has_text}"
         ).format(
             queued=sql.Identifier(m.queued_column),
             table=m.table,
-            new=sql.Identifier(m.columns.new),
+            pending=sql.Identifier(m.columns.pending),
             has_text=m.text_source.has_text(),
         )
     ).fetchone()
@@ -233,11 +240,11 @@ def pending_capped(
     """Rows with text and no vector, counted through the pending-rows index up to `cap`."""
     row = conn.execute(
         sql.SQL(
-            "SELECT count(*) FROM (SELECT 1 FROM {table} WHERE {new} IS NULL AND {has_text}"
+            "SELECT count(*) FROM (SELECT 1 FROM {table} WHERE {pending} IS NULL AND {has_text}"
             " LIMIT {cap}) p"
         ).format(
             table=m.table,
-            new=sql.Identifier(m.columns.new),
+            pending=sql.Identifier(m.columns.pending),
             has_text=m.text_source.has_text(),
             cap=sql.Literal(cap),
         )

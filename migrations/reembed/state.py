@@ -12,6 +12,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
+from embedq_core.catalog import Chunking, chunking_of
 from embedq_core.manifest import ModelManifest
 from migrations.reembed.target import Target, check_identifier_length
 from migrations.reembed.text_source import TemplatePart, TextSource
@@ -32,6 +33,14 @@ class Columns:
     manifest: str
     # The new vectors' lexical weights, where the model has a sparse head (BGE-M3).
     sparse: str | None = None
+    # A chunking vectorizer keeps new vectors (and weights) in its chunk table, not the user's
+    # table: there a row is embedded when its manifest column is set.
+    chunked: bool = False
+
+    @property
+    def pending(self) -> str:
+        """The user's table's column that is NULL while a row waits for its vector(s)."""
+        return self.manifest if self.chunked else self.new
 
 
 @dataclass(frozen=True)
@@ -79,6 +88,28 @@ class Migration:
     # The model's sparse head: its vocabulary size, the sparsevec column's dimension (None: a
     # dense model). The weights live in `<new vectors' column>_sparse` (schema 0010).
     sparse_dimension: int | None = None
+    # A chunking vectorizer's windows, as a chunking collection's (schema 0011; None: one
+    # vector per row).
+    chunk_max_tokens: int | None = None
+    chunk_overlap_tokens: int | None = None
+
+    @property
+    def chunking(self) -> Chunking | None:
+        """How rows' texts are cut into windows (None: one vector per row)."""
+        return chunking_of(self.chunk_max_tokens, self.chunk_overlap_tokens)
+
+    @property
+    def chunks_relname(self) -> str | None:
+        """A chunking vectorizer's table of windows, in the user's table's schema."""
+        if self.chunking is None:
+            return None
+        return chunk_table_name(self.table_name, self.new_column)
+
+    @property
+    def chunk_table(self) -> sql.Identifier | None:
+        """chunks_relname, schema-qualified and quoted."""
+        relname = self.chunks_relname
+        return None if relname is None else sql.Identifier(self.table_schema, relname)
 
     @property
     def is_vectorizer(self) -> bool:
@@ -127,7 +158,13 @@ class Migration:
         else:
             legacy, new = self.legacy_column, self.new_column
         sparse = None if self.sparse_dimension is None else f"{new}_sparse"
-        return Columns(legacy=legacy, new=new, manifest=f"{new}_manifest", sparse=sparse)
+        return Columns(
+            legacy=legacy,
+            new=new,
+            manifest=f"{new}_manifest",
+            sparse=sparse,
+            chunked=self.chunking is not None,
+        )
 
     @property
     def id_type_sql(self) -> sql.SQL:
@@ -155,6 +192,11 @@ def stored_template(written: str, parts: tuple[TemplatePart, ...]) -> str:
         },
         ensure_ascii=False,
     )
+
+
+def chunk_table_name(table_name: str, vector_column: str) -> str:
+    """`<table>_<vector>_chunks`: where a chunking vectorizer keeps its windows."""
+    return f"{table_name}_{vector_column}_chunks"
 
 
 def sparse_dimension(manifest: ModelManifest) -> int | None:

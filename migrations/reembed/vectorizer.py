@@ -15,6 +15,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from embedq_core.catalog import Chunking, InvalidChunking, check_chunking
 from embedq_core.manifest import ModelManifest
 from migrations.reembed import ddl, model_change
 from migrations.reembed.control import MigrationStateError
@@ -57,10 +58,17 @@ def draft_vectorizer(
     vector_column: str,
     manifest: ModelManifest,
     chunk_size: int,
+    chunking: Chunking | None = None,
 ) -> Migration:
     """Check every name against the catalog and return the vectorizer `add` would record. The
     vector column may be missing (it is created) or an existing empty vector(N) of the model's
-    dimension."""
+    dimension. With `chunking`, each row's text is cut into windows kept in a new table
+    `<table>_<vector>_chunks` (chunk_table.py), whose vector column is named `vector_column`."""
+    if chunking is not None:
+        try:
+            check_chunking(chunking, manifest.max_length)
+        except InvalidChunking as exc:
+            raise TargetError(str(exc)) from exc
     if (text_column is None) == (template is None):
         raise TargetError("give the text as --text COLUMN or as --template '{a}\\n{b}', not both")
     relid, schema, table_name, columns = find_table(conn, table)
@@ -92,6 +100,8 @@ def draft_vectorizer(
         kind="vectorizer",
         text_columns=text_columns if stored is not None else None,
         text_template=stored,
+        chunk_max_tokens=None if chunking is None else chunking.max_tokens,
+        chunk_overlap_tokens=None if chunking is None else chunking.overlap_tokens,
     )
     check_columns(conn, draft, columns)
     return draft
@@ -104,7 +114,16 @@ def check_columns(conn: psycopg.Connection[Any], m: Migration, columns: dict[str
     cols = m.columns
     for column in (cols.new, cols.manifest, m.queued_column or ""):
         check_identifier_length("derived column name", column)
-    if cols.new in columns:
+    if m.chunk_table is not None:
+        chunks = check_identifier_length("chunk table name", m.chunks_relname or "")
+        taken = conn.execute("SELECT to_regclass(%s)", (m.chunk_table.as_string(conn),))
+        row = taken.fetchone()
+        if row is not None and row[0] is not None:
+            raise TargetError(
+                f"{m.chunk_table.as_string(conn)} exists: a chunking vectorizer creates its"
+                f" table of windows {chunks} itself; drop it or pick another --vector name"
+            )
+    elif cols.new in columns:
         filled = conn.execute(
             sql.SQL("SELECT 1 FROM {} WHERE {} IS NOT NULL LIMIT 1").format(
                 m.table, sql.Identifier(cols.new)

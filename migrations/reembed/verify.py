@@ -49,6 +49,10 @@ class VerifyReport:
         return {**asdict(self), "ok": self.ok}
 
 
+class NotVerifiable(ValueError):
+    """verify checks one vector per row; a chunking vectorizer keeps windows."""
+
+
 def verify(
     conn: psycopg.Connection[Any],
     name: str,
@@ -59,6 +63,11 @@ def verify(
     """Check every row in SQL, then re-embed a random sample and compare."""
     register_vector(conn)
     m = load(conn, name)
+    if m.chunk_table is not None:
+        raise NotVerifiable(
+            f"{name} is a chunking vectorizer: verify checks one vector per row (its windows are"
+            f" checked by `embedq vectorize status {name}`'s counts)"
+        )
     cols = m.columns
     ident = {
         "new": sql.Identifier(cols.new),

@@ -22,7 +22,6 @@ from embedq_core.db import libpq_url, make_engine
 from embedq_core.manifest import ModelManifest
 from embedq_core.settings import Settings
 from migrations.reembed.backfill import StepOptions, run_step
-from migrations.reembed.chunk_io import Encoded
 from migrations.reembed.control import start
 from migrations.reembed.locking import LockPolicy
 from migrations.reembed.planning import draft_migration
@@ -34,6 +33,7 @@ from ops.data.corpus import load_bench_corpus
 from ops.devstack.processes import start_worker
 from ops.devstack.stack import EmbeddedStack
 from workers.engine import Embedder, EngineConfig
+from workers.reembed_source import EmbedderSource
 
 LEGACY_DIMENSION = 312
 
@@ -47,16 +47,6 @@ class MigrateRow:
     seconds: float
     rows_per_s: float
     ratio_to_engine: float
-
-
-class _Source:
-    def __init__(self, embedder: Embedder) -> None:
-        self.manifest_id = embedder.manifest.manifest_id
-        self._embedder = embedder
-
-    def encode(self, texts: list[str]) -> Encoded:
-        result = self._embedder.embed(texts)
-        return Encoded(result.vectors, result.sparse)
 
 
 def _texts(rows: int) -> list[str]:
@@ -159,7 +149,7 @@ def run_migrate_bench(
             _make_table(conn, "bench_inproc", texts)
             _start(conn, run_settings, "bench_inproc", model_dir, chunk_size, _NullCelery())
             token = load(conn, "bench_inproc").step_token or ""
-            source = _Source(embedder)
+            source = EmbedderSource(embedder)
             while load(conn, "bench_inproc").phase == "keyset":
                 options = replace(StepOptions.from_settings(run_settings), follow_interval_s=1.0)
                 run_step(conn, source, "bench_inproc", token, options)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from ops.cli.chunking_options import chunking_from_options, chunking_options
 from ops.cli.config import configure
 
 
@@ -17,38 +18,20 @@ def collections() -> None:
 @collections.command("create")
 @click.argument("name")
 @click.option("--model-dir", type=click.Path(path_type=Path, exists=True), required=True)
-@click.option(
-    "--chunk-max-tokens",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Store each item as token windows of this many of the model's tokens (at most its "
-    "max length less 2); off by default.",
-)
-@click.option(
-    "--chunk-overlap-tokens",
-    type=click.IntRange(min=0),
-    default=0,
-    show_default=True,
-    help="With --chunk-max-tokens: tokens a chunk shares with the one before it.",
-)
+@chunking_options("each item")
 def collections_create(
     name: str, model_dir: Path, chunk_max_tokens: int | None, chunk_overlap_tokens: int
 ) -> None:
     """Create collection NAME bound to the model exported in MODEL_DIR."""
     settings = configure()
     from embedq_core.catalog import (
-        Chunking,
         InvalidChunking,
         create_collection,
         register_model_dir,
     )
     from embedq_core.db import make_engine
 
-    chunking = None
-    if chunk_max_tokens is not None:
-        chunking = Chunking(chunk_max_tokens, chunk_overlap_tokens)
-    elif chunk_overlap_tokens:
-        raise click.UsageError("--chunk-overlap-tokens needs --chunk-max-tokens")
+    chunking = chunking_from_options(chunk_max_tokens, chunk_overlap_tokens)
     engine = make_engine(settings.require_database_url())
     with engine.begin() as conn:
         manifest = register_model_dir(conn, model_dir)

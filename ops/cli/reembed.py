@@ -313,13 +313,18 @@ def print_status(console: Console, figures: Any) -> None:
 @click.option("--min-cos", type=float, default=0.9999, show_default=True)
 def verify_cmd(name: str, model_dir: Path, sample: int, min_cos: float) -> None:
     """Check every row, and re-embed a random sample against what is stored."""
-    from migrations.reembed.verify import verify
+    from migrations.reembed.verify import NotVerifiable, verify
     from workers.engine import Embedder, EngineConfig
 
     settings = _settings()
     embedder = Embedder.from_model_dir(model_dir, EngineConfig.from_settings(settings))
     with table_connection(settings) as conn:
-        report = verify(conn, name, lambda texts: embedder.embed(texts).vectors, sample, min_cos)
+        try:
+            report = verify(
+                conn, name, lambda texts: embedder.embed(texts).vectors, sample, min_cos
+            )
+        except NotVerifiable as exc:
+            raise fail(exc) from exc
     click.echo(json.dumps(report.as_dict(), indent=2))
     if not report.ok:
         raise click.ClickException("verification failed")

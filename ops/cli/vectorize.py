@@ -12,6 +12,7 @@ from rich.table import Table
 
 from embedq_core.manifest import ModelManifest
 from embedq_core.settings import Settings
+from ops.cli.chunking_options import chunking_from_options, chunking_options
 from ops.cli.config import configure
 from ops.cli.reembed import (
     NAMES_HELP,
@@ -48,6 +49,7 @@ def vectorize() -> None:
     help="exported model dir",
 )
 @click.option("--chunk-size", type=int, default=None, help="rows per step")
+@chunking_options("each row's text (kept in <table>_<vector>_chunks)")
 def add_cmd(
     name: str,
     table: str,
@@ -57,6 +59,8 @@ def add_cmd(
     vector_column: str,
     model_dir: Path,
     chunk_size: int | None,
+    chunk_max_tokens: int | None,
+    chunk_overlap_tokens: int,
 ) -> None:
     """Bind TABLE as vectorizer NAME: backfill its rows, then embed every insert and every
     change of the text, for good."""
@@ -67,6 +71,7 @@ def add_cmd(
     from migrations.reembed.text_source import TemplateError
     from migrations.reembed.vectorizer import draft_vectorizer
 
+    chunking = chunking_from_options(chunk_max_tokens, chunk_overlap_tokens)
     settings = configure(quiet=True)
     manifest = _register(settings, model_dir)
     with table_connection(settings) as conn:
@@ -81,14 +86,21 @@ def add_cmd(
                 vector_column,
                 manifest,
                 chunk_size or settings.reembed_chunk_size,
+                chunking,
             )
             m = start(conn, draft, make_celery(settings), lock_policy(settings))
         except (TargetError, TemplateError, MigrationStateError, LockTimeout) as exc:
             raise fail(exc) from exc
         shown = m.display_name(conn)
+        where = f"{shown}.{m.new_column}"
+        if m.chunk_table is not None and m.chunking is not None:
+            where = (
+                f"{m.chunk_table.as_string(conn)}.{m.new_column} (windows of"
+                f" {m.chunking.max_tokens} tokens overlapping by {m.chunking.overlap_tokens})"
+            )
     weights = "" if m.columns.sparse is None else f" (lexical weights in {m.columns.sparse})"
     click.echo(
-        f"vectorizer {m.name}: {shown}.{m.new_column}{weights} follows "
+        f"vectorizer {m.name}: {where}{weights} follows "
         f"{m.template_written or m.text_column} with {m.manifest_id}; {m.rows_total:,} rows"
     )
     click.echo(f"backfilling now; follow it with: embedq vectorize status {m.name}")

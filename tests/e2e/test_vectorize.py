@@ -242,6 +242,8 @@ def test_bindings_that_cannot_work_are_refused_with_the_reason(venv: VectorizeEn
         ("--text", "body", "--vector", "small"): "vector(3), not vector(384)",
         ("--text", "body", "--vector", "body"): "is the table's text column",
         ("--text", "body", "--id", "title", "--vector", "v"): "primary key",
+        ("--text", "body", "--vector", "v", "--chunk-max-tokens", "900"): "max_tokens must be 1..",
+        ("--text", "body", "--vector", "v", "--chunk-overlap-tokens", "4"): "needs --chunk-max",
     }
     for args, message in cases.items():
         result = venv.cli(*base, *args, check=False)

@@ -69,7 +69,7 @@ def test_scores_equal_the_torch_reference(
     # Longer than the model reads: the passage is cut so the pair fits (8,192 tokens for XLM-R).
     long_passage = " ".join(TEXTS) * (2 if shape == "bert" else 12)
     pairs = _pairs(long_passage)
-    reranker = Reranker.from_model_dir(out, engine_config(runtime="onnxruntime"))
+    reranker = Reranker.from_model_dir(out, engine_config(runtime="onnxruntime-cpu"))
     result = reranker.score(pairs[0][0], [p for q, p in pairs if q == QUERY])
     odd = reranker.score(pairs[-1][0], [pairs[-1][1]])
     ours = np.concatenate([result.logits, odd.logits])
@@ -121,7 +121,7 @@ def test_eval_adds_a_reranked_row_per_model(
     result = CliRunner().invoke(
         main,
         ["eval", "--model", str(minilm_dir), "--rerank", str(out), "--json", str(report)],
-        env={"COLUMNS": "220"},
+        env={"COLUMNS": "220", "EMBEDQ_RUNTIME": "onnxruntime-cpu"},  # FP32, as the reference
     )
     assert result.exit_code == 0, result.output
     models = json.loads(report.read_text())["models"]

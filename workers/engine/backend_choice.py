@@ -67,6 +67,10 @@ def choose_backend(choice: RuntimeChoice, manifest: ModelManifest, hw: Hardware)
         return BackendChoice("openvino-fp32", "asked for; no BF16 instructions, so FP32")
     if choice == "onnxruntime-cpu":
         return BackendChoice("onnxruntime-cpu", "asked for")
+    if choice != "auto":  # a misspelt runtime must not quietly become the automatic choice
+        raise BackendUnavailable(
+            f"unknown runtime {choice!r}: auto, onnxruntime-cpu, onnxruntime-cuda or openvino"
+        )
     if hw.has_cuda_provider:
         return BackendChoice("onnxruntime-cuda", "CUDA provider available")
     if hw.cpu_has_bf16 and hw.has_openvino:
