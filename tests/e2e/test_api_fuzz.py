@@ -1,6 +1,7 @@
-"""schemathesis, every phase (examples, coverage, fuzzing, stateful) and every check, against
-the real API with a valid key, a real collection and a real job: no server error, and every
-answer is one the OpenAPI document states."""
+"""schemathesis, every phase (examples, coverage, fuzzing, stateful) and every check but one
+(the stateful "created resource not found", see below), against the real API with a valid key,
+a real collection and a real job: no server error, and every answer is one the OpenAPI document
+states."""
 
 from __future__ import annotations
 
@@ -111,6 +112,12 @@ def test_schemathesis_finds_no_server_error_and_no_undocumented_answer(
             f"{services.api_url}/openapi.json",
             "--checks",
             "all",
+            # The stateful "created resource not found" check reads any 404 after a create as
+            # the created resource missing. The 404s it meets here name a field of the body (an
+            # unknown reranker in `rerank.model`: unknown models are 404 on every route, as in
+            # OpenAI's API) on a collection that exists (`path.name` is pinned to "docs").
+            "--exclude-checks",
+            "ensure_resource_availability",
             "--phases",
             "examples,coverage,fuzzing,stateful",
             "--no-color",
