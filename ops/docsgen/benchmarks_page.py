@@ -8,6 +8,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ops.export.quantize_reranker import RerankGate
+
 PAGE = Path("docs") / "benchmarks.md"
 RESULTS = Path("ops") / "bench" / "results"
 INTRO = """# Benchmarks
@@ -206,6 +208,20 @@ def _rerank(data: Row) -> tuple[str, str]:
     )
     reasons = [f"- not run: {reason}" for reason in data.get("not_run", [])]
     not_run = "\n\n" + "\n".join(reasons) if reasons else ""
+    quality = model.get("int8_quality")
+    if quality:
+        gate = RerankGate()
+        passed = (
+            quality["pair_agreement_vs_fp32"] >= gate.min_pair_agreement
+            and quality["mean_score_error_vs_fp32"] <= gate.max_score_error
+        )
+        settings += (
+            f" The INT8 export's own measurement on {_num(quality['held_out_pairs'])} held-out"
+            f" pairs: pair agreement with FP32 {quality['pair_agreement_vs_fp32']:.3f}, mean score"
+            f" error {quality['mean_score_error_vs_fp32']:.4f}; the export gate (agreement ≥"
+            f" {gate.min_pair_agreement}, error ≤ {gate.max_score_error})"
+            f" {'passes' if passed else 'refuses'} it."
+        )
     return f"{model['stands_for']}'s shape, random weights", settings + not_run + "\n\n" + (
         "\n\n".join(tables)
     )
