@@ -94,13 +94,24 @@ def _cpuinfo_field(name: str) -> str | None:
 
 
 def detect_peak(cores: int) -> CpuPeak | None:
-    """The peak for the CPUs this module knows (AMD Zen 3 and Zen 4, Intel with AMX or with
-    AVX-512 only); None otherwise."""
+    """The peak for the CPUs this module knows (AMD Zen 3, Zen 4 and Zen 5, Intel with AMX or
+    with AVX-512 only); None otherwise."""
     flags = cpu_flags()
     vendor, family = _cpuinfo_field("vendor_id"), _cpuinfo_field("cpu family")
     mhz = float(_cpuinfo_field("cpu MHz") or 0)
     if not mhz:
         return None
+    if vendor == "AuthenticAMD" and family == "26" and "avx512f" in flags:
+        # Zen 5 server parts (EPYC 9005) run AVX-512 on full 512-bit FMA pipes: 2 x 16 lanes x
+        # 2 = 64 FP32 FLOP/cycle; VDPBF16PS 128; VPDPBUSD 256 INT8 ops/cycle.
+        return CpuPeak(
+            "AMD Zen 5 (AVX-512 on 512-bit pipes, no AMX)",
+            cores,
+            mhz / 1000,
+            {"fp32": 64, "bf16": 128, "int8": 256},
+            "cores x cpuinfo clock x (FP32: 2 FMA pipes x 16 lanes x 2 = 64 FLOP/cycle; "
+            "BF16 via avx512_bf16: 128; INT8 via avx512_vnni: 256 ops/cycle)",
+        )
     if vendor == "AuthenticAMD" and family == "25" and "avx512f" in flags:
         # Zen 4 runs AVX-512 on two 256-bit FMA pipes: 2 x 8 lanes x 2 = 32 FP32 FLOP/cycle;
         # VDPBF16PS does 2 BF16 products per FP32 lane (64); VPDPBUSD 4 INT8 products (128).
