@@ -5,6 +5,7 @@ from __future__ import annotations
 from embedq_core.catalog import Chunking
 from migrations.reembed.chunk_io import Encoded
 from migrations.reembed.chunk_table import EncodedWindows, Window
+from workers.delivery.isolation import embed_windows
 from workers.engine.embedder import Embedder
 
 
@@ -23,21 +24,10 @@ class EmbedderSource:
     def encode_windows(self, texts: list[str], chunking: Chunking) -> EncodedWindows:
         """Each text cut as a chunking collection cuts documents, every window embedded in one
         engine call."""
-        chunked = self._embedder.chunk(texts, chunking.max_tokens, chunking.overlap_tokens)
-        flat = [chunk for chunks in chunked for chunk in chunks]
-        result = self._embedder.run(self._embedder.prepare_chunks(flat))
-        windows: list[list[Window]] = []
-        index = 0
-        for chunks in chunked:
-            row = []
-            for chunk in chunks:
-                sparse = None if result.sparse is None else result.sparse[index]
-                row.append(
-                    Window(
-                        chunk.chunk_no, chunk.text, chunk.span_start, chunk.span_end,
-                        result.vectors[index], sparse,
-                    )
-                )  # fmt: skip
-                index += 1
-            windows.append(row)
-        return EncodedWindows(windows)
+        return EncodedWindows(
+            [
+                [Window(c.chunk_no, c.text, c.span_start, c.span_end, c.vector, c.sparse)
+                 for c in windows]
+                for windows in embed_windows(self._embedder, texts, chunking)
+            ]
+        )  # fmt: skip

@@ -110,13 +110,35 @@ def embed_documents_isolating(
         return Embedded()
 
     def together(group: Sequence[tuple[str, str]]) -> Embedded:
-        chunked = embedder.chunk(
-            [text for _, text in group], chunking.max_tokens, chunking.overlap_tokens
-        )
-        flat = [chunk for chunks in chunked for chunk in chunks]
-        return _collect_chunks(group, chunked, embedder.run(embedder.prepare_chunks(flat)))
+        windows = embed_windows(embedder, [text for _, text in group], chunking)
+        return Embedded(chunks={key: w for (key, _), w in zip(group, windows, strict=True)})
 
     return _one_by_one_on_failure(items, together, "documents")
+
+
+def embed_windows(
+    embedder: TextEmbedder, documents: list[str], chunking: Chunking
+) -> list[list[EmbeddedChunk]]:
+    """Each document cut into token windows and every window embedded, in one engine call;
+    the windows in the documents' order (also a chunking vectorizer's step)."""
+    chunked = embedder.chunk(documents, chunking.max_tokens, chunking.overlap_tokens)
+    flat = [chunk for chunks in chunked for chunk in chunks]
+    result = embedder.run(embedder.prepare_chunks(flat))
+    out: list[list[EmbeddedChunk]] = []
+    row = 0
+    for chunks in chunked:
+        embedded = []
+        for chunk in chunks:
+            sparse = None if result.sparse is None else result.sparse[row]
+            embedded.append(
+                EmbeddedChunk(
+                    chunk.chunk_no, chunk.text, chunk.span_start, chunk.span_end,
+                    result.vectors[row], sparse,
+                )
+            )  # fmt: skip
+            row += 1
+        out.append(embedded)
+    return out
 
 
 def _one_by_one_on_failure(
@@ -142,26 +164,6 @@ def _one_by_one_on_failure(
             out.errors[item[0]] = _reason(exc)
     if not out.vectors and not out.chunks:
         raise batch_error
-    return out
-
-
-def _collect_chunks(
-    items: Sequence[tuple[str, str]], chunked: list[list[Chunk]], result: EmbedResult
-) -> Embedded:
-    out = Embedded()
-    row = 0
-    for (key, _), chunks in zip(items, chunked, strict=True):
-        embedded = []
-        for chunk in chunks:
-            sparse = None if result.sparse is None else result.sparse[row]
-            vector = result.vectors[row]
-            embedded.append(
-                EmbeddedChunk(
-                    chunk.chunk_no, chunk.text, chunk.span_start, chunk.span_end, vector, sparse
-                )
-            )
-            row += 1
-        out.chunks[key] = embedded
     return out
 
 
