@@ -13,6 +13,11 @@ from embedq_core.settings import Settings
 
 EMBED_BATCH_TASK = "embedq.embed_batch"
 REEMBED_STEP_TASK = "embedq.reembed_step"
+# A header on each embed_batch message: which send of its batch it is (0: the API's first send;
+# n: the reconciler's n-th send). A header, not an argument, so workers of the version before
+# take these messages and the new ones take theirs. Recorded on delivery (job_batches).
+SEND_NO_HEADER = "embedq_send_no"
+FIRST_SEND_NO = 0
 
 
 def embed_queue(manifest_id: str) -> str:

@@ -140,6 +140,8 @@ job_batches = Table(
     # When the batch's own message last reached a worker (claims by coalescing leave it):
     # every message sent before it in that queue had left Redis by then.
     Column("delivered_at", DateTime(timezone=True)),
+    # Which send's message that was (embedq_core/queueing.SEND_NO_HEADER; NULL: not told).
+    Column("delivered_send", Integer),
     # Set in the transaction that leaves the batch with no pending item.
     Column("finished_at", DateTime(timezone=True)),
     # Deliveries whose attempt was given back because the engine then failed a probe text too

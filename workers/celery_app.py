@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 
-from celery import Celery
+from celery import Celery, Task
 from celery.exceptions import Reject
 
 from embedq_core.queueing import (
     EMBED_BATCH_TASK,
     REEMBED_STEP_TASK,
+    SEND_NO_HEADER,
     embed_queue,
     make_celery,
     queue_depth,
@@ -36,13 +37,16 @@ def build_worker_app(ctx: WorkerContext) -> Celery:
     source = EmbedderSource(ctx.embedder)
     step_options = StepOptions.from_settings(ctx.settings)
 
-    @app.task(name=EMBED_BATCH_TASK)  # type: ignore[untyped-decorator]
-    def embed_batch(job_id: str, batch_no: int) -> dict[str, int | str | bool | None]:
+    @app.task(name=EMBED_BATCH_TASK, bind=True)  # type: ignore[untyped-decorator]
+    def embed_batch(self: Task, job_id: str, batch_no: int) -> dict[str, int | str | bool | None]:
+        send_no = self.request.get(SEND_NO_HEADER)
         # Celery's own time limits are not enforced by the solo pool: see
         # workers/background/watchdog.py.
         try:
             with time_limit(ctx.settings.task_time_limit_s, f"job {job_id} batch {batch_no}"):
-                outcome = process_batch(ctx, job_id, batch_no)
+                outcome = process_batch(
+                    ctx, job_id, batch_no, send_no if isinstance(send_no, int) else None
+                )
         except ClaimNotRecorded as exc:
             log.warning("%s; Postgres unreachable before the claim: message back to the queue", exc)
             metrics.retry("claim_requeued")

@@ -70,13 +70,19 @@ WITH started AS (
 
 
 def claim_batch(
-    conn: psycopg.Connection[Any], job_id: str, batch_no: int, worker: str, delivered: bool
+    conn: psycopg.Connection[Any],
+    job_id: str,
+    batch_no: int,
+    worker: str,
+    delivered: bool,
+    send_no: int | None = None,
 ) -> ClaimedBatch | None:
     """Record the claim of the batch's pending items (`delivered`: on delivery of the batch's
-    own message) and return them (committed at once, so a worker killed mid-batch leaves the
-    claim recorded for the reconciler). None if the job is unknown. A batch with nothing
-    pending (its message arrived after another delivery finished it) is only read: no row is
-    written. No attempt is counted here: count_attempt does, when the engine starts on it."""
+    own message, send number `send_no`) and return them (committed at once, so a worker killed
+    mid-batch leaves the claim recorded for the reconciler). None if the job is unknown. A
+    batch with nothing pending (its message arrived after another delivery finished it) is only
+    read: no row is written. No attempt is counted here: count_attempt does, when the engine
+    starts on it."""
     claim_record = None
     with conn.transaction() as claim:
         rows = conn.execute(
@@ -95,7 +101,7 @@ def claim_batch(
         if rows:
             if job is None:
                 raise psycopg.Rollback(claim)  # no such job: nothing is claimed
-            claim_record = record_claimed(conn, job_id, batch_no, worker, delivered)
+            claim_record = record_claimed(conn, job_id, batch_no, worker, delivered, send_no)
     if job is None:
         return None
     rows.sort(key=lambda r: r[5])

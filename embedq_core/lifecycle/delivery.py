@@ -12,8 +12,9 @@ This module owns every transition of a batch's delivery, whoever makes it:
   `claimed_by` is set was tried before, and is never coalesced again); also `claimed_at`
   alone when a delivery found the batch locked by another live worker (its message is consumed:
   if that worker then fails, the grace rule sends the batch again);
-- delivered: `delivered_at`, with the claim, when the claim was made on delivery of the batch's
-  own message (not by a worker coalescing it before its message arrived);
+- delivered: `delivered_at` and `delivered_send` (which send's message it was), with the claim,
+  when the claim was made on delivery of the batch's own message (not by a worker coalescing it
+  before its message arrived);
 - finished: `finished_at`, in the transaction that leaves the batch without pending items.
 
 A pending batch is lost, and sent again, when no live worker holds its advisory lock (the
@@ -28,14 +29,19 @@ batch's first send by the API (all sent at the same priority, each job's batches
 also lost once the message of a batch sent after it was delivered more than `grace_s` ago: the
 later message left Redis after it, and no worker recorded taking it. "Sent after" is known from
 Postgres's clock alone: a later batch of the same job, or a job created (so sent) after this
-job's send was recorded (jobs.enqueued_at, stamped once the publish returned). Re-sent messages
-are not ordered this way (a batch sent twice cannot tell which message was delivered). A message
-Redis takes back goes out of that order (a delivery that could not record its claim through a
-Postgres outage is requeued behind the queue): its batch may be sent twice, which is harmless.
+job's send was recorded (jobs.enqueued_at, stamped once the publish returned). A re-sent
+message goes ahead of every first send (RESEND_PRIORITY) and behind earlier re-sends, so it is
+lost too once, more than `grace_s` ago and after its send, a worker took a first send of its
+model or a later re-send; the message says which send it is (SEND_NO_HEADER, recorded as
+`delivered_send`), so a batch with several messages in flight proves nothing by an older one.
+A message Redis takes back goes out of that order (a delivery that could not record its claim
+through a Postgres outage is requeued behind the queue): its batch may be sent twice, which is
+harmless.
 
 Nothing here guesses what a queue holds; one backstop is presumed from age alone: a send that no
 worker claimed within `unclaimed_s` (the visibility timeout) is taken as lost on its own
-(evicted, or a re-sent message taken by a worker that died), and costs a duplicate if it was not.
+(evicted, or a re-sent message taken by a worker that died when nothing was delivered behind
+it since), and costs a duplicate if it was not.
 """
 
 from __future__ import annotations
@@ -45,6 +51,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+
+from embedq_core.queueing import FIRST_SEND_NO
 
 # Jobs recorded by an API older than this table (a rolling upgrade) get their rows here, with
 # what job_items says about claims; the same statement as the 0004 schema migration's backfill.
@@ -63,7 +71,9 @@ ON CONFLICT DO NOTHING
 # waiting: per model, the oldest first send by the API (dated at its job's creation) that no
 # worker claimed. taken: first sends of that model whose own message reached a worker since then
 # (a message sent after it is delivered after it was sent), more than the grace ago and within
-# the backstop's window; per model the newest such send, per job its last such batch.
+# the backstop's window; per model the newest such send, per job its last such batch. The last
+# clause: a re-sent batch (sent after its job's creation) whose message a delivery queued behind
+# it proves gone: a first send's, or a later re-send's known to be its batch's last.
 _LOST_BATCHES_SQL = """
 WITH waiting AS (
     SELECT j.manifest_id, min(b.sent_at) AS since
@@ -97,7 +107,15 @@ WHERE b.finished_at IS NULL AND j.finished_at IS NULL
        OR (b.sent_at < now() - make_interval(secs => %(unclaimed_s)s)
            AND (b.claimed_at IS NULL OR b.claimed_at < b.sent_at))
        OR (b.sends = 1 AND b.sent_at = j.created_at AND b.claimed_at IS NULL
-           AND (later_job.sent_at > j.enqueued_at OR later_batch.batch_no > b.batch_no)))
+           AND (later_job.sent_at > j.enqueued_at OR later_batch.batch_no > b.batch_no))
+       OR (b.sent_at > j.created_at AND (b.claimed_at IS NULL OR b.claimed_at < b.sent_at)
+           AND EXISTS (
+               SELECT 1 FROM job_batches c JOIN jobs cj ON cj.id = c.job_id
+               WHERE c.delivered_at > b.sent_at
+                 AND c.delivered_at < now() - make_interval(secs => %(grace_s)s)
+                 AND cj.manifest_id = j.manifest_id
+                 AND (c.delivered_send = %(first_send_no)s
+                      OR (c.delivered_send = c.sends AND c.sent_at > b.sent_at)))))
   AND EXISTS (SELECT 1 FROM job_items i
               WHERE i.job_id = b.job_id AND i.batch_no = b.batch_no AND i.status = 'pending')
 ORDER BY j.created_at, b.batch_no
@@ -193,15 +211,18 @@ def record_enqueued(conn: psycopg.Connection[Any], job_id: uuid.UUID) -> None:
     conn.execute("UPDATE jobs SET enqueued_at = now() WHERE id = %s", (job_id,))
 
 
-def record_resent(conn: psycopg.Connection[Any], job_id: str, batch_nos: list[int]) -> None:
+def record_resent(
+    conn: psycopg.Connection[Any], job_id: str, batch_nos: list[int]
+) -> dict[int, int]:
     """The reconciler is publishing these batches again, in this transaction (whose start,
-    now(), precedes the publish)."""
-    conn.execute(
+    now(), precedes the publish); returns each batch's send number, for its message."""
+    rows = conn.execute(
         "UPDATE job_batches SET sends = sends + 1, sent_at = now()"
-        " WHERE job_id = %s AND batch_no = ANY(%s)",
+        " WHERE job_id = %s AND batch_no = ANY(%s) RETURNING batch_no, sends",
         (job_id, batch_nos),
-    )
+    ).fetchall()
     conn.execute("UPDATE jobs SET enqueued_at = now() WHERE id = %s", (job_id,))
+    return {int(batch_no): int(sends) for batch_no, sends in rows}
 
 
 @dataclass(frozen=True)
@@ -215,44 +236,67 @@ class ClaimRecord:
 
 
 def record_claimed(
-    conn: psycopg.Connection[Any], job_id: str, batch_no: int, worker: str, delivered: bool
+    conn: psycopg.Connection[Any],
+    job_id: str,
+    batch_no: int,
+    worker: str,
+    delivered: bool,
+    send_no: int | None = None,
 ) -> ClaimRecord:
     """A worker took the batch's pending items, in its claim transaction; `delivered` when on
-    delivery of the batch's own message (not coalescing it). An upsert, so a job recorded by an
-    older API gets its row here. The queue wait counts from the last send (a first send not
-    recorded yet is dated at the job's creation, as record_enqueued will date it)."""
+    delivery of the batch's own message (not coalescing it), whose send number is `send_no`
+    (None: the message did not say). An upsert, so a job recorded by an older API gets its row
+    here. The queue wait counts from the last send (a first send not recorded yet is dated at
+    the job's creation, as record_enqueued will date it)."""
     row = conn.execute(
         """
         WITH prior AS (
             SELECT claimed_by FROM job_batches WHERE job_id = %(job)s AND batch_no = %(batch)s
         )
-        INSERT INTO job_batches AS b (job_id, batch_no, claimed_at, claimed_by, delivered_at)
-        VALUES (%(job)s, %(batch)s, now(), %(worker)s, CASE WHEN %(delivered)s THEN now() END)
+        INSERT INTO job_batches AS b
+            (job_id, batch_no, claimed_at, claimed_by, delivered_at, delivered_send)
+        VALUES (%(job)s, %(batch)s, now(), %(worker)s, CASE WHEN %(delivered)s THEN now() END,
+                CASE WHEN %(delivered)s THEN %(send_no)s::int END)
         ON CONFLICT (job_id, batch_no)
         DO UPDATE SET claimed_at = now(), claimed_by = EXCLUDED.claimed_by,
-                      delivered_at = coalesce(EXCLUDED.delivered_at, b.delivered_at)
+                      delivered_at = coalesce(EXCLUDED.delivered_at, b.delivered_at),
+                      delivered_send = CASE WHEN %(delivered)s THEN EXCLUDED.delivered_send
+                                            ELSE b.delivered_send END
         RETURNING extract(epoch FROM b.claimed_at - coalesce(
             b.sent_at, (SELECT j.created_at FROM jobs j WHERE j.id = b.job_id)))::float8,
             coalesce((SELECT claimed_by IS NOT NULL FROM prior), false)
         """,
-        {"job": job_id, "batch": batch_no, "worker": worker, "delivered": delivered},
+        {
+            "job": job_id,
+            "batch": batch_no,
+            "worker": worker,
+            "delivered": delivered,
+            "send_no": send_no,
+        },
     ).fetchone()
     if row is None:
         return ClaimRecord(None, False)
     return ClaimRecord(None if row[0] is None else max(float(row[0]), 0.0), bool(row[1]))
 
 
-def date_claim(conn: psycopg.Connection[Any], job_id: str, batch_no: int, delivered: bool) -> None:
+def date_claim(
+    conn: psycopg.Connection[Any],
+    job_id: str,
+    batch_no: int,
+    delivered: bool,
+    send_no: int | None = None,
+) -> None:
     """Date a claim that holds no lock on the batch: a delivery dropped because another live
     worker holds the batch, or one waiting for its worker's write lane (`delivered`: the
-    batch's own message), or a write that found the batch taken over. Its message is consumed
-    (or will be), so once no lock is held the grace rule re-sends the batch instead of waiting
-    for the unclaimed-send backstop. The holder's `claimed_by` stays."""
+    batch's own message, send number `send_no`), or a write that found the batch taken over.
+    Its message is consumed (or will be), so once no lock is held the grace rule re-sends the
+    batch instead of waiting for the unclaimed-send backstop. The holder's `claimed_by` stays."""
     conn.execute(
         "UPDATE job_batches SET claimed_at = now(),"
-        " delivered_at = CASE WHEN %(delivered)s THEN now() ELSE delivered_at END"
+        " delivered_at = CASE WHEN %(delivered)s THEN now() ELSE delivered_at END,"
+        " delivered_send = CASE WHEN %(delivered)s THEN %(send_no)s::int ELSE delivered_send END"
         " WHERE job_id = %(job)s AND batch_no = %(batch)s AND finished_at IS NULL",
-        {"job": job_id, "batch": batch_no, "delivered": delivered},
+        {"job": job_id, "batch": batch_no, "delivered": delivered, "send_no": send_no},
     )
 
 
@@ -281,6 +325,11 @@ def lost_batches(
     module docstring for the rule)."""
     rows = conn.execute(
         _LOST_BATCHES_SQL,
-        {"grace_s": grace_s, "unclaimed_s": unclaimed_s, "broker_wiped": broker_wiped},
+        {
+            "grace_s": grace_s,
+            "unclaimed_s": unclaimed_s,
+            "broker_wiped": broker_wiped,
+            "first_send_no": FIRST_SEND_NO,
+        },
     ).fetchall()
     return [LostBatch(r[0], r[1], r[2]) for r in rows]

@@ -17,7 +17,7 @@ from sqlalchemy import Connection, Engine, func, insert, select
 from embedq_core.catalog import Collection
 from embedq_core.db import psycopg_connection
 from embedq_core.lifecycle.delivery import record_created, record_enqueued
-from embedq_core.queueing import EMBED_BATCH_TASK, embed_queue
+from embedq_core.queueing import EMBED_BATCH_TASK, FIRST_SEND_NO, SEND_NO_HEADER, embed_queue
 from embedq_core.staging import copy_rows
 from embedq_core.tables import collections, job_items, jobs
 from embedq_core.task_batches import task_numbers
@@ -131,7 +131,12 @@ def enqueue_batches(
     """Send one message per batch to the model's queue, by task name (no worker import)."""
     queue = embed_queue(manifest_id)
     for batch_no in batch_nos:
-        celery.send_task(EMBED_BATCH_TASK, args=[str(job_id), batch_no], queue=queue)
+        celery.send_task(
+            EMBED_BATCH_TASK,
+            args=[str(job_id), batch_no],
+            queue=queue,
+            headers={SEND_NO_HEADER: FIRST_SEND_NO},
+        )
 
 
 def mark_enqueued(engine: Engine, job_id: uuid.UUID) -> None:

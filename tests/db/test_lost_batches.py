@@ -14,8 +14,9 @@ import pytest
 from embedq_core.catalog import create_collection, register_model_dir
 from embedq_core.db import libpq_url, make_engine
 from embedq_core.lifecycle.claims import claim_batch
-from embedq_core.lifecycle.delivery import lost_batches, record_enqueued
+from embedq_core.lifecycle.delivery import lost_batches, record_enqueued, record_resent
 from embedq_core.lifecycle.jobs import NewItem, create_job
+from embedq_core.queueing import FIRST_SEND_NO
 from ops.devstack.stack import EmbeddedStack
 from tests.support import make_manifest_variant
 
@@ -96,4 +97,87 @@ def test_a_first_send_counts_as_taken_once_a_later_send_was_delivered(
             (second, 0),
             (second, 1),
         }
+    engine.dispose()
+
+
+@pytest.mark.usefixtures("reconciler_paused")
+def test_a_resent_message_counts_as_taken_once_a_message_queued_behind_it_was_delivered(
+    stack: EmbeddedStack, minilm_dir: Path, tmp_path: Path
+) -> None:
+    """A re-send goes ahead of every first send and behind earlier re-sends: a worker that took
+    a first send, or a later re-send known by its send number, took the re-sent message first.
+    An earlier re-send, or a message that does not say which send it is, proves nothing."""
+    database_url = stack.settings().require_database_url()
+    model_dir = tmp_path / "model"
+    make_manifest_variant(minilm_dir, model_dir, max_length=101)
+    engine = make_engine(database_url, pool_size=1)
+    with engine.begin() as conn:
+        manifest = register_model_dir(conn, model_dir)
+    collection = create_collection(engine, "lost_resent_rule", manifest.manifest_id)
+
+    with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
+
+        def new_job(name: str) -> uuid.UUID:
+            job_id, made = create_job(
+                engine, collection, [NewItem(name, f"text {name}", {})], 1, 10**9
+            )
+            assert made == 1
+            record_enqueued(conn, job_id)
+            return job_id
+
+        def resend(job_id: uuid.UUID) -> int:
+            return record_resent(conn, str(job_id), [0])[0]
+
+        def deliver(job_id: uuid.UUID, send_no: int | None) -> None:
+            claimed = claim_batch(conn, str(job_id), 0, "w", delivered=True, send_no=send_no)
+            assert claimed is not None and len(claimed.items) == 1
+
+        def is_lost(job_id: uuid.UUID, grace_s: float = 0.0) -> bool:
+            found = lost_batches(conn, grace_s=grace_s, unclaimed_s=3600, broker_wiped=False)
+            return (str(job_id), 0) in {(b.job_id, b.batch_no) for b in found}
+
+        older, resent, old_style, later, first = (
+            new_job(n) for n in ("older", "resent", "old-style", "later", "first")
+        )
+        # Each was taken once by a worker that died (claimed, then re-sent): their messages
+        # now wait at the front of the queue, `older`'s ahead of `resent`'s.
+        for job in (older, resent, old_style, later):
+            deliver(job, FIRST_SEND_NO)
+        older_send = resend(older)
+        resent_send = resend(resent)
+        assert resent_send == older_send == 2
+        resend(old_style)
+        later_send = resend(later)
+        assert not is_lost(resent)
+
+        # The re-send queued ahead of it was delivered: nothing about `resent`'s message.
+        deliver(older, older_send)
+        assert not is_lost(resent)
+        # A message that does not say which send it is (an older version sent it).
+        deliver(old_style, None)
+        assert not is_lost(resent)
+        # A later re-send's batch delivered by an older message of its own: no proof either.
+        deliver(later, 1)
+        assert not is_lost(resent)
+
+        # The later re-send itself was delivered: `resent`'s message left Redis before it,
+        # once the grace has passed (its worker may still be recording its claim).
+        deliver(later, later_send)
+        assert not is_lost(resent, grace_s=3600)
+        assert is_lost(resent)
+
+        # The same from a first send, which waits behind every re-send.
+        again = resend(resent)
+        assert again == 3
+        assert not is_lost(resent)
+        deliver(first, FIRST_SEND_NO)
+        assert is_lost(resent)
+        # Claimed since its last send: the grace rule's case, no longer this one's.
+        deliver(resent, again)
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT delivered_send FROM job_batches WHERE job_id = %s AND batch_no = 0",
+                (resent,),
+            )
+            assert cur.fetchone() == (again,)
     engine.dispose()

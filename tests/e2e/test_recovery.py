@@ -19,7 +19,14 @@ from sqlalchemy import Engine, text
 from embedq_core.catalog import create_collection, get_collection
 from embedq_core.db import libpq_url
 from embedq_core.lifecycle.jobs import NewItem, create_job
-from embedq_core.queueing import NEW_WORK_PRIORITY, embed_queue, priority_list, queue_depth
+from embedq_core.queueing import (
+    NEW_WORK_PRIORITY,
+    RESEND_PRIORITY,
+    SEND_NO_HEADER,
+    embed_queue,
+    priority_list,
+    queue_depth,
+)
 from ops.data.corpus import load_demo_corpus
 from ops.devstack.processes import ChildProcess
 from tests.support import PrivatePipeline, ServiceHandle, fail_first_write_of
@@ -240,6 +247,60 @@ def test_a_message_taken_by_a_worker_that_died_before_its_claim_is_sent_again(
     assert sends == [2, 1, 1, 1, 1, 1]  # the taken batch once more, by the reconciler
     # The dead worker never claimed it: the re-sent delivery is its first attempt.
     assert pipeline.items_sql(job_id, "batch_no = 0 AND attempts = 1") == 4
+
+
+def test_a_resent_message_taken_by_a_worker_that_died_is_sent_again(
+    private_pipeline: Callable[..., PrivatePipeline],
+) -> None:
+    """A re-sent message goes to the front of its queue; a worker that took it and died before
+    its claim leaves a send that looks unclaimed. A first send delivered behind it proves it
+    gone: the batch is sent again after the grace, not after the hour's backstop."""
+    pipeline = private_pipeline("resent_taken", items_per_task=4, coalesce_below_items=0)
+    settings = pipeline.handle.settings
+    assert settings.visibility_timeout_s >= 3600
+    engine = pipeline.handle.engine
+    with engine.connect() as conn:
+        collection = get_collection(conn, "resent_taken")
+    assert collection is not None
+    queue = embed_queue(collection.manifest_id)
+    bound_s = settings.requeue_grace_s + 3 * settings.reconcile_interval_s + 10.0
+    # Recorded and never enqueued (an API that died before the publish): the fleet's
+    # reconciler sends it, at the front of a queue no worker serves yet.
+    items = [NewItem(f"r{i}", f"A re-sent batch, item {i}.") for i in range(4)]
+    lost_job, _ = create_job(engine, collection, items, 4, 10**9)
+    client = redis.Redis.from_url(settings.require_redis_url())
+    resends = priority_list(queue, RESEND_PRIORITY)
+
+    def resent() -> bool:
+        return int(client.llen(resends)) == 1
+
+    try:
+        pipeline.wait_until(resent, bound_s, "a re-send")
+        raw = client.rpop(resends)
+    finally:
+        client.close()
+    assert isinstance(raw, bytes)
+    message = json.loads(raw)
+    assert json.loads(base64.b64decode(message["body"]))[0] == [str(lost_job), 0]
+    assert message["headers"][SEND_NO_HEADER] == 1
+
+    later = pipeline.handle.submit("resent_taken", [{"id": "l0", "text": "Sent after it."}])
+    later_job = later.json()["job_id"]
+    pipeline.start_worker()
+    job = pipeline.handle.wait_job(later_job, timeout_s=120)
+    assert job["status"] == "completed"
+    job = pipeline.handle.wait_job(str(lost_job), timeout_s=bound_s)
+    assert (job["status"], job["done"], job["failed"]) == ("completed", 4, 0)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT job_id::text, sends, delivered_send FROM job_batches"
+                " WHERE job_id IN (:lost, :later)"
+            ),
+            {"lost": lost_job, "later": later_job},
+        ).all()
+    # The lost batch's second send reached the worker; the later job's first send did.
+    assert {r[0]: (r[1], r[2]) for r in rows} == {str(lost_job): (2, 2), later_job: (1, 0)}
 
 
 def test_hung_batch_ends_its_worker_and_frees_its_lock(

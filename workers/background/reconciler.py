@@ -28,6 +28,7 @@ from embedq_core.queueing import (
     EMBED_BATCH_TASK,
     REEMBED_STEP_TASK,
     RESEND_PRIORITY,
+    SEND_NO_HEADER,
     embed_queue,
     make_celery,
     make_redis,
@@ -81,13 +82,14 @@ class Reconciler:
             for (job_id, manifest_id), batch_nos in resend.items():
                 # Recorded in this transaction, whose start precedes the publish: a claim of
                 # these messages is always at or after the send it records.
-                record_resent(conn, job_id, batch_nos)
+                send_nos = record_resent(conn, job_id, batch_nos)
                 for batch_no in batch_nos:
                     self._celery.send_task(
                         EMBED_BATCH_TASK,
                         args=[job_id, batch_no],
                         queue=embed_queue(manifest_id),
                         priority=RESEND_PRIORITY,
+                        headers={SEND_NO_HEADER: send_nos[batch_no]},
                     )
             sent_steps = self._resend_migration_steps(conn, broker_wiped)
         if broker_wiped:

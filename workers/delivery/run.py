@@ -81,17 +81,20 @@ class PlannedDelivery:
         return _store_all(self.ctx, self.lane, embedded, self.timer)
 
 
-def process_batch(ctx: WorkerContext, job_id: str, batch_no: int) -> BatchOutcome:
+def process_batch(
+    ctx: WorkerContext, job_id: str, batch_no: int, send_no: int | None = None
+) -> BatchOutcome:
     """Claim and embed one batch (with waiting small batches of its model when it is small),
     then write each, as the worker's run mode says: the writer thread ends the batches when it
     writes behind; claiming ahead, the engine thread embeds them and this one returns once they
-    are claimed. Safe to run again, or twice at once, for the same batch."""
+    are claimed. `send_no`: which send of the batch the delivered message is (None: unknown).
+    Safe to run again, or twice at once, for the same batch."""
     lane = ctx.mode.free_lane()
     if lane is None:
         # Every lane holds a batch still to be embedded or written. Date a claim first: this
         # message was fetched after the last one was acknowledged, and if the worker dies while
         # waiting, the reconciler must find the batch by Postgres's grace rule, not an hour later.
-        _date_claim(ctx.connection, job_id, batch_no, delivered=True)
+        _date_claim(ctx.connection, job_id, batch_no, delivered=True, send_no=send_no)
         lane = ctx.mode.lane()
     lock = BatchLock(ctx.settings, lane, job_id, batch_no)
     timer = metrics.start_batch()
@@ -107,6 +110,7 @@ def process_batch(ctx: WorkerContext, job_id: str, batch_no: int) -> BatchOutcom
                         batch_no=batch_no,
                         worker=ctx.worker_name,
                         delivered=True,
+                        send_no=send_no,
                     )
                 )
             except Exception as exc:
@@ -143,7 +147,7 @@ def process_batch(ctx: WorkerContext, job_id: str, batch_no: int) -> BatchOutcom
     except BatchBusy:
         # Its worker is alive; if it dies, its lock goes with its connection and the
         # reconciler sends the batch again, once the grace has passed since this claim.
-        _date_claim(lane.connection, job_id, batch_no, delivered=True)
+        _date_claim(lane.connection, job_id, batch_no, delivered=True, send_no=send_no)
         return BatchOutcome(0, 0, skipped_reason="batch is being processed by another worker")
     finally:
         if delivery is None or not delivery.handed_over:
@@ -239,10 +243,14 @@ def _store(ctx: WorkerContext, lane: DbSession, prepared: EmbeddedBatch) -> Batc
 
 
 def _date_claim(
-    connect: Callable[[], psycopg.Connection[Any]], job_id: str, batch_no: int, delivered: bool
+    connect: Callable[[], psycopg.Connection[Any]],
+    job_id: str,
+    batch_no: int,
+    delivered: bool,
+    send_no: int | None = None,
 ) -> None:
     try:
-        date_claim(connect(), job_id, batch_no, delivered)
+        date_claim(connect(), job_id, batch_no, delivered, send_no)
     except psycopg.Error as exc:
         # Best effort: without it the unclaimed-send backstop still re-sends the batch.
         log.warning("job %s batch %d: could not date a claim: %s", job_id, batch_no, exc)
