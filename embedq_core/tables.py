@@ -160,6 +160,17 @@ Index(
     postgresql_where=job_batches.c.delivered_at.isnot(None),
 )
 
+# Each worker's model and since when its consumer has held no task (schema 0012;
+# embedq_core/lifecycle/presence.py).
+worker_presence = Table(
+    "worker_presence",
+    metadata,
+    Column("worker", Text, primary_key=True),
+    Column("manifest_id", Text, nullable=False),
+    Column("beat_at", DateTime(timezone=True), nullable=False),
+    Column("idle_since", DateTime(timezone=True)),
+)
+
 api_keys = Table(
     "api_keys",
     metadata,

@@ -23,6 +23,7 @@ from embedq_core.settings import Settings
 from embedq_core.startup_wait import wait_for_broker, wait_for_database, wait_for_model
 from migrations.schema_upgrade import head_revision
 from workers.background.index_maintenance import IndexMaintenance
+from workers.background.presence import ConsumerIdle
 from workers.background.query_server import QueryServer
 from workers.background.reconciler import Reconciler
 from workers.celery_app import build_worker_app
@@ -72,7 +73,9 @@ def run_worker(settings: Settings) -> None:
     queues = f"{embed_queue(manifest.manifest_id)},{reembed_queue(manifest.manifest_id)}"
     log.info("worker ready: model %s, queues %s", manifest.manifest_id, queues)
     app = build_worker_app(ctx)
-    reconciler = Reconciler(settings)
+    consumer = ConsumerIdle()
+    consumer.connect()
+    reconciler = Reconciler(settings, ctx.worker_name, manifest.manifest_id, consumer)
     reconciler.start()
     queries = QueryServer(settings, ctx.embedder, ctx.worker_name)
     queries.start()

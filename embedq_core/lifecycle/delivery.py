@@ -34,14 +34,17 @@ message goes ahead of every first send (RESEND_PRIORITY) and behind earlier re-s
 lost too once, more than `grace_s` ago and after its send, a worker took a first send of its
 model or a later re-send; the message says which send it is (SEND_NO_HEADER, recorded as
 `delivered_send`), so a batch with several messages in flight proves nothing by an older one.
+When nothing is delivered behind such a message (the last of an idle queue), a worker of its
+model that held no task for more than `grace_s` after the send proves it gone: its consumer,
+blocked on the queue, would have taken it (worker_presence, embedq_core/lifecycle/presence.py).
 A message Redis takes back goes out of that order (a delivery that could not record its claim
 through a Postgres outage is requeued behind the queue): its batch may be sent twice, which is
 harmless.
 
 Nothing here guesses what a queue holds; one backstop is presumed from age alone: a send that no
 worker claimed within `unclaimed_s` (the visibility timeout) is taken as lost on its own
-(evicted, or a re-sent message taken by a worker that died when nothing was delivered behind
-it since), and costs a duplicate if it was not.
+(evicted, or taken by a worker that died while every other worker of its model stayed busy and
+nothing was delivered behind it), and costs a duplicate if it was not.
 """
 
 from __future__ import annotations
@@ -73,7 +76,8 @@ ON CONFLICT DO NOTHING
 # (a message sent after it is delivered after it was sent), more than the grace ago and within
 # the backstop's window; per model the newest such send, per job its last such batch. The last
 # clause: a re-sent batch (sent after its job's creation) whose message a delivery queued behind
-# it proves gone: a first send's, or a later re-send's known to be its batch's last.
+# it proves gone: a first send's, or a later re-send's known to be its batch's last. Or a worker
+# of its model sat idle, blocked on the queue, for more than the grace after the send.
 _LOST_BATCHES_SQL = """
 WITH waiting AS (
     SELECT j.manifest_id, min(b.sent_at) AS since
@@ -115,7 +119,13 @@ WHERE b.finished_at IS NULL AND j.finished_at IS NULL
                  AND c.delivered_at < now() - make_interval(secs => %(grace_s)s)
                  AND cj.manifest_id = j.manifest_id
                  AND (c.delivered_send = %(first_send_no)s
-                      OR (c.delivered_send = c.sends AND c.sent_at > b.sent_at)))))
+                      OR (c.delivered_send = c.sends AND c.sent_at > b.sent_at))))
+       OR ((b.claimed_at IS NULL OR b.claimed_at < b.sent_at)
+           AND EXISTS (
+               SELECT 1 FROM worker_presence w
+               WHERE w.manifest_id = j.manifest_id AND w.idle_since IS NOT NULL
+                 AND w.beat_at > greatest(w.idle_since, b.sent_at, j.enqueued_at)
+                                 + make_interval(secs => %(grace_s)s))))
   AND EXISTS (SELECT 1 FROM job_items i
               WHERE i.job_id = b.job_id AND i.batch_no = b.batch_no AND i.status = 'pending')
 ORDER BY j.created_at, b.batch_no

@@ -16,6 +16,7 @@ from embedq_core.db import libpq_url, make_engine
 from embedq_core.lifecycle.claims import claim_batch
 from embedq_core.lifecycle.delivery import lost_batches, record_enqueued, record_resent
 from embedq_core.lifecycle.jobs import NewItem, create_job
+from embedq_core.lifecycle.presence import record_presence
 from embedq_core.queueing import FIRST_SEND_NO
 from ops.devstack.stack import EmbeddedStack
 from tests.support import make_manifest_variant
@@ -180,4 +181,48 @@ def test_a_resent_message_counts_as_taken_once_a_message_queued_behind_it_was_de
                 (resent,),
             )
             assert cur.fetchone() == (again,)
+    engine.dispose()
+
+
+@pytest.mark.usefixtures("reconciler_paused")
+def test_a_send_counts_as_taken_once_a_worker_of_its_model_sat_idle_for_the_grace(
+    stack: EmbeddedStack, minilm_dir: Path, tmp_path: Path
+) -> None:
+    """A worker whose consumer held no task for the grace after a send was blocked on the
+    queue: the message would have reached it. A busy worker, a worker of another model, or one
+    idle only since the send, proves nothing."""
+    database_url = stack.settings().require_database_url()
+    engine = make_engine(database_url, pool_size=1)
+    manifests = []
+    for n in (102, 103):
+        model_dir = tmp_path / f"model-{n}"
+        make_manifest_variant(minilm_dir, model_dir, max_length=n)
+        with engine.begin() as conn:
+            manifests.append(register_model_dir(conn, model_dir).manifest_id)
+    collection = create_collection(engine, "lost_idle_rule", manifests[0])
+
+    with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
+        job_id, _ = create_job(engine, collection, [NewItem("only", "the last text", {})], 1, 10**9)
+        record_enqueued(conn, job_id)
+
+        def is_lost(grace_s: float = 0.0) -> bool:
+            found = lost_batches(conn, grace_s=grace_s, unclaimed_s=3600, broker_wiped=False)
+            return (str(job_id), 0) in {(b.job_id, b.batch_no) for b in found}
+
+        assert not is_lost()
+        record_presence(conn, "other-model:1", manifests[1], idle_for_s=3600.0)
+        record_presence(conn, "busy:2", manifests[0], idle_for_s=None)
+        record_presence(conn, "just-idle:3", manifests[0], idle_for_s=0.0)
+        assert not is_lost()
+        # Idle since before the send: the consumer was blocked on the queue ever since.
+        record_presence(conn, "idle:4", manifests[0], idle_for_s=3600.0)
+        assert is_lost()
+        assert not is_lost(grace_s=3600)
+        # A row holds the latest report only: once it says a task is held, it proves nothing.
+        record_presence(conn, "idle:4", manifests[0], idle_for_s=None)
+        assert not is_lost()
+        conn.execute(
+            "DELETE FROM worker_presence WHERE worker = ANY(%s)",
+            (["other-model:1", "busy:2", "just-idle:3", "idle:4"],),
+        )
     engine.dispose()

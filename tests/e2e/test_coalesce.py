@@ -226,15 +226,33 @@ def test_a_text_that_kills_its_worker_fails_alone(
                 ).scalar_one()
             )
 
+    def unfinished_batches() -> str:
+        with pipeline.handle.engine.connect() as conn:
+            rows = conn.execute(
+                text(
+                    "SELECT b.job_id, b.sends, b.sent_at - j.created_at,"
+                    " b.claimed_at - j.created_at, b.claimed_by, b.delivered_send"
+                    " FROM job_batches b JOIN jobs j ON j.id = b.job_id"
+                    " WHERE b.job_id = ANY(:ids) AND b.finished_at IS NULL"
+                ),
+                {"ids": job_ids},
+            ).all()
+        return "\n".join(str(tuple(r)) for r in rows)
+
     deaths = 0
     while unfinished():
         worker = ChildProcess(
             f"worker{deaths}", ["worker"], env, pipeline.handle.log_dir / f"worker{deaths}.log"
         )
         pipeline.handle.children.append(worker)
-        pipeline.wait_until(
-            lambda w=worker: not w.alive() or not unfinished(), 120, "a death or every job finished"
-        )
+        try:
+            pipeline.wait_until(
+                lambda w=worker: not w.alive() or not unfinished(),
+                120,
+                "a death or every job finished",
+            )
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n--- unfinished batches\n{unfinished_batches()}") from None
         if not worker.alive():
             deaths += 1
             # Its shared try and each of its own attempts cost the poison batch one worker.

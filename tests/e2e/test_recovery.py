@@ -303,6 +303,38 @@ def test_a_resent_message_taken_by_a_worker_that_died_is_sent_again(
     assert {r[0]: (r[1], r[2]) for r in rows} == {str(lost_job): (2, 2), later_job: (1, 0)}
 
 
+def test_the_last_message_of_a_queue_taken_by_a_worker_that_died_is_sent_again(
+    private_pipeline: Callable[..., PrivatePipeline],
+) -> None:
+    """Nothing is delivered behind the last message of a queue; a worker of its model that
+    sits idle for the grace proves it gone (its consumer would have taken it)."""
+    pipeline = private_pipeline("last_taken", items_per_task=4)
+    settings = pipeline.handle.settings
+    assert settings.visibility_timeout_s >= 3600
+    with pipeline.handle.engine.connect() as conn:
+        manifest_id = conn.execute(
+            text("SELECT manifest_id FROM collections WHERE name = 'last_taken'")
+        ).scalar_one()
+    items = [{"id": f"t{i}", "text": f"The only batch, item {i}."} for i in range(4)]
+    job_id = pipeline.handle.submit("last_taken", items).json()["job_id"]
+    assert _take_next_message(pipeline, manifest_id) == (job_id, 0)
+
+    worker = pipeline.start_worker()
+    bound_s = settings.requeue_grace_s + 3 * settings.reconcile_interval_s + 10.0
+    job = pipeline.handle.wait_job(job_id, timeout_s=60 + bound_s)
+    assert (job["status"], job["done"], job["failed"]) == ("completed", 4, 0)
+    with pipeline.handle.engine.connect() as conn:
+        sends, idle = conn.execute(
+            text(
+                "SELECT b.sends, w.idle_since IS NOT NULL FROM job_batches b, worker_presence w"
+                " WHERE b.job_id = :j AND w.worker = :w"
+            ),
+            {"j": job_id, "w": _worker_name(worker)},
+        ).one()
+    assert sends == 2  # once more, by the reconciler
+    assert idle  # the worker reports itself idle again once the batch is done
+
+
 def test_hung_batch_ends_its_worker_and_frees_its_lock(
     private_pipeline: Callable[..., PrivatePipeline],
 ) -> None:

@@ -1,15 +1,16 @@
 """Finds pending batches whose message is gone and sends them again, from what Postgres knows.
 
-Postgres is the source of truth; Redis can lose messages (restart without persistence, a
-flushed database, eviction), and a consumed message can leave its batch pending (a killed or
-hung worker, a delivery that failed and that Celery acked). Every batch's sends and claims are
+Postgres is the source of truth; Redis can lose messages (restart without persistence, a flushed
+database, eviction), and a consumed message can leave its batch pending (a killed or hung
+worker, a delivery that failed and that Celery acked). Every batch's sends and claims are
 recorded in job_batches (embedq_core/lifecycle/delivery.py); a pending batch that no live worker
-holds is re-sent when the broker was wiped, when it was never sent, when its last claim is at
-or after its last send, or when a batch sent after its first send was delivered (a worker took
-its message and died before claiming), once requeue_grace_s has passed: whatever the queue
-depth (and, as a backstop, when a send went unclaimed for visibility_timeout_s). Re-sent
-batches go at the front of their queue, so recovery takes a few reconcile intervals, not the
-time the backlog takes to drain. Duplicates are harmless: processing is idempotent.
+holds is re-sent when the broker was wiped, when it was never sent, when its last claim is at or
+after its last send, or when a message queued behind its last send was delivered or a worker of
+its model sat idle (a worker took its message and died before claiming), once requeue_grace_s
+has passed: whatever the queue depth (and, as a backstop, when a send went unclaimed for
+visibility_timeout_s). Re-sent batches go at the front of their queue, so recovery takes a few
+reconcile intervals, not the time the backlog takes to drain. Duplicates are harmless:
+processing is idempotent.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import psycopg
 from embedq_core.db import ReconnectingConnection
 from embedq_core.lifecycle.claims import LOCK_BATCH_SQL, UNLOCK_BATCH_SQL
 from embedq_core.lifecycle.delivery import adopt_unrecorded_jobs, lost_batches, record_resent
+from embedq_core.lifecycle.presence import record_presence
 from embedq_core.queueing import (
     EMBED_BATCH_TASK,
     REEMBED_STEP_TASK,
@@ -38,6 +40,7 @@ from embedq_core.queueing import (
 from embedq_core.settings import Settings
 from migrations.reembed import attempts
 from migrations.reembed.backfill import new_step_token
+from workers.background.presence import ConsumerIdle
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +49,16 @@ BROKER_EPOCH_KEY = "embedq:broker-epoch"
 
 
 class Reconciler:
-    """One pass re-sends lost batches; run() repeats it until stopped."""
+    """One pass re-sends lost batches; run() repeats it until stopped, reporting first, each
+    time, whether this worker's consumer (serving manifest_id) holds a task."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self, settings: Settings, worker_name: str, manifest_id: str, consumer: ConsumerIdle
+    ) -> None:
         self._settings = settings
+        self._worker_name = worker_name
+        self._manifest_id = manifest_id
+        self._consumer = consumer
         self._celery = make_celery(settings)
         self._redis = make_redis(settings)
         self._db = ReconnectingConnection(settings.require_database_url(), "embedq reconciler")
@@ -138,10 +147,17 @@ class Reconciler:
             return True
         return False
 
+    def report_presence(self) -> None:
+        """Record this worker's model and how long its consumer has held no task."""
+        conn = self._db.get()
+        with conn.transaction():
+            record_presence(conn, self._worker_name, self._manifest_id, self._consumer.idle_for_s())
+
     def run(self) -> None:
         """Reconcile every reconcile_interval_s until stop(); errors are logged and retried."""
         while not self._stop.wait(self._settings.reconcile_interval_s):
             try:
+                self.report_presence()
                 self.run_once()
             except Exception as exc:  # outage of Postgres or Redis: try again next tick
                 log.warning("reconciler pass failed: %s: %s", type(exc).__name__, exc)
