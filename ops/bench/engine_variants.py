@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ops.bench.peers import PEERS, Embed, sentence_transformers_peer
+from ops.bench.process_memory import peak_rss_mb
 from workers.engine.config import EngineConfig
 
 # Our variants: (model: fp32|int8, runtime, hardware override, engine step).
@@ -112,18 +112,7 @@ def main() -> None:
         assert vectors is not None
         np.save(args.out_dir / f"{name}.npy", vectors)
         corpora[name] = {"first_s": passes[0], "best_s": min(passes)}
-    print(json.dumps({"backend": backend, "corpora": corpora, "peak_rss_mb": _peak_rss_mb()}))
-
-
-def _peak_rss_mb() -> float:
-    """This process's own peak RSS. Not getrusage's ru_maxrss: Linux carries the parent's
-    high-water mark through fork and exec, so a child of a large parent reports the parent's."""
-    status = Path("/proc/self/status")
-    if status.is_file():
-        for line in status.read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"backend": backend, "corpora": corpora, "peak_rss_mb": peak_rss_mb()}))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ import argparse
 import asyncio
 import json
 import os
-import resource
 import tempfile
 import time
 from pathlib import Path
@@ -81,7 +80,12 @@ def main() -> None:
         os.chdir(_model_repo(args.source_dir, args.fp32_onnx, Path(work)))
         seconds, vectors = asyncio.run(_run(args, texts))
     np.save(args.out_npy, vectors)
-    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # VmHWM, not ru_maxrss (which carries the parent's peak through fork and exec); read here,
+    # not through ops.bench.process_memory: this script runs outside the project's environment.
+    hwm = [
+        ln for ln in Path("/proc/self/status").read_text().splitlines() if ln.startswith("VmHWM:")
+    ]
+    peak_rss_mb = int(hwm[0].split()[1]) / 1024
     print(
         json.dumps({"seconds": seconds, "backend": "infinity-optimum", "peak_rss_mb": peak_rss_mb})
     )

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -18,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ops.bench.process_memory import peak_rss_mb
 
 Score = Callable[[str, list[str]], list[float]]
 
@@ -102,7 +103,7 @@ def main() -> None:
             logits = score(query, passages)
             best = min(best, time.perf_counter() - started)
         out["lengths"][name] = {"seconds": best, "logits": logits}
-    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out["peak_rss_mb"] = peak_rss_mb()
     print(json.dumps(out))
 
 
