@@ -64,6 +64,14 @@ def bench() -> None:
     show_default=True,
 )
 @click.option("--limit", type=int, default=None, help="Cap both corpora at N texts (smoke runs).")
+@click.option(
+    "--max-batch-tokens",
+    "budgets",
+    default=None,
+    help="Comma-separated padded-token budgets of one engine batch: each of our variants runs "
+    "once per budget (a sweep; raise --batch-size so the budget, not the count, closes a "
+    "batch). Default: the settings' EMBEDQ_MAX_BATCH_TOKENS.",
+)
 def bench_engine(
     shape: str | None,
     model_dir: Path | None,
@@ -76,6 +84,7 @@ def bench_engine(
     variants: str | None,
     out_json: Path,
     limit: int | None,
+    budgets: str | None,
 ) -> None:
     """Our engine's variants against sentence-transformers (torch FP32, torch BF16, ONNX,
     OpenVINO) on short texts and on passages: throughput, fidelity, memory, share of peak.
@@ -137,6 +146,15 @@ def bench_engine(
         raise click.UsageError(
             f"--variants: {reference} first (the reference), then any of {sorted(LABELS)}"
         )
+    if budgets:
+        sizes = [int(b) for b in budgets.split(",")]
+        if any(b < 16 for b in sizes):
+            raise click.UsageError("--max-batch-tokens: budgets of at least 16 tokens")
+        chosen = [
+            f"{v}@{b}" if v.startswith("ours") else v
+            for v in chosen
+            for b in (sizes if v.startswith("ours") else [0])
+        ]
     if importlib.util.find_spec("infinity_emb") is None:
         console.print("infinity-emb is not installed here: no infinity row")
     else:
@@ -339,6 +357,14 @@ def bench_migrate(model_dir: Path | None, rows: int, chunk_size: int, out_json: 
     help="Run the bulk phase with each of these EMBEDQ_MAX_PREEMPTIONS_PER_BATCH (repeatable; "
     "default: the setting's value, then 0).",
 )
+@click.option(
+    "--max-batch-tokens",
+    "budgets",
+    type=click.IntRange(min=16),
+    multiple=True,
+    help="Run the bulk phase with each of these EMBEDQ_MAX_BATCH_TOKENS, each with every "
+    "preemption setting (repeatable; default: the setting's value).",
+)
 def bench_query(
     model_dir: Path | None,
     calls: int,
@@ -347,9 +373,11 @@ def bench_query(
     reranker_dir: Path | None,
     preemptions: tuple[int, ...],
     rerank_candidates: tuple[int, ...],
+    budgets: tuple[int, ...],
 ) -> None:
     """p50/p95/p99 of single-text /v1/embeddings and /search calls (and /v1/rerank with a
-    reranker), idle and under bulk load, the bulk phase once per preemption setting."""
+    reranker), idle and under bulk load, the bulk phase once per engine batch budget and
+    preemption setting."""
     from rich.console import Console
 
     from ops.bench.query import RERANK_COUNTS, run_query_bench
@@ -359,7 +387,7 @@ def bench_query(
     model_dir = bench_model_dir(settings, model_dir)
     run_query_bench(
         settings, model_dir, calls, bulk_texts, out_json, Console(), reranker_dir, preemptions,
-        rerank_candidates or RERANK_COUNTS,
+        rerank_candidates or RERANK_COUNTS, budgets,
     )  # fmt: skip
 
 

@@ -127,6 +127,19 @@ def machine_label(machine: dict[str, Any]) -> str:
     return f"{cpu} ({machine['cores']} cores)"
 
 
+def split_variant(variant: str) -> tuple[str, int | None]:
+    """A variant of ours may name its batch budget: `ours-ov-bf16@4096` is ours-ov-bf16 with
+    max_batch_tokens 4096 (the sweep of --max-batch-tokens)."""
+    base, _, budget = variant.partition("@")
+    return base, int(budget) if budget else None
+
+
+def variant_label(variant: str) -> str:
+    """The table's name of a variant, with its batch budget when it names one."""
+    base, budget = split_variant(variant)
+    return LABELS[base] if budget is None else f"{LABELS[base]}, {budget} tokens a batch"
+
+
 def _arithmetic(variant: str) -> str:
     if "int8" in variant:
         return "int8"
@@ -177,16 +190,17 @@ def run_engine_bench(
             path.write_text(json.dumps(texts, ensure_ascii=False), encoding="utf-8")
             corpus_args += ["--corpus", f"{name}={path}"]
         for variant in variants:
-            console.print(f"running {LABELS[variant]} …")
+            console.print(f"running {variant_label(variant)} …")
+            base, budget = split_variant(variant)
             out_dir = Path(tmp) / variant
             out_dir.mkdir()
             command = [
-                sys.executable, "-m", "ops.bench.engine_variants", variant, *corpus_args,
+                sys.executable, "-m", "ops.bench.engine_variants", base, *corpus_args,
                 "--out-dir", str(out_dir), "--model-dir", str(models.fp32_dir),
                 "--int8-dir", str(models.int8_dir), "--source-dir", str(models.source_dir),
                 "--threads", str(engine.intra_op_threads),
                 "--batch-size", str(engine.max_batch_size),
-                "--max-batch-tokens", str(engine.max_batch_tokens),
+                "--max-batch-tokens", str(budget or engine.max_batch_tokens),
                 "--repeats", str(repeats),
                 *([] if warmup_texts is None else ["--warmup-texts", str(warmup_texts)]),
             ]  # fmt: skip
@@ -205,7 +219,7 @@ def run_engine_bench(
             timing = measured[variant]["corpora"][name]
             texts_per_s = len(texts) / timing["best_s"]
             f = fidelity(vectors[(variants[0], name)], vectors[(variant, name)])
-            arithmetic = _arithmetic(variant)
+            arithmetic = _arithmetic(split_variant(variant)[0])
             clock_ghz = clocks[variant]
             peak_ops = None if peak is None else peak.peak_ops_per_s(arithmetic, clock_ghz)
             share = None if peak_ops is None else flops[name] / timing["best_s"] / peak_ops
@@ -213,7 +227,7 @@ def run_engine_bench(
             rows.append(
                 Row(
                     variant=variant,
-                    label=LABELS[variant],
+                    label=variant_label(variant),
                     backend=backend,
                     corpus=name,
                     texts_per_s=texts_per_s,

@@ -38,6 +38,7 @@ class LatencyRow:
     endpoint: str
     phase: str
     preemptions: int  # the worker's max_preemptions_per_batch
+    max_batch_tokens: int  # the worker's engine batch budget
     calls: int
     p50_ms: float
     p95_ms: float
@@ -47,19 +48,20 @@ class LatencyRow:
 
 @dataclass
 class BulkRow:
-    """The bulk job of one preemption setting, timed from submission to its end."""
+    """The bulk job of one worker setting, timed from submission to its end."""
 
     preemptions: int
+    max_batch_tokens: int
     texts: int
     seconds: float
     texts_per_s: float
 
 
-def _row(endpoint: str, phase: str, preemptions: int, seconds: list[float]) -> LatencyRow:
+def _row(endpoint: str, phase: str, worker: tuple[int, int], seconds: list[float]) -> LatencyRow:
     ms = np.array(seconds) * 1000
     p50, p95, p99 = np.percentile(ms, [50, 95, 99])
     return LatencyRow(
-        endpoint, phase, preemptions, len(ms), float(p50), float(p95), float(p99), float(ms.max())
+        endpoint, phase, *worker, len(ms), float(p50), float(p95), float(p99), float(ms.max())
     )
 
 
@@ -135,13 +137,18 @@ def _measure_under_load(
 def run_query_bench(
     settings: Settings, model_dir: Path, calls: int, bulk_texts: int, out_json: Path,
     console: Console, reranker_dir: Path | None = None, preemptions: tuple[int, ...] = (),
-    rerank_counts: tuple[int, ...] = RERANK_COUNTS,
+    rerank_counts: tuple[int, ...] = RERANK_COUNTS, budgets: tuple[int, ...] = (),
 ) -> list[LatencyRow]:  # fmt: skip
     """Idle latency, then latency while a bulk job of bulk_texts runs, on one worker (and one
-    worker of the reranker beside it): the bulk phase once per preemption setting (default: the
-    settings' value, then 0), each on a worker started with it."""
+    worker of the reranker beside it): the bulk phase once per engine batch budget (default: the
+    settings') and preemption setting (default: the settings' value, then 0), each on a worker
+    started with them."""
     corpus = [text for _, text in load_bench_corpus()]
-    variants = preemptions or tuple(dict.fromkeys((settings.max_preemptions_per_batch, 0)))
+    preemption_settings = preemptions or tuple(
+        dict.fromkeys((settings.max_preemptions_per_batch, 0))
+    )
+    budget_settings = budgets or (settings.max_batch_tokens,)
+    variants = [(p, b) for b in budget_settings for p in preemption_settings]
     rows: list[LatencyRow] = []
     bulk_rows: list[BulkRow] = []
     children: list[ChildProcess] = []
@@ -168,10 +175,13 @@ def run_query_bench(
                 timeout=run_settings.query_timeout_s + 30,
             )
             for number, variant in enumerate(variants):
+                preempt, budget = variant
                 worker = start_worker(
-                    run_settings.model_copy(update={"max_preemptions_per_batch": variant}),
+                    run_settings.model_copy(
+                        update={"max_preemptions_per_batch": preempt, "max_batch_tokens": budget}
+                    ),
                     logs,
-                    name=f"worker-preemptions-{variant}",
+                    name=f"worker-preemptions-{preempt}-budget-{budget}",
                 )
                 children.append(worker)
                 if number == 0:
@@ -180,7 +190,8 @@ def run_query_bench(
                         run_settings.max_items_per_job,
                     )  # fmt: skip
                 console.print(
-                    f"under a bulk job of {bulk_texts} texts, max_preemptions_per_batch={variant} …"
+                    f"under a bulk job of {bulk_texts} texts, max_preemptions_per_batch={preempt},"
+                    f" max_batch_tokens={budget} …"
                 )
                 bulk = [
                     {"id": f"bulk-{i}", "text": f"{corpus[i % len(corpus)]} #{i} v{number}"}
@@ -193,7 +204,7 @@ def run_query_bench(
                 rows += [_row(endpoint, phase, variant, s) for endpoint, s in loaded.items()]
                 _wait(client, job_ids, children)
                 seconds = time.perf_counter() - submitted
-                bulk_rows.append(BulkRow(variant, bulk_texts, seconds, bulk_texts / seconds))
+                bulk_rows.append(BulkRow(*variant, bulk_texts, seconds, bulk_texts / seconds))
                 worker.stop()
                 children.remove(worker)
         finally:
@@ -205,7 +216,7 @@ def run_query_bench(
 
 def _idle_rows(
     client: httpx.Client, endpoints: list[str], calls: int, reranker: str | None,
-    preemptions: int, children: list[ChildProcess], console: Console, per_job: int,
+    worker: tuple[int, int], children: list[ChildProcess], console: Console, per_job: int,
 ) -> list[LatencyRow]:  # fmt: skip
     demo = [{"id": d, "text": t} for d, t in load_demo_corpus()]
     _wait(client, _submit(client, demo, per_job), children)
@@ -216,7 +227,7 @@ def _idle_rows(
     for endpoint in endpoints:
         _call(client, endpoint, QUERIES[0], reranker)  # the first call of a shape
         idle = [_call(client, endpoint, QUERIES[i % len(QUERIES)], reranker) for i in range(calls)]
-        rows.append(_row(endpoint, "idle", preemptions, idle))
+        rows.append(_row(endpoint, "idle", worker, idle))
     return rows
 
 
@@ -229,22 +240,26 @@ def _report(
         title=f"single-text query latency, {manifest.source} ({manifest.dimension}-d), one "
         f"worker, {machine_label(machine_description())}"
     )
-    columns = ("endpoint", "phase", "preemptions", "calls", "p50 ms", "p95 ms", "p99 ms", "max ms")
+    columns = (
+        "endpoint", "phase", "preemptions", "batch tokens", "calls",
+        "p50 ms", "p95 ms", "p99 ms", "max ms",
+    )  # fmt: skip
     for column in columns:
         table.add_column(column, justify="left" if column in ("endpoint", "phase") else "right")
     for r in rows:
         table.add_row(
-            r.endpoint, r.phase, str(r.preemptions), str(r.calls),
+            r.endpoint, r.phase, str(r.preemptions), str(r.max_batch_tokens), str(r.calls),
             *(f"{v:.1f}" for v in (r.p50_ms, r.p95_ms, r.p99_ms, r.max_ms)),
         )  # fmt: skip
     console.print(table)
     bulk_table = Table(title="the bulk job while the calls ran")
-    for column in ("preemptions", "texts", "seconds", "texts/s"):
+    for column in ("preemptions", "batch tokens", "texts", "seconds", "texts/s"):
         bulk_table.add_column(column, justify="right")
     for b in bulk_rows:
         bulk_table.add_row(
-            str(b.preemptions), str(b.texts), f"{b.seconds:.1f}", f"{b.texts_per_s:.1f}"
-        )
+            str(b.preemptions), str(b.max_batch_tokens), str(b.texts), f"{b.seconds:.1f}",
+            f"{b.texts_per_s:.1f}",
+        )  # fmt: skip
     console.print(bulk_table)
     out_json.parent.mkdir(parents=True, exist_ok=True)
     out_json.write_text(

@@ -135,9 +135,12 @@ def _migrate(data: Row) -> tuple[str, str]:
 
 def _query(data: Row) -> tuple[str, str]:
     # Runs before the preemption setting existed have no `preemptions` field: a query then
-    # waited for the bulk batch in flight, as with 0 now.
+    # waited for the bulk batch in flight, as with 0 now. Runs before the budget sweep ran
+    # every phase at the settings' budget.
+    budget = data["settings"]["max_batch_tokens"]
     rows = [
-        [r["endpoint"], r["phase"], _num(r.get("preemptions", 0)), _num(r["calls"]),
+        [r["endpoint"], r["phase"], _num(r.get("preemptions", 0)),
+         _num(r.get("max_batch_tokens", budget)), _num(r["calls"]),
          _num(r["p50_ms"]), _num(r["p95_ms"]), _num(r["p99_ms"]), _num(r["max_ms"])]
         for r in data["rows"]
     ]  # fmt: skip
@@ -147,17 +150,20 @@ def _query(data: Row) -> tuple[str, str]:
     if data.get("reranker"):
         # A reranker of a model-hub shape exported with random weights: speed, not quality.
         intro += f"; /v1/rerank served by a worker of `{data['reranker']}` beside it"
-    columns = ["call", "while", "preemptions", "calls", "p50 ms", "p95 ms", "p99 ms", "max ms"]
+    columns = [
+        "call", "while", "preemptions", "batch tokens", "calls", "p50 ms", "p95 ms", "p99 ms",
+        "max ms",
+    ]  # fmt: skip
     parts = [intro + ". " + _settings(data), _table(columns, rows)]
     if data.get("bulk"):
         bulk = [
-            [_num(b["preemptions"]), _num(b["texts"]), _num(b["seconds"], 1),
-             _num(b["texts_per_s"], 1)]
+            [_num(b["preemptions"]), _num(b.get("max_batch_tokens", budget)), _num(b["texts"]),
+             _num(b["seconds"], 1), _num(b["texts_per_s"], 1)]
             for b in data["bulk"]
         ]  # fmt: skip
         parts += [
             "The bulk job itself, from submission to its end, while the calls ran:",
-            _table(["preemptions", "texts", "seconds", "texts/s"], bulk),
+            _table(["preemptions", "batch tokens", "texts", "seconds", "texts/s"], bulk),
         ]
     return data["model"], "\n\n".join(parts)
 

@@ -58,6 +58,32 @@ def test_bench_engine_smoke_run_on_a_tiny_shape(tmp_path: Path) -> None:
     assert "mean_cos_vs_fp32" in report["model"]["int8_quality"]
 
 
+def test_bench_engine_sweeps_batch_budgets(tmp_path: Path) -> None:
+    """--max-batch-tokens runs each of our variants once per budget, in one run and one
+    table; the budget changes how texts are batched, never their vectors."""
+    out = tmp_path / "engine-budgets.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "ops.cli.main", "bench", "engine", "--shape", "tiny-bert",
+         "--limit", "12", "--repeats", "1", "--batch-size", "64",
+         "--variants", "st-torch-fp32,ours-ort-fp32", "--max-batch-tokens", "64,1024",
+         "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "COLUMNS": "200", "EMBEDQ_DATA_DIR": str(tmp_path / "data")},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "ONNX Runtime FP32, 1024 tokens a batch" in result.stdout
+    report = json.loads(out.read_text())
+    rows = {(row["variant"], row["corpus"]): row for row in report["rows"]}
+    assert {v for v, _ in rows} == {"st-torch-fp32", "ours-ort-fp32@64", "ours-ort-fp32@1024"}
+    for corpus in ("sentences", "passages"):
+        for budget in (64, 1024):
+            row = rows[(f"ours-ort-fp32@{budget}", corpus)]
+            assert row["label"] == f"ours: ONNX Runtime FP32, {budget} tokens a batch"
+            assert row["min_cos"] >= 0.9999
+
+
 def test_bench_engine_long_inputs_on_a_tiny_sparse_shape(tmp_path: Path) -> None:
     """A long-input sparse shape (tiny-m3, bge-m3's layout at toy size) runs a corpus per token
     length, texts of exactly that many tokens, only our FP32 variants: no peer, no INT8 model."""
@@ -148,7 +174,8 @@ def test_bench_query_reports_percentiles_idle_and_under_bulk_load(
     out = tmp_path / "query.json"
     result = _bench(
         ["query", "--model-dir", str(minilm_dir), "--calls", "12", "--bulk-texts", "300",
-         "--reranker-dir", str(reranker), "--out", str(out)]
+         "--reranker-dir", str(reranker), "--max-batch-tokens", "1024",
+         "--max-batch-tokens", "256", "--out", str(out)]
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert "p95 ms" in result.stdout
@@ -156,14 +183,16 @@ def test_bench_query_reports_percentiles_idle_and_under_bulk_load(
     rows = report["rows"]
     endpoints = ["/v1/embeddings", "/search", "/v1/rerank (20 candidates)"]
     endpoints.append("/v1/rerank (100 candidates)")
-    # The bulk phase runs once per preemption setting: the default's (4), then 0.
-    assert {(r["endpoint"], r["phase"].split(" (")[0], r["preemptions"]) for r in rows} == {
-        (endpoint, phase, preemptions)
-        for endpoint in endpoints
-        for phase, preemptions in (("idle", 4), ("bulk job running", 4), ("bulk job running", 0))
-    }
+    # The bulk phase runs once per budget and preemption setting: the default's (4), then 0.
+    workers = [(4, 1024), (0, 1024), (4, 256), (0, 256)]
+    phases = [("idle", 4, 1024)] + [("bulk job running", p, b) for p, b in workers]
+    assert {
+        (r["endpoint"], r["phase"].split(" (")[0], r["preemptions"], r["max_batch_tokens"])
+        for r in rows
+    } == {(endpoint, *phase) for endpoint in endpoints for phase in phases}
     assert all(0 < r["p50_ms"] <= r["p95_ms"] <= r["p99_ms"] <= r["max_ms"] for r in rows)
-    assert [(b["preemptions"], b["texts"]) for b in report["bulk"]] == [(4, 300), (0, 300)]
+    bulk = [(b["preemptions"], b["max_batch_tokens"], b["texts"]) for b in report["bulk"]]
+    assert bulk == [(p, b, 300) for p, b in workers]
     assert all(b["texts_per_s"] > 0 for b in report["bulk"])
 
 
