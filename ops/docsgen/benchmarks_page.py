@@ -212,6 +212,8 @@ def _rerank(data: Row) -> tuple[str, str]:
         f"{data['threads']} threads, batches of at most {data['batch_size']} pairs, best of "
         f"{data['repeats']} timed pass(es); fidelity against CrossEncoder torch FP32."
     )
+    if data.get("peak_rss_note"):
+        settings += f" {data['peak_rss_note']}"
     reasons = [f"- not run: {reason}" for reason in data.get("not_run", [])]
     not_run = "\n\n" + "\n".join(reasons) if reasons else ""
     quality = model.get("int8_quality")
