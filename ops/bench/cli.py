@@ -40,7 +40,16 @@ def bench() -> None:
 @click.option(
     "--threads", type=int, default=None, help="Threads for every variant (default: all cores)."
 )
-@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option(
+    "--batch-size", type=int, default=32, show_default=True, help="Our engine's texts per batch."
+)
+@click.option(
+    "--peer-batch-size",
+    type=int,
+    default=None,
+    help="sentence-transformers' batch_size (default: --batch-size). Keep it small in a budget "
+    "sweep: a peer pads each batch to its longest text.",
+)
 @click.option("--sentences", type=int, default=1000, show_default=True, help="Bench-corpus texts.")
 @click.option(
     "--passages", type=int, default=1000, show_default=True, help="Passages (50-450 tok)."
@@ -78,6 +87,7 @@ def bench_engine(
     source_dir: Path | None,
     threads: int | None,
     batch_size: int,
+    peer_batch_size: int | None,
     sentences: int,
     passages: int,
     repeats: int | None,
@@ -178,7 +188,7 @@ def bench_engine(
     corpora = {name: texts for name, texts in corpora.items() if texts}
     run_engine_bench(
         models, model_shape, shape is not None, corpora, engine, chosen, out_json, console,
-        repeats or 2, warmup_texts,
+        repeats or 2, warmup_texts, peer_batch_size or batch_size,
     )  # fmt: skip
 
 

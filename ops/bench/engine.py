@@ -20,6 +20,7 @@ from rich.console import Console
 
 from embedq_core.manifest import MANIFEST_FILENAME, ModelManifest
 from ops.bench.engine_report import print_tables
+from ops.bench.engine_variants import WARMUP_TEXTS_MAX
 from ops.bench.peak import ClockSampler, detect_peak
 from ops.bench.peers import PEERS
 from ops.bench.shape_models import BenchModels
@@ -169,9 +170,12 @@ def run_engine_bench(
     console: Console,
     repeats: int = 2,
     warmup_texts: int | None = None,
+    peer_batch_size: int | None = None,
 ) -> list[Row]:
     """Run every variant on every corpus; throughput, memory, fidelity against the first
-    variant (sentence-transformers torch FP32) and share of the CPU's peak."""
+    variant (sentence-transformers torch FP32) and share of the CPU's peak. Peers run batches
+    of peer_batch_size texts (default: the engine's max_batch_size)."""
+    peer_batch = peer_batch_size or engine.max_batch_size
     manifest = ModelManifest.read(models.fp32_dir)
     tokenizer = TextTokenizer(models.fp32_dir / "tokenizer.json", manifest.max_length)
     lengths = {n: [len(t.ids) for t in tokenizer.tokenize(texts)] for n, texts in corpora.items()}
@@ -199,7 +203,7 @@ def run_engine_bench(
                 "--out-dir", str(out_dir), "--model-dir", str(models.fp32_dir),
                 "--int8-dir", str(models.int8_dir), "--source-dir", str(models.source_dir),
                 "--threads", str(engine.intra_op_threads),
-                "--batch-size", str(engine.max_batch_size),
+                "--batch-size", str(peer_batch if base in PEERS else engine.max_batch_size),
                 "--max-batch-tokens", str(budget or engine.max_batch_tokens),
                 "--repeats", str(repeats),
                 *([] if warmup_texts is None else ["--warmup-texts", str(warmup_texts)]),
@@ -276,9 +280,12 @@ def run_engine_bench(
         },
         "threads": engine.intra_op_threads,
         "batch_size": engine.max_batch_size,
+        "peer_batch_size": peer_batch,
         "max_batch_tokens": engine.max_batch_tokens,
         "timed_passes": repeats,
-        "warmup_texts": engine.max_batch_size if warmup_texts is None else warmup_texts,
+        "warmup_texts": f"each variant's batch size, at most {WARMUP_TEXTS_MAX}"
+        if warmup_texts is None
+        else warmup_texts,
         "default_backend_here": default_kind,
         "rows": [asdict(r) for r in rows],
     }

@@ -113,7 +113,18 @@ def _engine(data: Row) -> tuple[str, str]:
         tables.append(f"{title}\n\n" + _table([*header, "% of peak", "peak RSS MB"], rows))
     settings = (
         f"{data['threads']} threads, batches of at most {data['batch_size']} texts and "
-        f"{data['max_batch_tokens']:,} padded tokens, best of {data['timed_passes']} timed "
+        f"{data['max_batch_tokens']:,} padded tokens"
+        + (
+            " (a row that names a budget: that budget)"
+            if any("@" in row["variant"] for row in data["rows"])
+            else ""
+        )
+        + (
+            f", sentence-transformers batches of {data['peer_batch_size']} texts"
+            if data.get("peer_batch_size", data["batch_size"]) != data["batch_size"]
+            else ""
+        )
+        + f", best of {data['timed_passes']} timed "
         "pass(es); × best peer is against the fastest sentence-transformers variant on the corpus; "
         "mean cos and recall@10 against sentence-transformers torch FP32; % of peak is useful "
         "FLOPs per second over cores × the cpuinfo clock × the arithmetic's operations per cycle "

@@ -60,11 +60,12 @@ def test_bench_engine_smoke_run_on_a_tiny_shape(tmp_path: Path) -> None:
 
 def test_bench_engine_sweeps_batch_budgets(tmp_path: Path) -> None:
     """--max-batch-tokens runs each of our variants once per budget, in one run and one
-    table; the budget changes how texts are batched, never their vectors."""
+    table; the budget changes how texts are batched, never their vectors. The peer keeps
+    batches of its own size (--peer-batch-size)."""
     out = tmp_path / "engine-budgets.json"
     result = subprocess.run(
         [sys.executable, "-m", "ops.cli.main", "bench", "engine", "--shape", "tiny-bert",
-         "--limit", "12", "--repeats", "1", "--batch-size", "64",
+         "--limit", "12", "--repeats", "1", "--batch-size", "64", "--peer-batch-size", "4",
          "--variants", "st-torch-fp32,ours-ort-fp32", "--max-batch-tokens", "64,1024",
          "--out", str(out)],
         capture_output=True,
@@ -75,6 +76,7 @@ def test_bench_engine_sweeps_batch_budgets(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     assert "ONNX Runtime FP32, 1024 tokens a batch" in result.stdout
     report = json.loads(out.read_text())
+    assert (report["batch_size"], report["peer_batch_size"]) == (64, 4)
     rows = {(row["variant"], row["corpus"]): row for row in report["rows"]}
     assert {v for v, _ in rows} == {"st-torch-fp32", "ours-ort-fp32@64", "ours-ort-fp32@1024"}
     for corpus in ("sentences", "passages"):
