@@ -245,7 +245,9 @@ def run_engine_bench(
                     arithmetic=arithmetic,
                     clock_ghz=clock_ghz,
                     share_of_peak=share,
-                    is_default=variant.startswith("ours") and backend == default_kind,
+                    is_default=variant.startswith("ours")
+                    and backend == default_kind
+                    and split_variant(variant)[1] in (None, engine.max_batch_tokens),
                 )
             )  # fmt: skip
     title = (

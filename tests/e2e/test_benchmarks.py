@@ -84,6 +84,9 @@ def test_bench_engine_sweeps_batch_budgets(tmp_path: Path) -> None:
             row = rows[(f"ours-ort-fp32@{budget}", corpus)]
             assert row["label"] == f"ours: ONNX Runtime FP32, {budget} tokens a batch"
             assert row["min_cos"] >= 0.9999
+            # Only the settings' budget (1,024) on this CPU's default runtime is the default.
+            default_here = budget == 1024 and row["backend"] == report["default_backend_here"]
+            assert row["is_default"] == default_here
 
 
 def test_bench_engine_long_inputs_on_a_tiny_sparse_shape(tmp_path: Path) -> None:
