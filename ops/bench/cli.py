@@ -188,7 +188,7 @@ def bench_engine(
     corpora = {name: texts for name, texts in corpora.items() if texts}
     run_engine_bench(
         models, model_shape, shape is not None, corpora, engine, chosen, out_json, console,
-        repeats or 2, warmup_texts, peer_batch_size or batch_size,
+        repeats or 2, warmup_texts, peer_batch_size,
     )  # fmt: skip
 
 

@@ -85,7 +85,10 @@ def main() -> None:
     parser.add_argument("--max-batch-tokens", type=int, required=True)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument(
-        "--warmup-texts", type=int, default=None, help="default: --batch-size, at most 64"
+        "--warmup-texts",
+        type=int,
+        default=None,
+        help=f"default: --batch-size, at most {WARMUP_TEXTS_MAX}",
     )
     args = parser.parse_args()
     if args.variant in PEERS:
