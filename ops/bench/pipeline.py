@@ -83,13 +83,15 @@ def whole_path(
     texts: list[str],
     collection: str,
     log_dir: Path,
+    api: ChildProcess,
     hnsw: bool = False,
     texts_per_job: int | None = None,
 ) -> WholePath:
     """Seconds from the first submission to the last job completed, the worker's stage sums
     (queue wait, claim, tokenize, engine, write) and the CPU seconds each part of the stack used
     over that run, on a worker that has embedded the same texts once before, untimed (the bare
-    engine is timed warm too). Returns once a new collection's HNSW index is built, so the
+    engine is timed warm too). `api` serves every run: what the variants change is the
+    worker's. Returns once a new collection's HNSW index is built, so the
     build does not run into the next measurement."""
     engine = make_engine(settings.require_database_url(), pool_size=1)
     with engine.begin() as conn:
@@ -99,9 +101,8 @@ def whole_path(
     # Indexed from the start, so no HNSW build follows the warm-up into the measurement.
     _new_collection(engine, f"{collection}_warm", manifest.manifest_id, hnsw=True)
     engine.dispose()
-    children: list[ChildProcess] = []
+    children: list[ChildProcess] = [api]
     try:
-        children.append(start_api(settings, log_dir))
         children.append(start_worker(settings, log_dir))
         client = httpx.Client(
             base_url=f"http://{settings.api_host}:{settings.api_port}",
@@ -142,7 +143,7 @@ def whole_path(
             index_ready_s = time.time() - float(finished)
         engine.dispose()
     finally:
-        for child in reversed(children):
+        for child in children[1:]:
             child.stop()
     split = {stage: after.get(stage, 0.0) - before.get(stage, 0.0) for stage in after}
     return WholePath(seconds, split, cpu, index_ready_s)
@@ -267,46 +268,51 @@ def run_pipeline_bench(
             }
         )
         upgrade_head(run_settings.require_database_url())
-        variants = bench_variants(
-            hnsw_variants, small_jobs, repeat, streams_run_here(model_dir, config)
-        )
-        bare_between_texts_per_s = [before[0].texts_per_s]
-        for n, variant in enumerate(variants):
-            if n:
-                one_call_s = bare_engine(model_dir, config, texts, [0] * count)
-                bare_between_texts_per_s.append(count / one_call_s)
-            changes: dict[str, Any] = {
-                "write_behind": variant.write_behind,
-                "claim_ahead": variant.claim_ahead,
-            }
-            if variant.coalesce_below_items is not None:
-                changes["coalesce_below_items"] = variant.coalesce_below_items
-            if variant.engine_streams is not None:
-                changes["engine_streams"] = variant.engine_streams
-            if variant.tokenise_ahead is not None:
-                changes["tokenise_ahead"] = variant.tokenise_ahead
-            used = texts[: variant.texts] if variant.texts else texts
-            run = whole_path(
-                run_settings.model_copy(update=changes),
-                model_dir,
-                used,
-                variant.collection,
-                Path(data_dir),
-                hnsw=variant.hnsw,
-                texts_per_job=variant.texts_per_job,
+        api = start_api(run_settings, Path(data_dir))
+        try:
+            variants = bench_variants(
+                hnsw_variants, small_jobs, repeat, streams_run_here(model_dir, config)
             )
-            pipelines.append(
-                PipelineRun(
-                    variant.label,
-                    len(used),
-                    run.seconds,
-                    len(used) / run.seconds,
-                    group=variant.group or variant.label,
-                    split_s=run.split_s,
-                    cpu_s=run.cpu_s,
-                    index_ready_s=run.index_ready_s,
+            bare_between_texts_per_s = [before[0].texts_per_s]
+            for n, variant in enumerate(variants):
+                if n:
+                    one_call_s = bare_engine(model_dir, config, texts, [0] * count)
+                    bare_between_texts_per_s.append(count / one_call_s)
+                changes: dict[str, Any] = {
+                    "write_behind": variant.write_behind,
+                    "claim_ahead": variant.claim_ahead,
+                }
+                if variant.coalesce_below_items is not None:
+                    changes["coalesce_below_items"] = variant.coalesce_below_items
+                if variant.engine_streams is not None:
+                    changes["engine_streams"] = variant.engine_streams
+                if variant.tokenise_ahead is not None:
+                    changes["tokenise_ahead"] = variant.tokenise_ahead
+                used = texts[: variant.texts] if variant.texts else texts
+                run = whole_path(
+                    run_settings.model_copy(update=changes),
+                    model_dir,
+                    used,
+                    variant.collection,
+                    Path(data_dir),
+                    api,
+                    hnsw=variant.hnsw,
+                    texts_per_job=variant.texts_per_job,
                 )
-            )
+                pipelines.append(
+                    PipelineRun(
+                        variant.label,
+                        len(used),
+                        run.seconds,
+                        len(used) / run.seconds,
+                        group=variant.group or variant.label,
+                        split_s=run.split_s,
+                        cpu_s=run.cpu_s,
+                        index_ready_s=run.index_ready_s,
+                    )
+                )
+        finally:
+            api.stop()
     after = bare_runs("after")
     bare_between_texts_per_s.append(after[0].texts_per_s)
     engine_s = (before[0].seconds + after[0].seconds) / 2  # all texts in one call

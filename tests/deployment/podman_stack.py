@@ -14,6 +14,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,19 +34,21 @@ APT_TOOLS = {"podman": "podman", "runc": "runc", "debootstrap": "debootstrap"}
 
 @dataclass
 class StepTimes:
-    """Wall time of each deployment step, printed at the end of the run."""
+    """Wall time of each deployment step, printed at the end of the run. A step that ran beside
+    others (one image build among several) is shown but not added to the total: the step that
+    holds them counts their wall time once."""
 
-    steps: list[tuple[str, float]] = field(default_factory=list)
+    steps: list[tuple[str, float, bool]] = field(default_factory=list)
 
     @contextmanager
-    def step(self, name: str) -> Iterator[None]:
+    def step(self, name: str, beside_others: bool = False) -> Iterator[None]:
         started = time.monotonic()
         print(f"[deployment] {name} ...", file=sys.stderr, flush=True)
         try:
             yield
         finally:
             took_s = time.monotonic() - started
-            self.steps.append((name, took_s))
+            self.steps.append((name, took_s, beside_others))
             print(f"[deployment] {name}: {took_s:.1f} s", file=sys.stderr, flush=True)
 
 
@@ -182,6 +185,7 @@ def build(
     build_args: dict[str, str],
     dockerfile: Path | None = None,
     target: str | None = None,
+    beside_others: bool = False,
 ) -> None:
     """podman build, with this machine's pip settings mounted."""
     args = ["podman", "build", "--tag", tag, *mounts.args]
@@ -191,7 +195,7 @@ def build(
         args += ["--file", str(dockerfile)]
     if target is not None:
         args += ["--target", target]
-    with TIMES.step(f"build {tag.rsplit('/', 1)[-1]}"):
+    with TIMES.step(f"build {tag.rsplit('/', 1)[-1]}", beside_others):
         run([*args, str(context)], timeout_s=1500)
 
 
@@ -199,26 +203,38 @@ def our_image(target: str) -> str:
     return f"{IMAGE_PREFIX}-{target}:latest"
 
 
-def build_ours(target: str, base: str, mounts: BuildMounts) -> str:
-    """One target of ops/deploy/docker/Dockerfile, on the local base image (PYTHON_IMAGE)."""
-    tag = our_image(target)
-    build(
-        tag,
-        ROOT,
-        mounts,
-        # The export image takes torch's CPU build from the mounted wheel folder instead of
-        # PyTorch's index (unreachable here).
-        {"PYTHON_IMAGE": base, "TORCH_INDEX_URL": ""},
-        dockerfile=ROOT / "ops" / "deploy" / "docker" / "Dockerfile",
-        target=target,
-    )
-    return tag
+def standin_image(name: str) -> str:
+    return f"{IMAGE_PREFIX}/standin-{name}:latest"
 
 
-def build_standin(name: str, base: str, mounts: BuildMounts) -> str:
-    tag = f"{IMAGE_PREFIX}/standin-{name}:latest"
-    build(tag, STANDINS / name, mounts, {"BASE_IMAGE": base})
-    return tag
+# Our Dockerfile's targets and the stand-ins, largest build first so that the long ones start at
+# once and the short ones fill in beside them.
+OUR_TARGETS = ("worker-gpu", "export", "worker-cpu", "api")
+STANDIN_NAMES = ("prometheus", "flower", "postgres", "valkey")
+# Builds at a time: each spends much of its time waiting on PyPI, so a 2-core machine runs
+# three side by side in well under the time it needs for them one after another.
+PARALLEL_BUILDS = 3
+
+
+def build_all(base: str, mounts: BuildMounts) -> None:
+    """Every image the deployment tests run: our targets and the stand-ins, a few at a time."""
+    dockerfile = ROOT / "ops" / "deploy" / "docker" / "Dockerfile"
+    # The export image takes torch's CPU build from the mounted wheel folder instead of
+    # PyTorch's index (unreachable here).
+    ours = {"PYTHON_IMAGE": base, "TORCH_INDEX_URL": ""}
+    builds = [(our_image(t), ROOT, ours, dockerfile, t) for t in OUR_TARGETS] + [
+        (standin_image(n), STANDINS / n, {"BASE_IMAGE": base}, None, None) for n in STANDIN_NAMES
+    ]
+    with (
+        TIMES.step(f"build {len(builds)} images, {PARALLEL_BUILDS} at a time"),
+        ThreadPoolExecutor(PARALLEL_BUILDS) as pool,
+    ):
+        futures = [
+            pool.submit(build, tag, context, mounts, args, dockerfile, target, True)
+            for tag, context, args, dockerfile, target in builds
+        ]
+        for future in futures:
+            future.result()  # the first failure, with its output
 
 
 @dataclass

@@ -157,15 +157,8 @@ def _start(compose: ps.Compose, deployment_env: dict[str, str]) -> tuple[str, st
 
 
 @pytest.fixture(scope="module")
-def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+def deployment(images: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     work = tmp_path_factory.mktemp("deployment")
-    ps.ensure_tools()
-    base = ps.base_image()
-    mounts = ps.BuildMounts.from_this_machine(work)
-    standins = {name: ps.build_standin(name, base, mounts) for name in ("postgres", "valkey")}
-    standins |= {name: ps.build_standin(name, base, mounts) for name in ("prometheus", "flower")}
-    for target in ("api", "worker-cpu", "export"):
-        ps.build_ours(target, base, mounts)
     env_values = {
         "POSTGRES_PASSWORD": secrets.token_hex(16),
         "EMBEDQ_APP_DB_ROLE": "embedq_app",
@@ -174,10 +167,10 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         "EMBEDQ_METRICS_TOKEN": secrets.token_hex(16),
         "GRAFANA_ADMIN_PASSWORD": secrets.token_hex(16),
         "FLOWER_BASIC_AUTH": f"ops:{secrets.token_hex(8)}",
-        "POSTGRES_IMAGE": standins["postgres"],
-        "VALKEY_IMAGE": standins["valkey"],
-        "PROMETHEUS_IMAGE": standins["prometheus"],
-        "FLOWER_IMAGE": standins["flower"],
+        "POSTGRES_IMAGE": ps.standin_image("postgres"),
+        "VALKEY_IMAGE": ps.standin_image("valkey"),
+        "PROMETHEUS_IMAGE": ps.standin_image("prometheus"),
+        "FLOWER_IMAGE": ps.standin_image("flower"),
         "EMBEDQ_IMAGE_PREFIX": ps.IMAGE_PREFIX,
         "EMBEDQ_IMAGE_TAG": "latest",
         "API_PORT": str(_free_port()),

@@ -16,11 +16,8 @@ pytestmark = [pytest.mark.deployment, pytest.mark.timeout(2400)]
 
 
 @pytest.fixture(scope="module")
-def gpu_image(tmp_path_factory: pytest.TempPathFactory) -> str:
-    work = tmp_path_factory.mktemp("gpu-image")
-    ps.ensure_tools()
-    base = ps.base_image()
-    return ps.build_ours("worker-gpu", base, ps.BuildMounts.from_this_machine(work))
+def gpu_image(images: None) -> str:
+    return ps.our_image("worker-gpu")
 
 
 def test_the_gpu_image_offers_cuda_and_carries_no_torch(gpu_image: str) -> None:

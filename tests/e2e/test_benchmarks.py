@@ -22,7 +22,14 @@ from tests.support import engine_config
 SMOKE_VARIANTS = "st-torch-fp32,st-onnx,ours-ov-int8,ours-ov-int8-pad16,ours-ov-int8-2streams"
 
 
-def test_bench_engine_smoke_run_on_a_tiny_shape(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def tiny_bert_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One data dir for the tiny-bert engine runs: the shape's model and its exports are built
+    by the first run and reused by the next, as on a user's machine."""
+    return tmp_path_factory.mktemp("tiny-bert-data")
+
+
+def test_bench_engine_smoke_run_on_a_tiny_shape(tmp_path: Path, tiny_bert_data: Path) -> None:
     """--shape builds a random-weight model, exports FP32 and INT8 (OpenVINO) through
     export-model's code, runs peers and ours on both corpora and reports both."""
     out = tmp_path / "engine.json"
@@ -32,7 +39,7 @@ def test_bench_engine_smoke_run_on_a_tiny_shape(tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         timeout=600,
-        env={**os.environ, "COLUMNS": "200", "EMBEDQ_DATA_DIR": str(tmp_path / "data")},
+        env={**os.environ, "COLUMNS": "200", "EMBEDQ_DATA_DIR": str(tiny_bert_data)},
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert "× best peer" in result.stdout and "infinity" in result.stdout
@@ -58,7 +65,7 @@ def test_bench_engine_smoke_run_on_a_tiny_shape(tmp_path: Path) -> None:
     assert "mean_cos_vs_fp32" in report["model"]["int8_quality"]
 
 
-def test_bench_engine_sweeps_batch_budgets(tmp_path: Path) -> None:
+def test_bench_engine_sweeps_batch_budgets(tmp_path: Path, tiny_bert_data: Path) -> None:
     """--max-batch-tokens runs each of our variants once per budget, in one run and one
     table; the budget changes how texts are batched, never their vectors. The peer keeps
     batches of its own size (--peer-batch-size)."""
@@ -71,7 +78,7 @@ def test_bench_engine_sweeps_batch_budgets(tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         timeout=600,
-        env={**os.environ, "COLUMNS": "200", "EMBEDQ_DATA_DIR": str(tmp_path / "data")},
+        env={**os.environ, "COLUMNS": "200", "EMBEDQ_DATA_DIR": str(tiny_bert_data)},
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert "ONNX Runtime FP32, 1024 tokens a batch" in result.stdout

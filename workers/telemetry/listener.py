@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+SHUTDOWN_POLL_S = 0.1
+
 
 def _task_postrun(task: Any = None, state: str | None = None, **_: Any) -> None:
     metrics.task_finished(getattr(task, "name", None) or "unknown", state or "unknown")
@@ -84,7 +86,11 @@ class MetricsListener:
         self._server = make_server(host, port, self._app, _ThreadingServer, _QuietHandler)
         self.port: int = self._server.server_port
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name="embedq-metrics", daemon=True
+            target=self._server.serve_forever,
+            # How often serve_forever looks at its stop flag (default 0.5 s): stop waits for it.
+            kwargs={"poll_interval": SHUTDOWN_POLL_S},
+            name="embedq-metrics",
+            daemon=True,
         )
 
     def _app(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
