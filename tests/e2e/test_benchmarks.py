@@ -185,7 +185,7 @@ def test_bench_query_reports_percentiles_idle_and_under_bulk_load(
     export_model(str(source), reranker, ExportOptions(), engine_config())
     out = tmp_path / "query.json"
     result = _bench(
-        ["query", "--model-dir", str(minilm_dir), "--calls", "12", "--bulk-texts", "300",
+        ["query", "--model-dir", str(minilm_dir), "--calls", "8", "--bulk-texts", "150",
          "--reranker-dir", str(reranker), "--max-batch-tokens", "1024",
          "--max-batch-tokens", "256", "--out", str(out)]
     )  # fmt: skip
@@ -204,7 +204,7 @@ def test_bench_query_reports_percentiles_idle_and_under_bulk_load(
     } == {(endpoint, *phase) for endpoint in endpoints for phase in phases}
     assert all(0 < r["p50_ms"] <= r["p95_ms"] <= r["p99_ms"] <= r["max_ms"] for r in rows)
     bulk = [(b["preemptions"], b["max_batch_tokens"], b["texts"]) for b in report["bulk"]]
-    assert bulk == [(p, b, 300) for p, b in workers]
+    assert bulk == [(p, b, 150) for p, b in workers]
     assert all(b["texts_per_s"] > 0 for b in report["bulk"])
 
 
