@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import psycopg
 from pgvector.psycopg import register_vector
 from sqlalchemy import Engine, text
@@ -26,6 +27,17 @@ from ops.devstack.processes import ChildProcess, process_env, start_worker
 from workers.engine import EngineConfig
 
 FINISHED = {"completed", "completed_with_errors", "failed"}
+
+
+def each_text_once(
+    known: dict[str, np.ndarray], texts: list[str], compute: Callable[[list[str]], np.ndarray]
+) -> np.ndarray:
+    """Vectors of texts, computing (and keeping in known) only the texts not seen before: the
+    tests check the same texts against the same model again and again."""
+    missing = list(dict.fromkeys(t for t in texts if t not in known))
+    if missing:
+        known.update(zip(missing, compute(missing), strict=True))
+    return np.stack([known[t] for t in texts])
 
 
 def wait_for(

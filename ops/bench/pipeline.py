@@ -24,7 +24,7 @@ from embedq_core.settings import Settings
 from migrations.schema_upgrade import upgrade_head
 from ops.bench import cpu_share
 from ops.bench.pipeline_reference import api_task_numbers, bare_engine, bench_texts
-from ops.bench.pipeline_variants import bench_variants
+from ops.bench.pipeline_variants import Variant, bench_variants
 from ops.devstack.processes import ChildProcess, start_api, start_worker
 from ops.devstack.stack import EmbeddedStack, free_port
 from workers.engine import EngineConfig
@@ -101,9 +101,9 @@ def whole_path(
     # Indexed from the start, so no HNSW build follows the warm-up into the measurement.
     _new_collection(engine, f"{collection}_warm", manifest.manifest_id, hnsw=True)
     engine.dispose()
-    children: list[ChildProcess] = [api]
+    worker = start_worker(settings, log_dir)
+    children = [api, worker]
     try:
-        children.append(start_worker(settings, log_dir))
         client = httpx.Client(
             base_url=f"http://{settings.api_host}:{settings.api_port}",
             headers={"Authorization": f"Bearer {api_key}"},
@@ -119,8 +119,8 @@ def whole_path(
         before = _stage_sums(httpx.get(f"{metrics_url}/metrics", timeout=10).text)
         roles = {
             os.getpid(): "bench client",
-            children[0].popen.pid: "api",
-            children[1].popen.pid: "worker",
+            api.popen.pid: "api",
+            worker.popen.pid: "worker",
         }
         cpu_before = cpu_share.snapshot(roles)
         started = time.time()  # wall clock: compared with Postgres's finished_at, same machine
@@ -143,8 +143,7 @@ def whole_path(
             index_ready_s = time.time() - float(finished)
         engine.dispose()
     finally:
-        for child in children[1:]:
-            child.stop()
+        worker.stop()
     split = {stage: after.get(stage, 0.0) - before.get(stage, 0.0) for stage in after}
     return WholePath(seconds, split, cpu, index_ready_s)
 
@@ -254,7 +253,6 @@ def run_pipeline_bench(
         return runs
 
     before = bare_runs("before")
-    pipelines: list[PipelineRun] = []
     with (
         tempfile.TemporaryDirectory() as data_dir,
         EmbeddedStack(settings, Path(data_dir)) as stack,
@@ -273,44 +271,9 @@ def run_pipeline_bench(
             variants = bench_variants(
                 hnsw_variants, small_jobs, repeat, streams_run_here(model_dir, config)
             )
-            bare_between_texts_per_s = [before[0].texts_per_s]
-            for n, variant in enumerate(variants):
-                if n:
-                    one_call_s = bare_engine(model_dir, config, texts, [0] * count)
-                    bare_between_texts_per_s.append(count / one_call_s)
-                changes: dict[str, Any] = {
-                    "write_behind": variant.write_behind,
-                    "claim_ahead": variant.claim_ahead,
-                }
-                if variant.coalesce_below_items is not None:
-                    changes["coalesce_below_items"] = variant.coalesce_below_items
-                if variant.engine_streams is not None:
-                    changes["engine_streams"] = variant.engine_streams
-                if variant.tokenise_ahead is not None:
-                    changes["tokenise_ahead"] = variant.tokenise_ahead
-                used = texts[: variant.texts] if variant.texts else texts
-                run = whole_path(
-                    run_settings.model_copy(update=changes),
-                    model_dir,
-                    used,
-                    variant.collection,
-                    Path(data_dir),
-                    api,
-                    hnsw=variant.hnsw,
-                    texts_per_job=variant.texts_per_job,
-                )
-                pipelines.append(
-                    PipelineRun(
-                        variant.label,
-                        len(used),
-                        run.seconds,
-                        len(used) / run.seconds,
-                        group=variant.group or variant.label,
-                        split_s=run.split_s,
-                        cpu_s=run.cpu_s,
-                        index_ready_s=run.index_ready_s,
-                    )
-                )
+            pipelines, bare_between_texts_per_s = _whole_path_runs(
+                run_settings, model_dir, texts, variants, Path(data_dir), api, config, before[0]
+            )
         finally:
             api.stop()
     after = bare_runs("after")
@@ -328,3 +291,58 @@ def run_pipeline_bench(
     for measured in runs:
         measured.ratio_to_engine = measured.texts_per_s / measured.engine_texts_per_s
     return runs
+
+
+def _whole_path_runs(
+    run_settings: Settings,
+    model_dir: Path,
+    texts: list[str],
+    variants: list[Variant],
+    data_dir: Path,
+    api: ChildProcess,
+    config: EngineConfig,
+    one_call_before: PipelineRun,
+) -> tuple[list[PipelineRun], list[float]]:
+    """Each variant through the whole path, with a bare one-call run between two of them;
+    returns the runs and the bare texts/s before each run (the first: one_call_before's)."""
+    count = len(texts)
+    pipelines: list[PipelineRun] = []
+    bare_between_texts_per_s = [one_call_before.texts_per_s]
+    for n, variant in enumerate(variants):
+        if n:
+            one_call_s = bare_engine(model_dir, config, texts, [0] * count)
+            bare_between_texts_per_s.append(count / one_call_s)
+        changes: dict[str, Any] = {
+            "write_behind": variant.write_behind,
+            "claim_ahead": variant.claim_ahead,
+        }
+        if variant.coalesce_below_items is not None:
+            changes["coalesce_below_items"] = variant.coalesce_below_items
+        if variant.engine_streams is not None:
+            changes["engine_streams"] = variant.engine_streams
+        if variant.tokenise_ahead is not None:
+            changes["tokenise_ahead"] = variant.tokenise_ahead
+        used = texts[: variant.texts] if variant.texts else texts
+        run = whole_path(
+            run_settings.model_copy(update=changes),
+            model_dir,
+            used,
+            variant.collection,
+            data_dir,
+            api,
+            hnsw=variant.hnsw,
+            texts_per_job=variant.texts_per_job,
+        )
+        pipelines.append(
+            PipelineRun(
+                variant.label,
+                len(used),
+                run.seconds,
+                len(used) / run.seconds,
+                group=variant.group or variant.label,
+                split_s=run.split_s,
+                cpu_s=run.cpu_s,
+                index_ready_s=run.index_ready_s,
+            )
+        )
+    return pipelines, bare_between_texts_per_s

@@ -14,7 +14,7 @@ from tests.e2e.reembed_harness import CHUNK, LOCK_TIMEOUT_S, ReembedEnv
 from tests.e2e.vectorize_harness import LOCK_TIMEOUT_S as VECTORIZE_LOCK_TIMEOUT_S
 from tests.e2e.vectorize_harness import VectorizeEnv
 from tests.model_factory import build_tiny_albert
-from tests.support import ServiceHandle, make_manifest_variant
+from tests.support import ServiceHandle, each_text_once, make_manifest_variant
 
 
 @pytest.fixture(scope="module")
@@ -36,20 +36,24 @@ def albert(
     tokenizer = AutoTokenizer.from_pretrained(source)
     model = AlbertModel.from_pretrained(source).eval()
 
-    # Most tests fill their tables with the same texts: each text is embedded once.
-    known: dict[str, np.ndarray] = {}
+    def compute(texts: list[str]) -> np.ndarray:
+        out = []
+        with torch.inference_mode():
+            for start in range(0, len(texts), 256):
+                batch = tokenizer(
+                    texts[start : start + 256],
+                    padding=True,
+                    truncation=True,
+                    max_length=128,
+                    return_tensors="pt",
+                )
+                out.append(model(**batch).last_hidden_state[:, 0].numpy())
+        return np.concatenate(out)
+
+    known: dict[str, np.ndarray] = {}  # most tests fill their tables with the same texts
 
     def embed(texts: list[str]) -> np.ndarray:
-        missing = list(dict.fromkeys(t for t in texts if t not in known))
-        with torch.inference_mode():
-            for start in range(0, len(missing), 256):
-                chunk = missing[start : start + 256]
-                batch = tokenizer(
-                    chunk, padding=True, truncation=True, max_length=128, return_tensors="pt"
-                )
-                vectors = model(**batch).last_hidden_state[:, 0].numpy()
-                known.update(zip(chunk, vectors, strict=True))
-        return np.stack([known[t] for t in texts])
+        return each_text_once(known, texts, compute)
 
     return embed
 

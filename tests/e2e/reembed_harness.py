@@ -21,7 +21,7 @@ from psycopg import sql
 from embedq_core.manifest import ModelManifest
 from migrations.reembed.progress import progress
 from ops.devstack.processes import ChildProcess, process_env, start_worker
-from tests.support import TableCliEnv, wait_for
+from tests.support import TableCliEnv, each_text_once, wait_for
 from workers.engine import Embedder, EngineConfig
 
 ROWS = 3000
@@ -211,18 +211,18 @@ def start_args(env: ReembedEnv, name: str, migration: str) -> list[str]:
     ]
 
 
-# (model dir, text) → the model's vector: the tests check the same texts again and again.
-_EXPECTED: dict[tuple[Path, str], np.ndarray] = {}
+# Per model dir, text → the model's vector.
+_EXPECTED: dict[Path, dict[str, np.ndarray]] = {}
 
 
 def expected_vectors(env: ReembedEnv, texts: list[str]) -> np.ndarray:
     """What the model computes for each text, in process (each text once per model dir)."""
-    missing = list(dict.fromkeys(t for t in texts if (env.model_dir, t) not in _EXPECTED))
-    if missing:
+
+    def compute(missing: list[str]) -> np.ndarray:
         engine = EngineConfig.from_settings(env.settings)
-        vectors = Embedder.from_model_dir(env.model_dir, engine).embed(missing).vectors
-        _EXPECTED.update(((env.model_dir, t), v) for t, v in zip(missing, vectors, strict=True))
-    return np.stack([_EXPECTED[(env.model_dir, t)] for t in texts])
+        return Embedder.from_model_dir(env.model_dir, engine).embed(missing).vectors
+
+    return each_text_once(_EXPECTED.setdefault(env.model_dir, {}), texts, compute)
 
 
 def stored(env: ReembedEnv, name: str, column: str = NEW) -> dict[int, tuple[Any, Any, Any]]:
