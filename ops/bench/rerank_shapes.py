@@ -63,7 +63,7 @@ def build_reranker_source(shape: RerankerShape, model_dir: Path, texts: list[str
 
     model_dir.mkdir(parents=True, exist_ok=True)
     pieces = write_xlmr_tokenizer(model_dir, texts, shape.max_tokens, max_word_chars=16)
-    config = XLMRobertaConfig(  # type: ignore[no-untyped-call]
+    config = XLMRobertaConfig(
         vocab_size=shape.vocab_size or pieces,
         hidden_size=shape.hidden,
         num_hidden_layers=shape.layers,
@@ -77,8 +77,8 @@ def build_reranker_source(shape: RerankerShape, model_dir: Path, texts: list[str
         num_labels=1,
     )
     torch.manual_seed(0)
-    model = XLMRobertaForSequenceClassification(config)  # type: ignore[no-untyped-call]
-    model.eval()  # type: ignore[no-untyped-call]
+    model = XLMRobertaForSequenceClassification(config)
+    model.eval()
     model.save_pretrained(model_dir, safe_serialization=True)
     return model_dir
 

@@ -150,7 +150,7 @@ def _wordpiece_zh(model_dir: Path, texts: list[str]) -> int:
     extra = sorted({c for t in texts for c in t if "\u4e00" <= c <= "\u9fff" and c not in known})
     vocab += extra
     (model_dir / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
-    BertTokenizerFast(  # type: ignore[no-untyped-call]
+    BertTokenizerFast(
         vocab_file=str(model_dir / "vocab.txt"),
         do_lower_case=True,
         tokenize_chinese_chars=True,
@@ -208,7 +208,7 @@ def build_shape_source(shape: ModelShape, model_dir: Path, texts: list[str], see
     }
     config = AutoConfig.for_model(shape.model_type, **fields)
     torch.manual_seed(seed)
-    model = AutoModel.from_config(config)  # type: ignore[no-untyped-call]
+    model = AutoModel.from_config(config)
     model.eval().save_pretrained(model_dir, safe_serialization=True)
     if shape.sparse_head:  # BGE-M3's lexical head: Linear(hidden, 1), random like the rest
         head = torch.nn.Linear(shape.architecture["hidden_size"], 1)

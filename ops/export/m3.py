@@ -88,7 +88,7 @@ def export_m3(model_dir: Path, out_dir: Path, opset: int) -> SparseHead:
     head = torch.nn.Linear(encoder.config.hidden_size, 1)
     state = torch.load(model_dir / SPARSE_LINEAR_FILE, map_location="cpu", weights_only=True)
     head.load_state_dict(state)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)  # type: ignore[no-untyped-call]
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
     # Traced with padding in the batch, so the mask path is in the graph.
     sample = tokenizer(["a b c d", "a"], padding=True, return_tensors="pt")
     out_dir.mkdir(parents=True, exist_ok=True)

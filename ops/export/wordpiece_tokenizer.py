@@ -36,7 +36,7 @@ def write_wordpiece_tokenizer(model_dir: Path, out_dir: Path, max_length: int) -
     into out_dir; returns the tokenizer.json path."""
     from transformers import BertTokenizerFast
 
-    tokenizer = BertTokenizerFast(  # type: ignore[no-untyped-call]
+    tokenizer = BertTokenizerFast(
         vocab_file=str(model_dir / WORDPIECE_VOCAB_FILE),
         do_lower_case=_do_lower_case(model_dir),
         tokenize_chinese_chars=True,

@@ -57,7 +57,7 @@ def write_xlmr_tokenizer(
     tokenizer.add_special_tokens(XLMR_SPECIALS)
     out_dir.mkdir(parents=True, exist_ok=True)
     tokenizer.save(str(out_dir / "tokenizer.json"))
-    XLMRobertaTokenizerFast(  # type: ignore[no-untyped-call]
+    XLMRobertaTokenizerFast(
         tokenizer_file=str(out_dir / "tokenizer.json"), model_max_length=max_length
     ).save_pretrained(str(out_dir))
     return len(pieces)
