@@ -156,6 +156,25 @@ def _start(compose: ps.Compose, deployment_env: dict[str, str]) -> tuple[str, st
     return api_url, compose.running("api")[0]
 
 
+def _wait_names_resolve(compose: ps.Compose, container: str) -> None:
+    """In one from-scratch run here the first `podman exec` after `up` failed on "Temporary
+    failure in name resolution" (the network's DNS server, aardvark-dns 1.4 on Debian 12),
+    although the worker had just connected to the database; a rerun passed. Wait until the
+    container resolves the database; if it never does, fail saying so, with the DNS server's
+    state."""
+
+    def resolves() -> bool:
+        probe = "import socket; socket.getaddrinfo('postgres', 5432)"
+        exec_ = ["podman", "exec", container, "python3", "-c", probe]
+        return ps.run(exec_, timeout_s=30, check=False).returncode == 0
+
+    def dns_state() -> str:
+        servers = ps.run(["pgrep", "-a", "aardvark-dns"], check=False).stdout or "none running"
+        return f"aardvark-dns processes: {servers}\n" + compose.logs("worker-cpu")
+
+    wait_for(f"{container} resolves postgres", resolves, 180, dns_state)
+
+
 @pytest.fixture(scope="module")
 def deployment(images: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     work = tmp_path_factory.mktemp("deployment")
@@ -197,6 +216,7 @@ def deployment(images: None, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         deployment = Deployment(compose, env_values, api_url, key)
         deployment.wait_workers_ready(1)
         worker = compose.running("worker-cpu")[0]
+        _wait_names_resolve(compose, worker)
         ps.run(
             [
                 "podman",
